@@ -1,0 +1,553 @@
+"""Turning user input into validated event records: the write methods' arguments, event
+objects and Segment/RudderStack-spec dicts all become a :class:`Record` here (SPEC §3, §9).
+
+A ``Record`` holds normalized identifiers in priority order (blocked ones set aside), the
+timestamp as epoch seconds, the ``event_id`` (derived from the content when missing) and a
+fingerprint of the content that tells a duplicate from an ``event_id`` reused with other
+content. Nothing here touches the graph: validation finishes before anything is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from identityres._model import (
+    ANONYMOUS_ID,
+    USER_ID,
+    Alias,
+    Identifier,
+    Identify,
+    IdentifyCompany,
+    Reason,
+    Reset,
+    Track,
+)
+from identityres._rules import CompiledRules
+from identityres.errors import (
+    IdentifierTypeError,
+    InvalidEventError,
+    InvalidTimestampError,
+    UnknownKindError,
+    ValidationError,
+)
+
+__all__ = ["ALIAS", "COMPANY", "IDENTIFY", "RESET", "TRACK", "Record", "RecordBuilder"]
+
+TRACK, IDENTIFY, ALIAS, RESET, COMPANY = 0, 1, 2, 3, 4
+#: Pseudo kind for company ids: validated like identifier values, normalized by stripping.
+COMPANY_KIND = -1
+EVENT_TYPES = ("track", "identify", "alias", "reset", "identify_company")
+
+Clock = Callable[[], "datetime | float | int"]
+
+
+class Record:
+    """One validated event, ready for the engine."""
+
+    __slots__ = (
+        "blocked",
+        "company_id",
+        "company_traits",
+        "content",
+        "etype",
+        "event_id",
+        "ids",
+        "set_once",
+        "traits",
+        "ts",
+    )
+
+    def __init__(
+        self,
+        etype: int,
+        ts: float,
+        event_id: str,
+        ids: tuple[tuple[int, str], ...],
+        blocked: tuple[tuple[str, str, Reason], ...],
+        content: tuple[Any, ...],
+        traits: dict[str, Any] | None = None,
+        set_once: dict[str, Any] | None = None,
+        company_id: str | None = None,
+        company_traits: dict[str, Any] | None = None,
+    ) -> None:
+        self.etype = etype
+        self.ts = ts
+        self.event_id = event_id
+        #: valid identifiers as ``(kind_index, value)``, priority order, no repeats
+        self.ids = ids
+        #: blocked values as ``(kind, value, reason)``
+        self.blocked = blocked
+        #: everything that makes the event what it is, as a hashable tuple: equal content
+        #: with an equal ``event_id`` is a duplicate, other content is a conflict
+        self.content = content
+        self.traits = traits
+        self.set_once = set_once
+        self.company_id = company_id
+        self.company_traits = company_traits
+
+
+def _json(value: Any) -> str:
+    # Content fingerprints must not depend on dict order: sort keys.  ``default=repr``
+    # keeps odd but harmless values (datetimes in properties) from failing the write.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def _kind_of(pair: tuple[int, str]) -> int:
+    return pair[0]
+
+
+def stable_fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
+    """A digest of an event's content that is the same in every process (``hash()`` of
+    strings is not): used for derived event ids and by stores that persist fingerprints.
+    Kinds are named, not numbered, so the digest does not depend on the rules' priority."""
+    etype, ts, pairs, *rest = content
+    named = (EVENT_TYPES[etype], ts, tuple((kind_names[k], v) for k, v in pairs), *rest)
+    return hashlib.blake2b(
+        repr(named).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
+
+
+def derive_event_id(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> str:
+    """The ``event_id`` of an event written without one: a digest of its content, so the
+    same event sent twice is recognized as a duplicate (SPEC §3)."""
+    return "ev-" + stable_fingerprint(content, kind_names).hex()
+
+
+def to_timestamp(value: Any, field: str = "timestamp") -> float:
+    """Validate a timestamp and return epoch seconds (SPEC §3, §9)."""
+    t = type(value)
+    if t is float or t is int:
+        ts = float(value)
+        if not math.isfinite(ts):
+            raise InvalidTimestampError(field, value, "must be a finite number of epoch seconds")
+        return ts
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidTimestampError(
+                field, value, "naive datetime: give a timezone-aware datetime (e.g. tzinfo=UTC)"
+            )
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return to_timestamp(float(value), field)
+    raise InvalidTimestampError(
+        field, value, f"must be a tz-aware datetime or epoch seconds, not {t.__name__}"
+    )
+
+
+def parse_iso_timestamp(value: Any, field: str) -> float:
+    """An ISO-8601 string (as in Segment messages) or any value ``to_timestamp`` takes."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
+        return to_timestamp(parsed, field)
+    return to_timestamp(value, field)
+
+
+def _check_mapping(field: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(field, value, f"must be a mapping, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidEventError(field, value, f"keys must be str, found {key!r}")
+    # ``{}`` and ``None`` say the same thing; keep them the same content.
+    return dict(value) if value else None
+
+
+class RecordBuilder:
+    """Validates input against one set of rules and builds :class:`Record` objects."""
+
+    __slots__ = ("_clock", "_rules")
+
+    def __init__(self, rules: CompiledRules, clock: Clock) -> None:
+        self._rules = rules
+        self._clock = clock
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def timestamp(self, value: Any) -> float:
+        if value is None:
+            value = self._clock()
+        return to_timestamp(value)
+
+    def identifier_value(self, field: str, kind: int, raw: Any) -> str:
+        t = type(raw)
+        if t is str:
+            value: str = raw
+        elif t is int:
+            value = str(raw)
+        elif isinstance(raw, str):
+            value = str(raw)
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            value = str(int(raw))
+        else:
+            raise IdentifierTypeError(field, raw, f"must be str or int, not {t.__name__}")
+        value = value.strip() if kind == COMPANY_KIND else self._rules.normalizers[kind](value)
+        if type(value) is not str:
+            raise IdentifierTypeError(field, raw, "the kind's normalizer did not return a str")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise IdentifierTypeError(
+                    field, raw, "contains lone surrogates; not valid Unicode text"
+                ) from None
+        return value
+
+    def kind(self, field: str, kind: Any) -> int:
+        index = self._rules.kind_index.get(kind) if isinstance(kind, str) else None
+        if index is None:
+            raise UnknownKindError(
+                field, kind, f"unknown identifier kind; declared: {list(self._rules.kind_names)}"
+            )
+        return index
+
+    def identifier(self, field: str, ident: Any) -> tuple[int, str]:
+        """An ``Identifier`` or ``(kind, value)`` pair, validated and normalized."""
+        if isinstance(ident, Identifier):
+            kind, raw = ident.kind, ident.value
+        elif isinstance(ident, tuple) and len(ident) == 2:
+            kind, raw = ident
+        else:
+            raise InvalidEventError(field, ident, "must be an Identifier or a (kind, value) pair")
+        k = self.kind(field, kind)
+        return k, self.identifier_value(field, k, raw)
+
+    def event_id(self, value: Any) -> str:
+        if type(value) is str and value:
+            return value
+        if isinstance(value, str) and value:
+            return str(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise InvalidEventError("event_id", value, "must be a non-empty str")
+
+    def _finish(
+        self,
+        etype: int,
+        ts: float,
+        event_id: Any,
+        pairs: list[tuple[int, str]],
+        payload: tuple[Any, ...],
+        traits: dict[str, Any] | None = None,
+        set_once: dict[str, Any] | None = None,
+        company_id: str | None = None,
+        company_traits: dict[str, Any] | None = None,
+    ) -> Record:
+        rules = self._rules
+        blocked_reason = rules.blocked_reason
+        valid: list[tuple[int, str]] = []
+        blocked: list[tuple[str, str, Reason]] = []
+        for pair in pairs:
+            reason = blocked_reason(pair[1])
+            if reason is None:
+                if pair not in valid:
+                    valid.append(pair)
+            else:
+                item = (rules.kind_names[pair[0]], pair[1], reason)
+                if item not in blocked:
+                    blocked.append(item)
+        if len(valid) > 1:
+            # Stable sort: equal kinds keep the caller's order (alias: the new id anchors).
+            valid.sort(key=_kind_of)
+        # Repeats of one identifier are one identifier: they do not make other content.
+        content = (etype, ts, tuple(dict.fromkeys(pairs)), company_id, *payload)
+        if event_id is None:
+            eid = derive_event_id(content, rules.kind_names)
+        elif type(event_id) is str and event_id:
+            eid = event_id
+        else:
+            eid = self.event_id(event_id)
+        return Record(
+            etype,
+            ts,
+            eid,
+            tuple(valid),
+            tuple(blocked),
+            content,
+            traits,
+            set_once,
+            company_id,
+            company_traits,
+        )
+
+    def _extra(self, identifiers: Any, pairs: list[tuple[int, str]]) -> None:
+        if identifiers is None:
+            return
+        if not isinstance(identifiers, Mapping):
+            raise InvalidEventError(
+                "identifiers", identifiers, "must be a mapping kind -> value"
+            )
+        extra = []
+        for kind, raw in identifiers.items():
+            k = self.kind("identifiers", kind)
+            extra.append((k, self.identifier_value(f"identifiers[{kind!r}]", k, raw)))
+        # A mapping's order carries no meaning: sort so that it does not change the content.
+        extra.sort()
+        pairs.extend(extra)
+
+    def _single_kind_check(self, pairs: list[tuple[int, str]]) -> None:
+        # ``user_id=`` and ``identifiers={"user_id": ...}`` naming two different values
+        # would be two identified users in one event: almost surely a caller bug.
+        by_kind: dict[int, str] = {}
+        for k, v in pairs:
+            if by_kind.setdefault(k, v) != v:
+                name = self._rules.kind_names[k]
+                raise InvalidEventError(
+                    "identifiers", v, f"a second {name} in one event (already {by_kind[k]!r})"
+                )
+
+    # -- one builder per operation ---------------------------------------------------------
+
+    def track(
+        self,
+        event: Any,
+        anonymous_id: Any,
+        user_id: Any,
+        identifiers: Any,
+        properties: Any,
+        timestamp: Any,
+        event_id: Any,
+    ) -> Record:
+        if not isinstance(event, str) or not event:
+            raise InvalidEventError("event", event, "the event name must be a non-empty str")
+        rules = self._rules
+        pairs: list[tuple[int, str]] = []
+        if user_id is not None:
+            pairs.append((rules.user, self.identifier_value("user_id", rules.user, user_id)))
+        if anonymous_id is not None:
+            pairs.append(
+                (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
+            )
+        self._extra(identifiers, pairs)
+        if not pairs:
+            raise InvalidEventError(
+                "identifiers", None, "track needs anonymous_id, user_id or identifiers"
+            )
+        if identifiers:
+            self._single_kind_check(pairs)
+        props = _check_mapping("properties", properties)
+        ts = self.timestamp(timestamp)
+        payload = (event, None if props is None else _json(props))
+        return self._finish(TRACK, ts, event_id, pairs, payload)
+
+    def identify(
+        self,
+        user_id: Any,
+        anonymous_id: Any,
+        identifiers: Any,
+        traits: Any,
+        set_once: Any,
+        timestamp: Any,
+        event_id: Any,
+    ) -> Record:
+        rules = self._rules
+        if user_id is None:
+            raise InvalidEventError("user_id", None, "identify needs a user_id")
+        pairs = [(rules.user, self.identifier_value("user_id", rules.user, user_id))]
+        if anonymous_id is not None:
+            pairs.append(
+                (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
+            )
+        if identifiers is not None:
+            self._extra(identifiers, pairs)
+            self._single_kind_check(pairs)
+        t = _check_mapping("traits", traits)
+        s = _check_mapping("set_once", set_once)
+        ts = self.timestamp(timestamp)
+        payload = (None if t is None else _json(t), None if s is None else _json(s))
+        return self._finish(IDENTIFY, ts, event_id, pairs, payload, traits=t, set_once=s)
+
+    def alias(self, user_id: Any, previous_id: Any, timestamp: Any, event_id: Any) -> Record:
+        rules = self._rules
+        if user_id is None:
+            raise InvalidEventError("user_id", None, "alias needs a user_id")
+        pairs = [(rules.user, self.identifier_value("user_id", rules.user, user_id))]
+        if previous_id is None:
+            raise InvalidEventError("previous_id", None, "alias needs a previous_id")
+        if isinstance(previous_id, (Identifier, tuple)):
+            pairs.append(self.identifier("previous_id", previous_id))
+        else:
+            pairs.append(
+                (rules.user, self.identifier_value("previous_id", rules.user, previous_id))
+            )
+        ts = self.timestamp(timestamp)
+        return self._finish(ALIAS, ts, event_id, pairs, ())
+
+    def reset(self, anonymous_id: Any, timestamp: Any, event_id: Any) -> Record:
+        rules = self._rules
+        if anonymous_id is None:
+            raise InvalidEventError("anonymous_id", None, "reset needs an anonymous_id")
+        pairs = [(rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))]
+        ts = self.timestamp(timestamp)
+        return self._finish(RESET, ts, event_id, pairs, ())
+
+    def identify_company(
+        self,
+        company_id: Any,
+        user_id: Any,
+        anonymous_id: Any,
+        traits: Any,
+        timestamp: Any,
+        event_id: Any,
+    ) -> Record:
+        rules = self._rules
+        if company_id is None:
+            raise InvalidEventError("company_id", None, "identify_company needs a company_id")
+        # Company ids share the identifier validation (type, normalization, blocking) so a
+        # company called "null" is as blocked as a user called "null".
+        cid = self.identifier_value("company_id", COMPANY_KIND, company_id)
+        pairs: list[tuple[int, str]] = []
+        if user_id is not None:
+            pairs.append((rules.user, self.identifier_value("user_id", rules.user, user_id)))
+        if anonymous_id is not None:
+            pairs.append(
+                (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
+            )
+        if not pairs:
+            raise InvalidEventError(
+                "user_id", None, "identify_company needs a user_id or an anonymous_id"
+            )
+        t = _check_mapping("traits", traits)
+        ts = self.timestamp(timestamp)
+        blocked_company = rules.blocked_reason(cid)
+        record = self._finish(
+            COMPANY,
+            ts,
+            event_id,
+            pairs,
+            (None if t is None else _json(t),),
+            company_id=cid if blocked_company is None else None,
+            company_traits=t if blocked_company is None else None,
+        )
+        if blocked_company is not None:
+            record.blocked = (*record.blocked, ("company_id", cid, blocked_company))
+        return record
+
+    # -- event objects and Segment-spec dicts ----------------------------------------------
+
+    def from_object(self, event: Any) -> Record:
+        if isinstance(event, Track):
+            return self.track(
+                event.event,
+                event.anonymous_id,
+                event.user_id,
+                event.identifiers,
+                event.properties,
+                event.timestamp,
+                event.event_id,
+            )
+        if isinstance(event, Identify):
+            return self.identify(
+                event.user_id,
+                event.anonymous_id,
+                event.identifiers,
+                event.traits,
+                event.set_once,
+                event.timestamp,
+                event.event_id,
+            )
+        if isinstance(event, Alias):
+            return self.alias(event.user_id, event.previous_id, event.timestamp, event.event_id)
+        if isinstance(event, Reset):
+            return self.reset(event.anonymous_id, event.timestamp, event.event_id)
+        if isinstance(event, IdentifyCompany):
+            return self.identify_company(
+                event.company_id,
+                event.user_id,
+                event.anonymous_id,
+                event.traits,
+                event.timestamp,
+                event.event_id,
+            )
+        if isinstance(event, Mapping):
+            return self.from_message(event)
+        raise InvalidEventError(
+            "event", event, "must be an event object (Track, Identify, …) or a message dict"
+        )
+
+    def from_message(self, msg: Mapping[str, Any]) -> Record:
+        """A Segment/RudderStack-spec message (``type``, ``userId``, ``anonymousId``, …).
+
+        identityres extensions: ``identifiers`` (kind -> value) on track and identify,
+        ``set_once`` on identify, and ``type: "reset"``. ``page`` and ``screen`` messages are
+        observations like ``track``.
+        """
+        mtype = msg.get("type")
+        ts_raw = msg.get("timestamp", msg.get("originalTimestamp"))
+        ts: Any = None if ts_raw is None else parse_iso_timestamp(ts_raw, "timestamp")
+        event_id = msg.get("messageId")
+        user_id = msg.get("userId")
+        anonymous_id = msg.get("anonymousId")
+        if mtype == "identify":
+            return self.identify(
+                user_id,
+                anonymous_id,
+                msg.get("identifiers"),
+                msg.get("traits"),
+                msg.get("set_once"),
+                ts,
+                event_id,
+            )
+        if mtype in ("track", "page", "screen"):
+            name = msg.get("event") if mtype == "track" else msg.get("name") or mtype
+            return self.track(
+                name,
+                anonymous_id,
+                user_id,
+                msg.get("identifiers"),
+                msg.get("properties"),
+                ts,
+                event_id,
+            )
+        if mtype == "alias":
+            previous = msg.get("previousId")
+            # Segment's previousId is "an anonymous id or a user id the user had": it is an
+            # anonymous id when it is the message's own anonymousId, else a user id.
+            if previous is not None and anonymous_id is not None and previous == anonymous_id:
+                previous = (ANONYMOUS_ID, previous)
+            elif previous is not None:
+                previous = (USER_ID, previous)
+            return self.alias(user_id, previous, ts, event_id)
+        if mtype == "group":
+            return self.identify_company(
+                msg.get("groupId"), user_id, anonymous_id, msg.get("traits"), ts, event_id
+            )
+        if mtype == "reset":
+            return self.reset(anonymous_id, ts, event_id)
+        raise InvalidEventError(
+            "type", mtype, "must be one of identify, track, page, screen, alias, group, reset"
+        )
+
+
+def relabel(error: ValidationError, mapping: Mapping[str, str]) -> ValidationError:
+    """Rename an error's field to the message key the user wrote (``userId``, …)."""
+    field = error.field
+    for ours, theirs in mapping.items():
+        if field == ours or field.startswith(ours + "["):
+            error.field = theirs + field[len(ours) :]
+            error.args = (error._message(),)
+            break
+    return error
+
+
+#: Our argument names -> Segment message keys, for error messages about ingested dicts.
+MESSAGE_FIELDS = {
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "previous_id": "previousId",
+    "company_id": "groupId",
+    "event_id": "messageId",
+    "event": "event",
+}

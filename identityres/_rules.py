@@ -1,0 +1,236 @@
+"""The configurable part of the merge rules: kinds and priority, limits, blocked values,
+normalizers (SPEC §2, R1, R2).
+
+``Rules`` is the frozen value users build; ``CompiledRules`` is what the engine reads on the
+hot path (kinds as small integers in priority order, tuples instead of mappings). The merge
+decisions themselves live in ``_engine``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from identityres._model import ANONYMOUS_ID, USER_ID, Reason
+from identityres.errors import ConfigurationError
+
+__all__ = ["DEFAULT_BLOCKED_EXACT", "DEFAULT_BLOCKED_INSENSITIVE", "Rules", "normalize_email"]
+
+#: Blocked whatever their case (SPEC §2).
+DEFAULT_BLOCKED_INSENSITIVE = frozenset(
+    {
+        "anonymous",
+        "guest",
+        "distinctid",
+        "distinct_id",
+        "id",
+        "not_authenticated",
+        "email",
+        "undefined",
+        "true",
+        "false",
+    }
+)
+#: Blocked exactly as written (SPEC §2); the empty string is blocked too.
+DEFAULT_BLOCKED_EXACT = frozenset(
+    {"", "[object Object]", "NaN", "nan", "None", "none", "null", "0", "-1"}
+)
+
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+def normalize_email(value: str) -> str:
+    """Normalizer for e-mail addresses: strip surrounding whitespace and lower-case.
+
+    Not on by default (SPEC §2: ``User@x.com`` and ``user@x.com`` stay distinct unless a
+    normalizer says otherwise); turn it on with ``Rules(normalizers={"email": normalize_email})``.
+    """
+    return value.strip().lower()
+
+
+def _default_limits() -> dict[str, int | None]:
+    return {USER_ID: 1}
+
+
+def _check_kinds(instance: Rules, attribute: attrs.Attribute[Any], kinds: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for kind in kinds:
+        if not isinstance(kind, str) or not _KIND_NAME.match(kind):
+            raise ConfigurationError(
+                f"kinds: {kind!r} is not a valid kind name (lower-case letters, digits, '_')"
+            )
+        if kind in (USER_ID, ANONYMOUS_ID):
+            raise ConfigurationError(f"kinds: {kind!r} is built in; declare only further kinds")
+        if kind in seen:
+            raise ConfigurationError(f"kinds: {kind!r} is declared twice")
+        seen.add(kind)
+
+
+@attrs.frozen
+class Rules:
+    """Configuration of the merge rules.
+
+    * ``kinds``: identifier kinds beyond the built-in ``user_id`` and ``anonymous_id``, in
+      priority order; by default ``email``, ``phone``, ``api_key``.
+    * ``priority``: the full priority order of all kinds, highest first. By default
+      ``user_id``, then ``kinds`` in order, then ``anonymous_id`` (SPEC R1).
+    * ``limits``: most identifiers of a kind one profile may hold, merged over the default
+      ``{"user_id": 1}``; ``None`` lifts a limit (SPEC R2).
+    * ``max_profile_size``: most identifiers in one profile (default 10,000; ``None``: no cap).
+    * ``blocked_values``: further exact values that never link (after normalization).
+    * ``blocked_patterns``: regular expressions (strings or compiled); a value that
+      ``re.search`` matches is blocked — anchor them (``^[0-]*$``) to block whole values.
+    * ``max_length``: values longer than this are blocked (default 400).
+    * ``normalizers``: per-kind ``str -> str`` functions that replace the default (strip
+      surrounding whitespace), e.g. ``{"email": normalize_email}``.
+    * ``default_blocked_values``: keep the default blocked list of SPEC §2 (default True).
+    """
+
+    kinds: tuple[str, ...] = attrs.field(
+        default=("email", "phone", "api_key"), converter=tuple, validator=_check_kinds
+    )
+    priority: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
+    limits: Mapping[str, int | None] = attrs.field(factory=_default_limits)
+    max_profile_size: int | None = 10_000
+    blocked_values: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    blocked_patterns: tuple[str | re.Pattern[str], ...] = attrs.field(
+        default=(), converter=tuple
+    )
+    max_length: int = 400
+    normalizers: Mapping[str, Callable[[str], str]] = attrs.field(factory=dict)
+    default_blocked_values: bool = True
+    _compiled: CompiledRules = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", CompiledRules(self))
+
+    @property
+    def compiled(self) -> CompiledRules:
+        """The engine's view of these rules (internal; stable only within a release)."""
+        return self._compiled
+
+    @property
+    def all_kinds(self) -> tuple[str, ...]:
+        """Every kind, highest priority first."""
+        return self._compiled.kind_names
+
+
+class CompiledRules:
+    """Precomputed tables for the hot path. Kinds are indexes into ``kind_names``, which is
+    in priority order, so sorting identifiers by priority is sorting by index."""
+
+    __slots__ = (
+        "anon",
+        "blocked_exact",
+        "blocked_insensitive",
+        "ci_max_len",
+        "kind_index",
+        "kind_names",
+        "limited",
+        "limits",
+        "max_length",
+        "max_profile_size",
+        "normalizers",
+        "patterns",
+        "user",
+    )
+
+    def __init__(self, rules: Rules) -> None:
+        declared = (USER_ID, *rules.kinds, ANONYMOUS_ID)
+        if rules.priority is None:
+            names = declared
+        else:
+            names = rules.priority
+            if sorted(names) != sorted(declared) or len(set(names)) != len(names):
+                raise ConfigurationError(
+                    f"priority={names!r}: must order exactly the kinds {declared!r}"
+                )
+        self.kind_names: tuple[str, ...] = names
+        self.kind_index: dict[str, int] = {k: i for i, k in enumerate(names)}
+        self.user = self.kind_index[USER_ID]
+        self.anon = self.kind_index[ANONYMOUS_ID]
+
+        if not isinstance(rules.limits, Mapping):
+            raise ConfigurationError(f"limits={rules.limits!r}: must be a mapping kind -> int")
+        merged: dict[str, int | None] = {USER_ID: 1, **rules.limits}
+        limits: list[int | None] = [None] * len(names)
+        for kind, limit in merged.items():
+            if kind not in self.kind_index:
+                raise ConfigurationError(f"limits: unknown kind {kind!r}")
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+            ):
+                raise ConfigurationError(f"limits[{kind!r}]={limit!r}: must be an int >= 1 or None")
+            limits[self.kind_index[kind]] = limit
+        self.limits: tuple[int | None, ...] = tuple(limits)
+        self.limited: tuple[int, ...] = tuple(i for i, lim in enumerate(limits) if lim is not None)
+
+        cap = rules.max_profile_size
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ConfigurationError(f"max_profile_size={cap!r}: must be an int >= 1 or None")
+        self.max_profile_size: int | None = cap
+        if (
+            not isinstance(rules.max_length, int)
+            or isinstance(rules.max_length, bool)
+            or rules.max_length < 1
+        ):
+            raise ConfigurationError(f"max_length={rules.max_length!r}: must be an int >= 1")
+        self.max_length: int = rules.max_length
+
+        exact: set[str] = set()
+        insensitive: set[str] = set()
+        if rules.default_blocked_values:
+            exact |= DEFAULT_BLOCKED_EXACT
+            insensitive |= DEFAULT_BLOCKED_INSENSITIVE
+        for value in rules.blocked_values:
+            if not isinstance(value, str):
+                raise ConfigurationError(f"blocked_values: {value!r} is not a str")
+            exact.add(value)
+        self.blocked_exact = frozenset(exact)
+        self.blocked_insensitive = frozenset(insensitive)
+        self.ci_max_len = max((len(w) for w in insensitive), default=0)
+        patterns: list[re.Pattern[str]] = []
+        for pattern in rules.blocked_patterns:
+            try:
+                patterns.append(pattern if isinstance(pattern, re.Pattern) else re.compile(pattern))
+            except (re.error, TypeError) as exc:
+                raise ConfigurationError(f"blocked_patterns: {pattern!r} is not a regex: {exc}") from exc
+        self.patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
+
+        normalizers: list[Callable[[str], str]] = [_strip] * len(names)
+        for kind, fn in rules.normalizers.items():
+            if kind not in self.kind_index:
+                raise ConfigurationError(f"normalizers: unknown kind {kind!r}")
+            if not callable(fn):
+                raise ConfigurationError(f"normalizers[{kind!r}]={fn!r}: not callable")
+            normalizers[self.kind_index[kind]] = fn
+        self.normalizers: tuple[Callable[[str], str], ...] = tuple(normalizers)
+
+    def blocked_reason(self, value: str) -> Reason | None:
+        """Why a normalized value is blocked, or ``None`` when it may link (SPEC §2)."""
+        if len(value) > self.max_length:
+            return Reason.VALUE_TOO_LONG
+        if self._is_blocked_word(value):
+            return Reason.BLOCKED_VALUE
+        if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+            if self._is_blocked_word(value[1:-1]):
+                return Reason.BLOCKED_VALUE
+        for pattern in self.patterns:
+            if pattern.search(value):
+                return Reason.BLOCKED_VALUE
+        return None
+
+    def _is_blocked_word(self, value: str) -> bool:
+        if value in self.blocked_exact:
+            return True
+        # Long values cannot be one of the short case-insensitive words: skip lower().
+        return len(value) <= self.ci_max_len and value.lower() in self.blocked_insensitive
