@@ -1,0 +1,69 @@
+"""identityres — identity resolution for product analytics.
+
+Stitches one person's activity together across contexts (an anonymous docs visitor, the
+same person signed into the web app, the same person calling the API with a token) with
+deterministic, order-independent merge rules. The public names are all here; the
+machinery lives in the private modules.
+"""
+
+from identityres._graph import EventError, GraphStats, IdentityGraph, IngestReport
+from identityres._model import (
+    Alias,
+    BlockedValue,
+    Company,
+    Event,
+    Identifier,
+    Identify,
+    IdentifyCompany,
+    Outcome,
+    Profile,
+    Reason,
+    Refusal,
+    Reset,
+    Track,
+)
+from identityres._rules import Rules, normalize_email
+from identityres.errors import (
+    ConfigurationError,
+    EventIdConflictError,
+    IdentifierTypeError,
+    IdentityResError,
+    InvalidEventError,
+    InvalidTimestampError,
+    StorageError,
+    UnknownKindError,
+    ValidationError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Alias",
+    "BlockedValue",
+    "Company",
+    "ConfigurationError",
+    "Event",
+    "EventError",
+    "EventIdConflictError",
+    "GraphStats",
+    "IdentifierTypeError",
+    "Identifier",
+    "Identify",
+    "IdentifyCompany",
+    "IdentityGraph",
+    "IdentityResError",
+    "IngestReport",
+    "InvalidEventError",
+    "InvalidTimestampError",
+    "Outcome",
+    "Profile",
+    "Reason",
+    "Refusal",
+    "Reset",
+    "Rules",
+    "StorageError",
+    "Track",
+    "UnknownKindError",
+    "ValidationError",
+    "normalize_email",
+]
