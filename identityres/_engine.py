@@ -24,13 +24,23 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 from identityres._events import COMPANY, IDENTIFY, RESET, Record
-from identityres._model import Company, Identifier, Profile, Reason, Refusal
+from identityres._model import ANONYMOUS_ID, USER_ID, Profile, Reason
 from identityres._rules import CompiledRules
+from identityres._rows import (
+    Changes,
+    CompanyLinkRow,
+    CompanyTraitRow,
+    ComponentRows,
+    LinkRow,
+    NodeRow,
+    ProfileRows,
+    TraitRow,
+)
 
 __all__ = ["Engine"]
 
@@ -38,6 +48,7 @@ Key = tuple[float, str]
 # A link event in a component's log: ``(ts, event_id, nodes)``; tuples sort by key because
 # event ids are unique.
 LinkEvent = tuple[float, str, tuple[int, ...]]
+Refused = tuple[float, tuple[int, ...], tuple[tuple[int, Reason, "int | None"], ...]]
 
 _LIMIT = Reason.LIMIT_EXCEEDED
 _SIZE = Reason.PROFILE_SIZE_LIMIT
@@ -52,8 +63,15 @@ class Engine:
     """In-memory identity graph state and the merge decisions (not thread-safe by itself;
     ``IdentityGraph`` serializes calls)."""
 
-    def __init__(self, rules: CompiledRules) -> None:
+    def __init__(self, rules: CompiledRules, *, working_set: bool = False) -> None:
         self.rules = rules
+        # A working set is an engine loaded with some components of a store for one batch:
+        # it maps its nodes to the store's refs and collects trait and company writes so the
+        # batch can save them as rows.
+        self.refs: list[int] | None = [] if working_set else None
+        self.pending_traits: list[TraitRow] | None = [] if working_set else None
+        self.pending_company_links: list[CompanyLinkRow] = []
+        self.pending_company_traits: list[CompanyTraitRow] = []
         nk = len(rules.kind_names)
         #: value -> node, one dict per kind
         self.nodes: list[dict[str, int]] = [{} for _ in range(nk)]
@@ -76,10 +94,10 @@ class Engine:
         self.newest: dict[int, Key] = {}
         #: anonymous id node -> earliest reset key
         self.resets: dict[int, Key] = {}
-        #: event_id -> ((ts, anchor), ((node, reason, limit_kind), ...)) for events with refusals
-        self.refusals: dict[str, tuple[tuple[float, int], tuple[tuple[int, Reason, int | None], ...]]] = {}
+        #: event_id -> (ts, nodes, ((node, reason, limit_kind), ...)) for events with refusals
+        self.refusals: dict[str, Refused] = {}
         #: event_id -> content fingerprint: recognizes duplicates and conflicting reuse
-        self.seen: dict[str, int] = {}
+        self.seen: dict[str, object] = {}
         #: node -> {trait: (ts, eid, value)}; regular writes keep the newest, set_once the oldest
         self.traits: dict[int, dict[str, tuple[float, str, Any]]] = {}
         self.traits_once: dict[int, dict[str, tuple[float, str, Any]]] = {}
@@ -90,7 +108,6 @@ class Engine:
         #: profile root -> canonical node, dropped whenever the profile changes
         self.canon: dict[int, int] = {}
         self.blocked = Counter[tuple[str, str]]()
-        self.joins = 0
         self.replays = 0
 
     # -- nodes ----------------------------------------------------------------------------
@@ -112,6 +129,8 @@ class Engine:
         self.first_eid.append(eid)
         self.last_ts.append(ts)
         self.lparent.append(n)
+        if self.refs is not None:
+            self.refs.append(-(n + 1))
         return n
 
     def find(self, n: int) -> int:
@@ -136,13 +155,14 @@ class Engine:
 
     # -- applying one event -----------------------------------------------------------------
 
-    def apply(self, rec: Record) -> tuple[Any, bool, int]:
+    def apply(self, rec: Record, fingerprint: object) -> tuple[Any, bool, int]:
         """Apply a validated, not yet seen record. Returns ``(decisions, late, replayed)``."""
         ts = rec.ts
         eid = rec.event_id
-        self.seen[eid] = hash(rec.content)
-        for b in rec.blocked:
-            self.blocked[(b[0], b[1])] += 1
+        self.seen[eid] = fingerprint
+        if rec.blocked:
+            for b in rec.blocked:
+                self.blocked[(b[0], b[1])] += 1
         nodes_by_kind = self.nodes
         ids = rec.ids
         if not ids:
@@ -286,7 +306,7 @@ class Engine:
             ra = self._union(ra, rx)
             joined.append(x)
         if refused:
-            self.refusals[eid] = ((ts, a), tuple(refused))
+            self.refusals[eid] = (ts, nodes, tuple(refused))
         if not report:
             return None
         return (a, joined, already, refused)
@@ -305,7 +325,6 @@ class Engine:
         if canon:
             canon.pop(ra, None)
             canon.pop(rb, None)
-        self.joins += 1
         return ra
 
     def _replay(self, lroot: int, target: str | None = None) -> tuple[Any, int]:
@@ -331,7 +350,6 @@ class Engine:
         # members: undoing them is resetting each member to a singleton.
         for n in members:
             if parent[n] == n:
-                self.joins -= size[n] - 1
                 canon.pop(n, None)
             parent[n] = n
             nxt[n] = n
@@ -356,6 +374,13 @@ class Engine:
         traits: dict[str, Any] | None,
         set_once: dict[str, Any] | None,
     ) -> None:
+        pending = self.pending_traits
+        if pending is not None:
+            ref = self.ref(n)
+            for k, v in (traits or {}).items():
+                pending.append(TraitRow(ref, k, ts, eid, v, False))
+            for k, v in (set_once or {}).items():
+                pending.append(TraitRow(ref, k, ts, eid, v, True))
         if traits:
             mine = self.traits.setdefault(n, {})
             for k, v in traits.items():
@@ -372,6 +397,11 @@ class Engine:
     def _write_company(
         self, n: int, ts: float, eid: str, cid: str, traits: dict[str, Any] | None
     ) -> None:
+        if self.refs is not None:
+            ref = self.ref(n)
+            self.pending_company_links.append(CompanyLinkRow(ref, cid, ts, eid))
+            for k, v in (traits or {}).items():
+                self.pending_company_traits.append(CompanyTraitRow(cid, k, ts, eid, v))
         links = self.company_links.setdefault(n, {})
         old = links.get(cid)
         if old is None or old < (ts, eid):
@@ -400,6 +430,7 @@ class Engine:
         return out
 
     def canonical(self, root: int) -> int:
+        """The canonical node of a profile (R5), cached per root for ``resolve``."""
         c = self.canon.get(root)
         if c is not None:
             return c
@@ -421,77 +452,220 @@ class Engine:
             if parent[n] == n:
                 yield n
 
-    def profile(self, root: int) -> Profile:
-        rules = self.rules
-        names = rules.kind_names
-        kind = self.kind
-        value = self.value
-        members = self.members(root)
-        by_kind: dict[str, set[str]] = {}
-        for n in members:
-            by_kind.setdefault(names[kind[n]], set()).add(value[n])
-        c = self.canonical(root)
-        identified: str | None = None
-        users = [n for n in members if kind[n] == rules.user]
-        if users:
-            u = min(users, key=lambda n: (self.first_ts[n], self.first_eid[n], value[n]))
-            identified = value[u]
-        traits: dict[str, Any] = {}
-        newest: dict[str, tuple[float, str, Any]] = {}
-        oldest: dict[str, tuple[float, str, Any]] = {}
-        company_ids: set[str] = set()
-        latest_company: tuple[Key, str] | None = None
-        for n in members:
-            t = self.traits.get(n)
-            if t:
-                for k, w in t.items():
-                    cur = newest.get(k)
-                    if cur is None or (cur[0], cur[1]) < (w[0], w[1]):
-                        newest[k] = w
-            o = self.traits_once.get(n)
-            if o:
-                for k, w in o.items():
-                    cur = oldest.get(k)
-                    if cur is None or (cur[0], cur[1]) > (w[0], w[1]):
-                        oldest[k] = w
-            links = self.company_links.get(n)
-            if links:
-                for cid, key in links.items():
-                    company_ids.add(cid)
-                    if latest_company is None or latest_company[0] < key:
-                        latest_company = (key, cid)
-        for k, w in oldest.items():
-            traits[k] = w[2]
-        for k, w in newest.items():
-            traits[k] = w[2]
-        return Profile(
-            user_id=value[c],
-            user_id_kind=names[kind[c]],
-            identified_user_id=identified,
-            anonymous_ids=frozenset(by_kind.get(names[rules.anon], ())),
-            identifiers={k: frozenset(v) for k, v in sorted(by_kind.items())},
-            company_id=None if latest_company is None else latest_company[1],
-            company_ids=frozenset(company_ids),
-            traits=traits,
-            first_seen=_utc(min(self.first_ts[n] for n in members)),
-            last_seen=_utc(max(self.last_ts[n] for n in members)),
+    # -- rows: the storage protocol's view of this state -----------------------------------
+
+    def ref(self, n: int) -> int:
+        refs = self.refs
+        return n if refs is None else refs[n]
+
+    def node_row(self, n: int) -> NodeRow:
+        ref = self.ref
+        reset = self.resets.get(n)
+        return NodeRow(
+            ref(n),
+            self.rules.kind_names[self.kind[n]],
+            self.value[n],
+            self.first_ts[n],
+            self.first_eid[n],
+            self.last_ts[n],
+            None if reset is None else reset[0],
+            None if reset is None else reset[1],
+            ref(self.lfind(n)),
+            ref(self.find(n)),
         )
 
-    def company(self, cid: str) -> Company | None:
-        members = self.company_members.get(cid)
-        if members is None:
-            return None
-        traits = {k: w[2] for k, w in self.company_traits.get(cid, {}).items()}
-        profiles = frozenset(self.value[self.canonical(self.find(n))] for n in members)
-        return Company(company_id=cid, traits=traits, profiles=profiles)
-
-    def iter_refusals(self) -> Iterator[Refusal]:
+    def link_row(self, ts: float, eid: str, nodes: tuple[int, ...]) -> LinkRow:
+        ref = self.ref
         names = self.rules.kind_names
-        kind = self.kind
-        value = self.value
-        def ident(n: int) -> Identifier:
-            return Identifier(names[kind[n]], value[n])
+        refused = self.refusals.get(eid)
+        items: tuple[tuple[int, str, str | None], ...] = ()
+        if refused is not None:
+            items = tuple(
+                (nodes.index(x), reason.value, None if lk is None else names[lk])
+                for x, reason, lk in refused[2]
+            )
+        return LinkRow(eid, ts, ref(self.lfind(nodes[0])), tuple(ref(n) for n in nodes), items)
 
-        for eid, ((_, a), items) in sorted(self.refusals.items(), key=lambda i: (i[1][0][0], i[0])):
-            for x, reason, lk in items:
-                yield Refusal(eid, ident(x), ident(a), reason, None if lk is None else names[lk])
+    def component_rows(self, lroots: Iterable[int]) -> ComponentRows:
+        """Every node and link row of the given link components."""
+        nodes: set[int] = set()
+        links: list[LinkRow] = []
+        for r in set(lroots):
+            nodes.add(r)
+            for ts, eid, members in self.log.get(r, ()):
+                nodes.update(members)
+                links.append(self.link_row(ts, eid, members))
+        return ComponentRows(tuple(self.node_row(n) for n in sorted(nodes)), tuple(links))
+
+    def load_rows(self, nodes: Iterable[NodeRow], links: Iterable[LinkRow]) -> dict[int, int]:
+        """Make these rows the state of their components: whole components, as ``load``
+        returns and ``changes`` gives. Returns ``{ref: node}`` for the rows' refs."""
+        kind_index = self.rules.kind_index
+        by_kind = self.nodes
+        local: dict[int, int] = {}
+        rows = list(nodes)
+        # Drop the old logs of every component these nodes were in: the rows replace them.
+        for row in rows:
+            n = by_kind[kind_index[row.kind]].get(row.value)
+            if n is not None:
+                old = self.lfind(n)
+                for _, eid, _ in self.log.pop(old, ()):
+                    self.refusals.pop(eid, None)
+                self.newest.pop(old, None)
+        for row in rows:
+            k = kind_index[row.kind]
+            n = by_kind[k].get(row.value)
+            if n is None:
+                n = self._new_node(k, row.value, row.first_ts, row.first_event_id)
+            else:
+                self.first_ts[n] = row.first_ts
+                self.first_eid[n] = row.first_event_id
+            self.last_ts[n] = row.last_ts
+            if self.refs is not None and row.ref >= 0:
+                self.refs[n] = row.ref
+            if row.reset_ts is None or row.reset_event_id is None:
+                self.resets.pop(n, None)
+            else:
+                self.resets[n] = (row.reset_ts, row.reset_event_id)
+            local[row.ref] = n
+        groups: dict[int, list[int]] = {}
+        for row in rows:
+            n = local[row.ref]
+            root = local[row.profile]
+            self.parent[n] = root
+            self.lparent[n] = local[row.component]
+            groups.setdefault(root, []).append(n)
+        kind = self.kind
+        for root, members in groups.items():
+            members.remove(root)
+            members.insert(0, root)
+            for i, n in enumerate(members):
+                self.nxt[n] = members[(i + 1) % len(members)]
+                self.canon.pop(n, None)
+            self.size[root] = len(members)
+            for k, arr in self.counts.items():
+                arr[root] = sum(1 for n in members if kind[n] == k)
+        for link in links:
+            members_t = tuple(local[m] for m in link.members)
+            lroot = local[link.component]
+            self.log.setdefault(lroot, []).append((link.ts, link.event_id, members_t))
+            if link.refused:
+                self.refusals[link.event_id] = (
+                    link.ts,
+                    members_t,
+                    tuple(
+                        (members_t[pos], Reason(code), None if lk is None else kind_index[lk])
+                        for pos, code, lk in link.refused
+                    ),
+                )
+            key = (link.ts, link.event_id)
+            top = self.newest.get(lroot)
+            if top is None or top < key:
+                self.newest[lroot] = key
+        for row in rows:
+            if row.reset_ts is not None and row.reset_event_id is not None:
+                n = local[row.ref]
+                lroot = self.lfind(n)
+                key = (row.reset_ts, row.reset_event_id)
+                top = self.newest.get(lroot)
+                if top is None or top < key:
+                    self.newest[lroot] = key
+        return local
+
+    def save_changes(self, changes: Changes) -> None:
+        """Apply a batch's rows to this (store-owned) engine."""
+        local = self.load_rows(changes.nodes, changes.links)
+
+        def node_of(ref: int) -> int:
+            return local[ref] if ref in local else ref
+
+        for t in changes.traits:
+            if t.once:
+                self._write_traits(node_of(t.node), t.ts, t.event_id, None, {t.key: t.value})
+            else:
+                self._write_traits(node_of(t.node), t.ts, t.event_id, {t.key: t.value}, None)
+        for c in changes.company_links:
+            self._write_company(node_of(c.node), c.ts, c.event_id, c.company_id, None)
+        for ct in changes.company_traits:
+            ctraits = self.company_traits.setdefault(ct.company_id, {})
+            prev = ctraits.get(ct.key)
+            if prev is None or (prev[0], prev[1]) < (ct.ts, ct.event_id):
+                ctraits[ct.key] = (ct.ts, ct.event_id, ct.value)
+        for eid, fp in changes.events:
+            self.seen[eid] = fp
+        for kind_name, value, count in changes.blocked:
+            self.blocked[(kind_name, value)] += count
+
+    def changes(self, events: Iterable[tuple[str, bytes]]) -> Changes:
+        """Everything in this working set, as rows to save."""
+        links: list[LinkRow] = []
+        for entries in self.log.values():
+            links.extend(self.link_row(ts, eid, members) for ts, eid, members in entries)
+        return Changes(
+            nodes=tuple(self.node_row(n) for n in range(len(self.value))),
+            links=tuple(links),
+            traits=tuple(self.pending_traits or ()),
+            company_links=tuple(self.pending_company_links),
+            company_traits=tuple(self.pending_company_traits),
+            events=tuple(events),
+            blocked=tuple((k, v, c) for (k, v), c in self.blocked.items()),
+        )
+
+    def profile_rows(self, root: int) -> ProfileRows:
+        members = self.members(root)
+        ref = self.ref
+        traits: list[TraitRow] = []
+        links: list[CompanyLinkRow] = []
+        for n in members:
+            for k, (ts, eid, v) in self.traits.get(n, {}).items():
+                traits.append(TraitRow(ref(n), k, ts, eid, v, False))
+            for k, (ts, eid, v) in self.traits_once.get(n, {}).items():
+                traits.append(TraitRow(ref(n), k, ts, eid, v, True))
+            for cid, (ts, eid) in self.company_links.get(n, {}).items():
+                links.append(CompanyLinkRow(ref(n), cid, ts, eid))
+        return ProfileRows(tuple(self.node_row(n) for n in members), tuple(traits), tuple(links))
+
+
+def canonical_row(nodes: Iterable[NodeRow], rules: CompiledRules) -> NodeRow:
+    """R5 on rows: highest-priority kind, then earliest key, then value."""
+    kind_index = rules.kind_index
+    return min(nodes, key=lambda r: (kind_index[r.kind], r.first_ts, r.first_event_id, r.value))
+
+
+def build_profile(rows: ProfileRows, rules: CompiledRules) -> Profile:
+    """Present a profile from its rows (SPEC §5, R5–R7). One implementation for every store."""
+    by_kind: dict[str, set[str]] = {}
+    for r in rows.nodes:
+        by_kind.setdefault(r.kind, set()).add(r.value)
+    c = canonical_row(rows.nodes, rules)
+    users = [r for r in rows.nodes if r.kind == USER_ID]
+    identified = min(users, key=lambda r: (r.first_ts, r.first_event_id, r.value)).value if users else None
+    newest: dict[str, TraitRow] = {}
+    oldest: dict[str, TraitRow] = {}
+    for t in rows.traits:
+        if t.once:
+            cur = oldest.get(t.key)
+            if cur is None or (cur.ts, cur.event_id) > (t.ts, t.event_id):
+                oldest[t.key] = t
+        else:
+            cur = newest.get(t.key)
+            if cur is None or (cur.ts, cur.event_id) < (t.ts, t.event_id):
+                newest[t.key] = t
+    traits: dict[str, Any] = {k: t.value for k, t in oldest.items()}
+    traits.update((k, t.value) for k, t in newest.items())
+    latest: CompanyLinkRow | None = None
+    for link in rows.company_links:
+        if latest is None or (latest.ts, latest.event_id) < (link.ts, link.event_id):
+            latest = link
+    return Profile(
+        user_id=c.value,
+        user_id_kind=c.kind,
+        identified_user_id=identified,
+        anonymous_ids=frozenset(by_kind.get(ANONYMOUS_ID, ())),
+        identifiers={k: frozenset(v) for k, v in sorted(by_kind.items())},
+        company_id=None if latest is None else latest.company_id,
+        company_ids=frozenset(link.company_id for link in rows.company_links),
+        traits=traits,
+        first_seen=_utc(min(r.first_ts for r in rows.nodes)),
+        last_seen=_utc(max(r.last_ts for r in rows.nodes)),
+    )

@@ -14,8 +14,15 @@ from typing import Any, Literal
 
 import attrs
 
-from identityres._engine import Engine
-from identityres._events import COMPANY_KIND, MESSAGE_FIELDS, Record, RecordBuilder, relabel
+from identityres._engine import Engine, build_profile, canonical_row
+from identityres._events import (
+    COMPANY_KIND,
+    MESSAGE_FIELDS,
+    Record,
+    RecordBuilder,
+    relabel,
+    stable_fingerprint,
+)
 from identityres._model import (
     Company,
     Identifier,
@@ -27,7 +34,20 @@ from identityres._model import (
     TimestampLike,
 )
 from identityres._rules import Rules
-from identityres.errors import EventIdConflictError, InvalidEventError, ValidationError
+from identityres.errors import (
+    ConfigurationError,
+    EventIdConflictError,
+    IdentityResError,
+    InvalidEventError,
+    StorageError,
+    ValidationError,
+)
+from identityres.storage._protocol import RetryBatch, Store
+from identityres.storage._registry import store_from_url
+from identityres.storage.memory import MemoryStore
+
+#: How often a batch is retried when a store reports a conflicting concurrent batch.
+_RETRIES = 20
 
 __all__ = ["EventError", "GraphStats", "IdentityGraph", "IngestReport"]
 
@@ -101,30 +121,66 @@ class IdentityGraph:
         rules: Rules | None = None,
         *,
         clock: Callable[[], datetime | float | int] | None = None,
+        store: Any = None,
     ) -> None:
         if rules is None:
             rules = Rules()
         elif not isinstance(rules, Rules):
-            from identityres.errors import ConfigurationError
-
             raise ConfigurationError(f"rules={rules!r}: must be an identityres.Rules")
+        if clock is not None and not callable(clock):
+            raise ConfigurationError(f"clock={clock!r}: must be a callable")
         self._rules = rules
         compiled = rules.compiled
         self._kinds = compiled.kind_names
         self._build = RecordBuilder(compiled, clock or _system_clock)
-        self._engine = Engine(compiled)
+        if store is None:
+            store = MemoryStore()
+        elif isinstance(store, str):
+            store = store_from_url(store)
+        elif not isinstance(store, Store):
+            raise ConfigurationError(
+                f"store={store!r}: must be a store URL or an object implementing "
+                "identityres.storage.Store"
+            )
+        attach = getattr(store, "attach", None)
+        if attach is not None:
+            attach(compiled)
+        self._store: Any = store
+        # The in-memory store lets the engine decide in place: the fast path.
+        self._engine: Engine | None = (
+            store.engine if isinstance(store, MemoryStore) and store.in_place else None
+        )
         self._lock = threading.RLock()
+        self.replays = 0
 
     @property
     def rules(self) -> Rules:
         """The rules this graph decides by."""
         return self._rules
 
+    @property
+    def store(self) -> Any:
+        """The store this graph keeps its state in."""
+        return self._store
+
+    def close(self) -> None:
+        """Close the store (files, connections). The graph is unusable afterwards."""
+        self._store.close()
+
+    def __enter__(self) -> IdentityGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- writing --------------------------------------------------------------------------
 
     def _apply(self, rec: Record) -> Outcome:
+        engine = self._engine
+        if engine is None:
+            outcomes, _ = self._write([(0, rec)], raise_errors=True)
+            return outcomes[0]
         with self._lock:
-            engine = self._engine
             seen = engine.seen.get(rec.event_id)
             if seen is not None:
                 if seen != hash(rec.content):
@@ -132,8 +188,89 @@ class IdentityGraph:
                         "event_id", rec.event_id, "already used by an event with other content"
                     )
                 return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-            decisions, late, replayed = engine.apply(rec)
+            decisions, late, replayed = engine.apply(rec, hash(rec.content))
         return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
+
+    def _write(
+        self, records: list[tuple[int, Record]], *, raise_errors: bool
+    ) -> tuple[list[Outcome], list[tuple[int, ValidationError]]]:
+        """Apply validated records (no repeated event ids among them) as one atomic batch,
+        in ``(timestamp, event_id)`` order, returning outcomes in the given order and the
+        records refused for reusing a stored event id (raised instead if ``raise_errors``)."""
+        order = sorted(range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id))
+        if self._engine is not None:
+            outcomes: list[Any] = [None] * len(records)
+            errors: list[tuple[int, ValidationError]] = []
+            with self._lock:
+                for i in order:
+                    try:
+                        outcomes[i] = self._apply(records[i][1])
+                    except EventIdConflictError as exc:  # raise mode checked this earlier
+                        errors.append((records[i][0], exc))
+            return [o for o in outcomes if o is not None], errors
+        names = self._kinds
+        for attempt in range(_RETRIES):
+            try:
+                with self._lock, self._store.batch() as batch:
+                    return self._write_batch(batch, records, order, names, raise_errors)
+            except RetryBatch:
+                time.sleep(min(0.001 * 2**attempt, 0.1))
+            except ValidationError:
+                raise
+            except IdentityResError:
+                raise
+            except Exception as exc:
+                raise StorageError(f"store {self._store!r} failed: {exc}") from exc
+        raise StorageError(f"store {self._store!r}: batch still conflicting after {_RETRIES} tries")
+
+    def _write_batch(
+        self,
+        batch: Any,
+        records: list[tuple[int, Record]],
+        order: list[int],
+        names: tuple[str, ...],
+        raise_errors: bool,
+    ) -> tuple[list[Outcome], list[tuple[int, ValidationError]]]:
+        fingerprints = [stable_fingerprint(rec.content, names) for _, rec in records]
+        stored = batch.seen([rec.event_id for _, rec in records])
+        errors: list[tuple[int, ValidationError]] = []
+        fresh: list[int] = []
+        for i in order:
+            index, rec = records[i]
+            fp = stored.get(rec.event_id)
+            if fp is not None and fp != fingerprints[i]:
+                exc = EventIdConflictError(
+                    "event_id", rec.event_id, "already used by an event with other content"
+                )
+                if raise_errors:
+                    raise exc
+                errors.append((index, exc))
+            elif fp is None:
+                fresh.append(i)
+        identifiers = {(names[k], v) for i in fresh for k, v in records[i][1].ids}
+        rows = batch.load(identifiers)
+        engine = Engine(self._rules.compiled, working_set=True)
+        engine.load_rows(rows.nodes, rows.links)
+        outcomes: list[Any] = [None] * len(records)
+        events: list[tuple[str, bytes]] = []
+        fresh_set = set(fresh)
+        for i in order:
+            rec = records[i][1]
+            if i in fresh_set and rec.event_id in engine.seen:
+                # the same event twice in one batch: the second is a duplicate
+                outcomes[i] = Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
+            elif i in fresh_set:
+                decisions, late, replayed = engine.apply(rec, fingerprints[i])
+                self.replays += late
+                outcomes[i] = Outcome(
+                    rec.event_id, engine, decisions, rec.blocked, False, late, replayed
+                )
+                events.append((rec.event_id, fingerprints[i]))
+            elif rec.event_id in stored and stored[rec.event_id] == fingerprints[i]:
+                outcomes[i] = Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
+        if events:
+            batch.save(engine.changes(events))
+        return [o for o in outcomes if o is not None], errors
 
     def track(
         self,
@@ -232,15 +369,19 @@ class IdentityGraph:
         records: list[tuple[int, Record]] = []
         errors: list[EventError] = []
         batch_seen: dict[str, int] = {}
+        events_list = list(events)
+        engine = self._engine
+        seen: dict[str, object] = engine.seen if engine is not None else {}
         with self._lock:
-            seen = self._engine.seen
-            for index, event in enumerate(events):
+            for index, event in enumerate(events_list):
                 try:
                     rec = build.from_object(event)
                     fp = batch_seen.get(rec.event_id)
                     if fp is None:
                         fp = seen.get(rec.event_id)
                     if fp is not None and fp != hash(rec.content):
+                        # (stores other than the in-place memory store check stored event
+                        # ids inside the batch, against stable fingerprints)
                         raise EventIdConflictError(
                             "event_id", rec.event_id, "already used by an event with other content"
                         )
@@ -256,17 +397,20 @@ class IdentityGraph:
                 records.append((index, rec))
             # Applying in key order keeps late-event replays to the events that are late
             # against the graph, not against the batch; the result is the same (R8).
-            order = sorted(range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id))
-            outcomes: list[Outcome | None] = [None] * len(records)
-            for i in order:
-                outcomes[i] = self._apply(records[i][1])
-        return IngestReport(tuple(o for o in outcomes if o is not None), tuple(errors))
+            outcomes, conflicts = self._write(records, raise_errors=on_error == "raise")
+            for index, exc in conflicts:
+                if isinstance(events_list[index], dict):
+                    relabel(exc, MESSAGE_FIELDS)
+                exc.at_index(index)
+                errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+        errors.sort(key=lambda e: e.index)
+        return IngestReport(tuple(outcomes), tuple(errors))
 
     # -- reading --------------------------------------------------------------------------
 
-    def _lookup(
+    def _key(
         self, user_id: IdLike | None, anonymous_id: IdLike | None, identifier: Any
-    ) -> int | None:
+    ) -> tuple[int, str]:
         given = [x is not None for x in (user_id, anonymous_id, identifier)]
         if sum(given) != 1:
             raise InvalidEventError(
@@ -277,14 +421,10 @@ class IdentityGraph:
         build = self._build
         rules = self._rules.compiled
         if user_id is not None:
-            k, v = rules.user, build.identifier_value("user_id", rules.user, user_id)
-        elif anonymous_id is not None:
-            k, v = rules.anon, build.identifier_value("anonymous_id", rules.anon, anonymous_id)
-        else:
-            k, v = build.identifier("identifier", identifier)
-        with self._lock:
-            n = self._engine.node(k, v)
-            return None if n is None else self._engine.find(n)
+            return rules.user, build.identifier_value("user_id", rules.user, user_id)
+        if anonymous_id is not None:
+            return rules.anon, build.identifier_value("anonymous_id", rules.anon, anonymous_id)
+        return build.identifier("identifier", identifier)
 
     def resolve(
         self,
@@ -295,12 +435,23 @@ class IdentityGraph:
     ) -> str | None:
         """The canonical id (``profile.user_id``) of the profile holding this identifier, or
         ``None`` if the graph has never seen it (or it is blocked)."""
-        root = self._lookup(user_id, anonymous_id, identifier)
-        if root is None:
-            return None
+        k, v = self._key(user_id, anonymous_id, identifier)
+        engine = self._engine
+        if engine is not None:
+            with self._lock:
+                n = engine.nodes[k].get(v)
+                if n is None:
+                    return None
+                return engine.value[engine.canonical(engine.find(n))]
+        profile = self._profile_of(k, v)
+        return None if profile is None else profile.user_id
+
+    def _profile_of(self, k: int, v: str) -> Profile | None:
         with self._lock:
-            engine = self._engine
-            return engine.value[engine.canonical(engine.find(root))]
+            row = self._store.node(self._kinds[k], v)
+            if row is None:
+                return None
+            return build_profile(self._store.profile_rows(row.profile), self._rules.compiled)
 
     def profile(
         self,
@@ -310,77 +461,96 @@ class IdentityGraph:
         identifier: Identifier | tuple[str, IdLike] | None = None,
     ) -> Profile | None:
         """The profile holding this identifier, or ``None``."""
-        root = self._lookup(user_id, anonymous_id, identifier)
-        if root is None:
-            return None
-        with self._lock:
-            return self._engine.profile(self._engine.find(root))
+        k, v = self._key(user_id, anonymous_id, identifier)
+        return self._profile_of(k, v)
 
     def profiles(self) -> Iterator[Profile]:
-        """Every profile, ordered by canonical id kind priority, then canonical id."""
+        """Every profile, ordered by the priority of the canonical id's kind, then by the
+        canonical id."""
+        rules = self._rules.compiled
         with self._lock:
-            engine = self._engine
-            roots = sorted(
-                engine.roots(),
-                key=lambda r: (engine.kind[engine.canonical(r)], engine.value[engine.canonical(r)]),
-            )
-            result = [engine.profile(r) for r in roots]
+            result = [build_profile(rows, rules) for rows in self._store.iter_profiles()]
+        result.sort(key=lambda p: (rules.kind_index[p.user_id_kind], p.user_id))
         return iter(result)
 
     def refusals(self) -> Iterator[Refusal]:
         """Every refusal in effect, by event key (SPEC R1: demoted identifiers)."""
         with self._lock:
-            return iter(list(self._engine.iter_refusals()))
+            links = list(self._store.iter_refused_links())
+            refs = {m for link in links for m in link.members}
+            nodes = self._store.nodes_by_ref(refs)
+        links.sort(key=lambda link: (link.ts, link.event_id))
+        out: list[Refusal] = []
+        for link in links:
+            anchor = nodes[link.members[0]]
+            for pos, code, kind in link.refused:
+                node = nodes[link.members[pos]]
+                out.append(
+                    Refusal(
+                        link.event_id,
+                        Identifier(node.kind, node.value),
+                        Identifier(anchor.kind, anchor.value),
+                        Reason(code),
+                        kind,
+                    )
+                )
+        return iter(out)
 
     def company(self, company_id: IdLike) -> Company | None:
         """A company with its traits and profiles, or ``None`` if never seen."""
         cid = self._build.identifier_value("company_id", COMPANY_KIND, company_id)
+        return self._company(cid)
+
+    def _company(self, cid: str) -> Company | None:
+        rules = self._rules.compiled
         with self._lock:
-            return self._engine.company(cid)
+            found = self._store.company_rows(cid)
+            if found is None:
+                return None
+            trait_rows, members = found
+            nodes = self._store.nodes_by_ref(members)
+            profiles = {n.profile for n in nodes.values()}
+            canon = frozenset(
+                canonical_row(self._store.profile_rows(p).nodes, rules).value for p in profiles
+            )
+        traits: dict[str, Any] = {}
+        newest: dict[str, tuple[float, str]] = {}
+        for t in trait_rows:
+            if t.key not in newest or newest[t.key] < (t.ts, t.event_id):
+                newest[t.key] = (t.ts, t.event_id)
+                traits[t.key] = t.value
+        return Company(company_id=cid, traits=traits, profiles=canon)
 
     def companies(self) -> Iterator[Company]:
         """Every company, by id."""
         with self._lock:
-            engine = self._engine
-            result = [engine.company(cid) for cid in sorted(engine.company_members)]
+            ids = self._store.company_ids()
+            result = [self._company(cid) for cid in ids]
         return iter(c for c in result if c is not None)
 
     def stats(self) -> GraphStats:
         """Counts for operators: profiles, joins, refusals by reason, blocked values."""
         with self._lock:
-            engine = self._engine
-            profiles = 0
-            identified = 0
-            user = self._rules.compiled.user
-            counts = engine.counts.get(user)
-            for r in engine.roots():
-                profiles += 1
-                if counts is not None:
-                    if counts[r]:
-                        identified += 1
-                elif any(engine.kind[n] == user for n in engine.members(r)):
-                    identified += 1
+            counts = self._store.counts()
             refusals: Counter[str] = Counter()
-            for _, items in engine.refusals.values():
-                for _, reason, _ in items:
-                    refusals[reason.value] += 1
-            blocked: Counter[str] = Counter()
-            for (kind, value), count in engine.blocked.items():
-                blocked[f"{kind}:{value}"] += count
-            return GraphStats(
-                events=len(engine.seen),
-                identifiers=len(engine.value),
-                profiles=profiles,
-                identified_profiles=identified,
-                anonymous_profiles=profiles - identified,
-                joins=engine.joins,
-                refusals=refusals,
-                blocked_values=blocked,
-                replays=engine.replays,
-            )
+            for link in self._store.iter_refused_links():
+                for _, code, _ in link.refused:
+                    refusals[code] += 1
+        blocked: Counter[str] = Counter()
+        for (kind, value), count in counts["blocked"].items():
+            blocked[f"{kind}:{value}"] += count
+        return GraphStats(
+            events=counts["events"],
+            identifiers=counts["identifiers"],
+            profiles=counts["profiles"],
+            identified_profiles=counts["identified_profiles"],
+            anonymous_profiles=counts["profiles"] - counts["identified_profiles"],
+            joins=counts["identifiers"] - counts["profiles"],
+            refusals=refusals,
+            blocked_values=blocked,
+            replays=self.replays + (self._engine.replays if self._engine is not None else 0),
+        )
 
     def __len__(self) -> int:
         """Number of identifiers in the graph."""
-        return len(self._engine.value)
-
-
+        return int(self._store.counts()["identifiers"])

@@ -1,0 +1,37 @@
+"""Storage: the protocol every store implements, the built-in stores, and URL lookup.
+
+See ``docs/storage.md`` for the concurrency model and how to write an adapter.
+"""
+
+from identityres.storage._protocol import (
+    Batch,
+    Changes,
+    CompanyLinkRow,
+    CompanyTraitRow,
+    ComponentRows,
+    LinkRow,
+    NodeRow,
+    ProfileRows,
+    RetryBatch,
+    Store,
+    TraitRow,
+)
+from identityres.storage._registry import ENTRY_POINT_GROUP, store_from_url
+from identityres.storage.memory import MemoryStore
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Batch",
+    "Changes",
+    "CompanyLinkRow",
+    "CompanyTraitRow",
+    "ComponentRows",
+    "LinkRow",
+    "MemoryStore",
+    "NodeRow",
+    "ProfileRows",
+    "RetryBatch",
+    "Store",
+    "TraitRow",
+    "store_from_url",
+]

@@ -1,0 +1,55 @@
+"""Choosing a store by URL: ``memory://``, ``sqlite:///path.db``, ``sqlite:///:memory:``,
+and third-party schemes from the ``identityres.stores`` entry-point group. Driver modules
+are imported only when their scheme is used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import urlsplit
+
+from identityres.errors import ConfigurationError
+
+__all__ = ["ENTRY_POINT_GROUP", "store_from_url"]
+
+ENTRY_POINT_GROUP = "identityres.stores"
+
+# scheme -> "module:factory"; the factory takes the URL and returns a store
+_BUILTIN = {
+    "memory": "identityres.storage.memory:MemoryStore.from_url",
+    "sqlite": "identityres.storage.sqlite:SQLiteStore.from_url",
+}
+
+
+def _load(target: str) -> Callable[[str], Any]:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def store_from_url(url: str) -> Any:
+    """Open the store a URL names. Raises :class:`ConfigurationError` for a malformed URL or
+    an unknown scheme (naming the URL and the schemes known)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"store={url!r}: not a store URL; expected e.g. 'memory://' or 'sqlite:///ids.db'"
+        )
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigurationError(f"store={url!r}: malformed URL: {exc}") from exc
+    if not scheme:
+        raise ConfigurationError(f"store={url!r}: the URL has no scheme")
+    target = _BUILTIN.get(scheme)
+    if target is not None:
+        return _load(target)(url)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name.lower() == scheme:
+            factory = ep.load()
+            return factory(url)
+    known = sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+    raise ConfigurationError(f"store={url!r}: unknown scheme {scheme!r}; known: {known}")
