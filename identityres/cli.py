@@ -1,0 +1,542 @@
+"""The ``identityres`` command line: resolve a file of Segment-spec messages into profiles.
+
+::
+
+    identityres resolve EVENTS.jsonl [--output PROFILES.jsonl] [--on-error raise|skip]
+                                     [--json] [--top N]
+
+``EVENTS.jsonl`` holds one Segment-spec message per line (``identify``, ``track``, ``page``,
+``screen``, ``alias``, ``group`` and the identityres extension ``{"type": "reset", ...}``; see
+:meth:`identityres.IdentityGraph.ingest`); blank lines are ignored and ``-`` reads standard
+input. The messages are applied to an in-memory :class:`identityres.IdentityGraph` in the order
+of the file, the way a live consumer receives them: a message that links identifiers (or a
+reset) and arrives after newer messages of its part of the graph is counted as *late* and
+handled by replaying that part; the resulting profiles are the same in any order (SPEC R8).
+
+The command prints a summary for a person to read (``--json``: the same summary as one JSON
+object): events read, applied, duplicates, late and skipped; identifiers by kind; profiles,
+identified and anonymous; accepted joins; refusals by reason code; blocked values with how many
+times each was seen; companies; and the largest profiles. ``--output`` writes one JSON object per
+profile, in canonical order (:meth:`identityres.IdentityGraph.profiles`).
+
+Bad input. A line that is not valid JSON, is not a JSON object, or is an event the library
+rejects (:class:`identityres.errors.ValidationError`) is reported with its line number. With
+``--on-error raise`` (the default) the first such line stops the command: the problem goes to
+standard error, no summary is printed and no output file is written. With ``--on-error skip``
+the line is skipped, reported on standard error and counted in the summary.
+
+Exit status: ``0`` success (also when ``--on-error skip`` skipped lines); ``1`` command-line
+usage error (unknown option, missing argument); ``2`` bad input: the events file cannot be read,
+a bad line in ``raise`` mode, or the output (``--output`` file or standard output) cannot be
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import IO, Any, BinaryIO, NoReturn
+
+from identityres._graph import IdentityGraph
+from identityres._model import Profile
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_USAGE", "main", "profile_to_json"]
+
+#: Exit status: success.
+EXIT_OK = 0
+#: Exit status: command-line usage error.
+EXIT_USAGE = 1
+#: Exit status: bad input (unreadable file, bad line in ``raise`` mode, unwritable output).
+EXIT_BAD_INPUT = 2
+
+PROG = "identityres"
+
+#: How many items of each list the text summary shows (``--json`` shows them all).
+_TEXT_LIMIT = 10
+
+
+class _UsageExit(Exception):
+    """Raised by the parser instead of exiting the process, so ``main`` can return a code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors exit with status 1 (argparse's own is 2, which
+    this command keeps for bad input) and which never calls ``sys.exit`` itself."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise _UsageExit(EXIT_USAGE)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _UsageExit(status)
+
+
+class _BadInput(Exception):
+    """Input the command cannot use; the message is ready for standard error."""
+
+
+class _LineError:
+    """One line of the events file that was skipped."""
+
+    __slots__ = ("line", "problem")
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.line = line
+        self.problem = problem
+
+
+# -- reading the events file ---------------------------------------------------------------
+
+
+def _open_events(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _parse_line(raw: bytes, lineno: int) -> dict[str, Any] | str:
+    """The message on one line, or a description of what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start + 1})"
+    if lineno == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    if not isinstance(value, dict):
+        return f"expected a JSON object (one message), got {_json_type(value)}"
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"
+
+
+def _problem(
+    msg: dict[str, Any], field: str, value: Any, reason: str, line_of_event: dict[str, int]
+) -> str:
+    """A validation error of one message, as ``field=value: reason``."""
+    if field == "timestamp" and isinstance(value, datetime):
+        # The library parsed the ISO-8601 text before rejecting it: show what the line says.
+        value = msg.get("timestamp", msg.get("originalTimestamp", value))
+    problem = f"{field}={_short(value)}: {reason}"
+    if field == "messageId" and isinstance(value, str) and value in line_of_event:
+        problem += f" (line {line_of_event[value]})"
+    return problem
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+# -- the resolve command -------------------------------------------------------------------
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def profile_to_json(profile: Profile) -> dict[str, Any]:
+    """A profile as the JSON object ``--output`` writes: identifier values as sorted lists,
+    traits by sorted key, ``first_seen``/``last_seen`` as ISO-8601 UTC (``...Z``)."""
+    return {
+        "user_id": profile.user_id,
+        "user_id_kind": profile.user_id_kind,
+        "identified_user_id": profile.identified_user_id,
+        "identifiers": {k: sorted(v) for k, v in sorted(profile.identifiers.items())},
+        "anonymous_ids": sorted(profile.anonymous_ids),
+        "company_id": profile.company_id,
+        "company_ids": sorted(profile.company_ids),
+        "traits": {k: profile.traits[k] for k in sorted(profile.traits)},
+        "first_seen": _iso(profile.first_seen),
+        "last_seen": _iso(profile.last_seen),
+    }
+
+
+def _write_profiles(path: str, profiles: list[Profile]) -> None:
+    """Write ``profiles`` as JSONL, through a temporary file renamed into place, so that a
+    failed run leaves no partial file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            for p in profiles:
+                f.write(json.dumps(profile_to_json(p), ensure_ascii=False))
+                f.write("\n")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+
+
+class _Run:
+    """What one ``resolve`` run has seen so far, line by line."""
+
+    def __init__(self, label: str, skip: bool) -> None:
+        self.label = label
+        self.skip = skip
+        self.graph = IdentityGraph()
+        self.read = 0
+        self.applied = 0
+        self.duplicates = 0
+        self.late = 0
+        self.skipped: list[_LineError] = []
+        #: event_id -> the line that first applied it (refusals and duplicates name lines)
+        self.line_of_event: dict[str, int] = {}
+        #: (line, line it repeats)
+        self.duplicate_lines: list[tuple[int, int]] = []
+        #: (kind, value, reason) -> times seen
+        self.blocked: Counter[tuple[str, str, str]] = Counter()
+
+    def line(self, lineno: int, raw: bytes) -> None:
+        """Parse and apply one non-blank line."""
+        self.read += 1
+        msg = _parse_line(raw, lineno)
+        if isinstance(msg, str):
+            self._bad(lineno, msg)
+            return
+        # One message per ``ingest`` call: the messages are applied in file order, so a
+        # message older than what its part of the graph has seen is handled as a late one.
+        report = self.graph.ingest([msg], on_error="skip")
+        for err in report.errors:
+            self._bad(lineno, _problem(msg, err.field, err.value, err.reason, self.line_of_event))
+        for outcome in report.outcomes:
+            if outcome.duplicate:
+                self.duplicates += 1
+                first = self.line_of_event.get(outcome.event_id, 0)
+                self.duplicate_lines.append((lineno, first))
+                continue
+            self.applied += 1
+            self.line_of_event.setdefault(outcome.event_id, lineno)
+            if outcome.late:
+                self.late += 1
+            for b in outcome.blocked:
+                self.blocked[(b.kind, b.value, b.reason.value)] += 1
+
+    def _bad(self, lineno: int, problem: str) -> None:
+        if not self.skip:
+            raise _BadInput(f"{self.label}, line {lineno}: {problem}")
+        self.skipped.append(_LineError(lineno, problem))
+        sys.stderr.write(f"{PROG}: skipped {self.label}, line {lineno}: {problem}\n")
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    path: str = args.events
+    label = "<stdin>" if path == "-" else path
+    run = _Run(label, skip=args.on_error == "skip")
+    events = _open_events(path)
+    try:
+        # Binary lines end at b"\n" only: a U+2028 inside a JSON string does not split a line.
+        for lineno, raw in enumerate(events, 1):
+            if raw.strip():
+                run.line(lineno, raw)
+    except OSError as exc:
+        raise _BadInput(f"cannot read {label}: {exc.strerror or exc}") from None
+    finally:
+        if events is not sys.stdin.buffer:
+            events.close()
+
+    profiles = list(run.graph.profiles())
+    if args.output is not None:
+        _write_profiles(args.output, profiles)
+    summary = _summary(run, profiles, top=args.top, output=args.output)
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False))
+        sys.stdout.write("\n")
+    else:
+        _print_text(summary, sys.stdout)
+    return EXIT_OK
+
+
+def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None) -> dict[str, Any]:
+    """Everything the command reports, as plain JSON data (the text form renders this)."""
+    graph = run.graph
+    stats = graph.stats()
+    kinds = graph.rules.all_kinds
+    by_kind: Counter[str] = Counter()
+    for p in profiles:
+        for kind, values in p.identifiers.items():
+            by_kind[kind] += len(values)
+
+    refusals = list(graph.refusals())
+    by_reason: Counter[str] = Counter(r.reason.value for r in refusals)
+    by_limit_kind: Counter[str] = Counter(r.kind for r in refusals if r.kind is not None)
+
+    def size(p: Profile) -> int:
+        return sum(len(v) for v in p.identifiers.values())
+
+    # ``profiles`` is in canonical order; a stable sort keeps it among equal sizes.
+    largest = sorted(profiles, key=lambda p: -size(p))[: max(top, 0)]
+    identified = sum(1 for p in profiles if p.is_identified)
+
+    return {
+        "input": run.label,
+        "events": {
+            "read": run.read,
+            "applied": run.applied,
+            "duplicates": run.duplicates,
+            "late": run.late,
+            "skipped": len(run.skipped),
+        },
+        "skipped_lines": [{"line": e.line, "problem": e.problem} for e in run.skipped],
+        "duplicate_lines": [{"line": ln, "first_line": first} for ln, first in run.duplicate_lines],
+        "identifiers": {
+            "total": stats.identifiers,
+            "by_kind": {k: by_kind[k] for k in kinds if by_kind[k]},
+        },
+        "profiles": {
+            "total": len(profiles),
+            "identified": identified,
+            "anonymous": len(profiles) - identified,
+        },
+        "joins": stats.joins,
+        "refusals": {
+            "total": len(refusals),
+            "by_reason": dict(sorted(by_reason.items())),
+            "limit_exceeded_by_kind": {k: by_limit_kind[k] for k in kinds if by_limit_kind[k]},
+            "items": [
+                {
+                    "line": run.line_of_event.get(r.event_id),
+                    "event_id": r.event_id,
+                    "identifier": {"kind": r.identifier.kind, "value": r.identifier.value},
+                    "anchor": {"kind": r.anchor.kind, "value": r.anchor.value},
+                    "reason": r.reason.value,
+                    "kind": r.kind,
+                }
+                for r in refusals
+            ],
+        },
+        "blocked_values": {
+            "values": len(run.blocked),
+            "times": sum(run.blocked.values()),
+            "items": [
+                {"kind": kind, "value": value, "reason": reason, "count": count}
+                for (kind, value, reason), count in sorted(
+                    run.blocked.items(), key=lambda item: (-item[1], item[0])
+                )
+            ],
+        },
+        "companies": [
+            {
+                "company_id": c.company_id,
+                "profiles": sorted(c.profiles),
+                "traits": {k: c.traits[k] for k in sorted(c.traits)},
+            }
+            for c in graph.companies()
+        ],
+        "largest_profiles": [
+            {
+                "user_id": p.user_id,
+                "user_id_kind": p.user_id_kind,
+                "identifiers": size(p),
+                "by_kind": {k: len(p.identifiers[k]) for k in kinds if k in p.identifiers},
+            }
+            for p in largest
+        ],
+        "output": None if output is None else {"path": output, "profiles": len(profiles)},
+    }
+
+
+def _reason_label(reason: str, kind: str | None) -> str:
+    """A refusal's reason code, with the kind for ``limit_exceeded``."""
+    return reason if kind is None else f"{reason} ({kind})"
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def _more(out: IO[str], total: int, shown: int, indent: str) -> None:
+    if total > shown:
+        out.write(f"{indent}... {total - shown} more (see --json)\n")
+
+
+def _print_text(s: dict[str, Any], out: IO[str]) -> None:
+    ev = s["events"]
+    w = out.write
+    w(f"{PROG} resolve {s['input']}\n\n")
+    late = f", {ev['late']} late (replayed)"
+    w(
+        f"events       {ev['read']} read: {ev['applied']} applied, "
+        f"{_plural(ev['duplicates'], 'duplicate')}{late}, {ev['skipped']} skipped\n"
+    )
+    for d in s["duplicate_lines"][:_TEXT_LIMIT]:
+        w(f"  line {d['line']} repeats line {d['first_line']}\n")
+    _more(out, len(s["duplicate_lines"]), _TEXT_LIMIT, "  ")
+
+    ids = s["identifiers"]
+    kinds = ", ".join(f"{k} {n}" for k, n in ids["by_kind"].items())
+    w(f"identifiers  {ids['total']}" + (f" ({kinds})" if kinds else "") + "\n")
+    pr = s["profiles"]
+    w(f"profiles     {pr['total']}: {pr['identified']} identified, {pr['anonymous']} anonymous\n")
+    w(f"joins        {s['joins']}\n")
+
+    ref = s["refusals"]
+    w(f"refusals     {ref['total']}\n")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in ref["items"]:
+        groups.setdefault(_reason_label(item["reason"], item["kind"]), []).append(item)
+    if groups:
+        width = max(len(label) for label in groups)
+        for label, items in sorted(groups.items()):
+            w(f"  {label:<{width}}  {len(items)}\n")
+            for item in items[:_TEXT_LIMIT]:
+                where = f"line {item['line']}" if item["line"] is not None else item["event_id"]
+                ident, anchor = item["identifier"], item["anchor"]
+                w(
+                    f"    {where}: {ident['kind']} {_short(ident['value'])} not joined to "
+                    f"{anchor['kind']} {_short(anchor['value'])}\n"
+                )
+            _more(out, len(items), _TEXT_LIMIT, "    ")
+
+    bl = s["blocked_values"]
+    w(f"blocked      {_plural(bl['values'], 'value')}, {_plural(bl['times'], 'time')}\n")
+    items = bl["items"][:_TEXT_LIMIT]
+    if items:
+        shown = [f"{b['kind']} {_short(b['value'])}" for b in items]
+        width = max(len(x) for x in shown)
+        for text, b in zip(shown, items, strict=True):
+            extra = "" if b["reason"] == "blocked_value" else f"  ({b['reason']})"
+            w(f"  {text:<{width}}  {_plural(b['count'], 'time')}{extra}\n")
+    _more(out, len(bl["items"]), _TEXT_LIMIT, "  ")
+
+    companies = s["companies"]
+    w(f"companies    {len(companies)}\n")
+    shown_c = companies[:_TEXT_LIMIT]
+    if shown_c:
+        heads = []
+        for c in shown_c:
+            name = c["traits"].get("name")
+            heads.append(c["company_id"] + (f" ({name})" if isinstance(name, str) else ""))
+        width = max(len(h) for h in heads)
+        for head, c in zip(heads, shown_c, strict=True):
+            members = ", ".join(c["profiles"])
+            w(f"  {head:<{width}}  {_plural(len(c['profiles']), 'profile')}: {members}\n")
+    _more(out, len(companies), _TEXT_LIMIT, "  ")
+
+    largest = s["largest_profiles"]
+    if largest:
+        w("largest profiles\n")
+        width = max(len(p["user_id"]) for p in largest)
+        for p in largest:
+            kinds = ", ".join(f"{k} {n}" for k, n in p["by_kind"].items())
+            w(f"  {p['user_id']:<{width}}  {_plural(p['identifiers'], 'identifier')} ({kinds})\n")
+    if s["output"] is not None:
+        w(f"\nwrote {_plural(s['output']['profiles'], 'profile')} to {s['output']['path']}\n")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _parser() -> _Parser:
+    from identityres import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Identity resolution: stitch anonymous visitors, signed-in users and API "
+        "callers into profiles.",
+        epilog="Exit status: 0 ok, 1 usage error, 2 bad input.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    resolve = commands.add_parser(
+        "resolve",
+        help="resolve a JSONL file of Segment-spec messages into profiles",
+        description="Read one Segment-spec message per line (identify, track, page, screen, "
+        "alias, group, reset), resolve them into profiles and print a summary.",
+        epilog="Exit status: 0 ok (also when --on-error skip skipped lines), 1 usage error, "
+        "2 bad input (unreadable file, bad line in raise mode, unwritable --output).",
+    )
+    resolve.add_argument(
+        "events", metavar="EVENTS.jsonl", help="the messages, one JSON object per line; - for stdin"
+    )
+    resolve.add_argument(
+        "-o",
+        "--output",
+        metavar="PROFILES.jsonl",
+        help="write the profiles here, one JSON object per line, in canonical order",
+    )
+    resolve.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="on a bad line: stop with exit status 2 (raise, the default) or skip it and report "
+        "it (skip)",
+    )
+    resolve.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    resolve.add_argument(
+        "--top",
+        type=_non_negative,
+        default=5,
+        metavar="N",
+        help="how many of the largest profiles to show (default 5)",
+    )
+    return parser
+
+
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {n}")
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageExit as exc:
+        return exc.code
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _resolve(args)
+    except _BadInput as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader went away (``identityres resolve ... | head``): stop quietly, and keep
+        # the interpreter from failing again when it flushes stdout at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BAD_INPUT
