@@ -1,5 +1,5 @@
 """The resolver: a union-find of profiles, a second union-find of link components, and
-the link log that lets a late event replay only its own component (SPEC §4 R1–R8).
+the link log that lets a late event replay only its own component (SPEC §4 R1-R8).
 
 How convergence works (R8). The state must be the fold of all events sorted by
 ``(timestamp, event_id)``. Two union-finds are kept over the same nodes (identifiers):
@@ -30,7 +30,6 @@ from typing import Any
 
 from identityres._events import COMPANY, IDENTIFY, RESET, Record
 from identityres._model import ANONYMOUS_ID, USER_ID, Profile, Reason
-from identityres._rules import CompiledRules
 from identityres._rows import (
     Changes,
     CompanyLinkRow,
@@ -41,6 +40,7 @@ from identityres._rows import (
     ProfileRows,
     TraitRow,
 )
+from identityres._rules import CompiledRules
 
 __all__ = ["Engine"]
 
@@ -170,10 +170,12 @@ class Engine:
         first_ts = self.first_ts
         last_ts = self.last_ts
         nodes: list[int] = []
+        fresh = 0
         for kind, value in ids:
             n = nodes_by_kind[kind].get(value)
             if n is None:
                 n = self._new_node(kind, value, ts, eid)
+                fresh += 1
             else:
                 f = first_ts[n]
                 if ts < f or (ts == f and eid < self.first_eid[n]):
@@ -190,6 +192,8 @@ class Engine:
         elif etype == COMPANY and rec.company_id is not None:
             self._write_company(nodes[0], ts, eid, rec.company_id, rec.company_traits)
 
+        if fresh == 2 == len(nodes):
+            return self._link_fresh_pair(ts, eid, nodes[0], nodes[1]), False, 0
         decisions: Any = None
         late = False
         replayed = 0
@@ -200,6 +204,30 @@ class Engine:
         else:
             decisions = (nodes[0], (), (), ())
         return decisions, late, replayed
+
+    def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int) -> Any:
+        """A link between two identifiers seen for the first time (the commonest link: a
+        new device identified as a new user). Same decisions as ``_link``: neither has a
+        component, a reset or a profile yet."""
+        self.lparent[b] = a
+        self.log[a] = [(ts, eid, (a, b))]
+        self.newest[a] = (ts, eid)
+        rules = self.rules
+        counts = self.counts
+        for k in rules.limited:
+            arr = counts[k]
+            lim = rules.limits[k]
+            if lim is not None and arr[a] + arr[b] > lim:
+                refused: tuple[tuple[int, Reason, int | None], ...] = ((b, _LIMIT, k),)
+                self.refusals[eid] = (ts, (a, b), refused)
+                return (a, (), (), refused)
+        cap = rules.max_profile_size
+        if cap is not None and cap < 2:
+            refused = ((b, _SIZE, None),)
+            self.refusals[eid] = (ts, (a, b), refused)
+            return (a, (), (), refused)
+        self._union(a, b)
+        return (a, (b,), (), ())
 
     def _reset(self, n: int, key: Key) -> tuple[bool, int]:
         old = self.resets.get(n)
@@ -265,7 +293,7 @@ class Engine:
         return self._decide(ts, eid, nodes, True), False, 0
 
     def _decide(self, ts: float, eid: str, nodes: tuple[int, ...], report: bool) -> Any:
-        """Apply R1–R4 to one link event on the current profiles."""
+        """Apply R1-R4 to one link event on the current profiles."""
         find = self.find
         a = nodes[0]
         ra = find(a)
@@ -440,9 +468,7 @@ class Engine:
         first_ts = self.first_ts
         first_eid = self.first_eid
         value = self.value
-        c = min(
-            self.members(root), key=lambda n: (kind[n], first_ts[n], first_eid[n], value[n])
-        )
+        c = min(self.members(root), key=lambda n: (kind[n], first_ts[n], first_eid[n], value[n]))
         self.canon[root] = c
         return c
 
@@ -577,7 +603,7 @@ class Engine:
         local = self.load_rows(changes.nodes, changes.links)
 
         def node_of(ref: int) -> int:
-            return local[ref] if ref in local else ref
+            return local.get(ref, ref)
 
         for t in changes.traits:
             if t.once:
@@ -633,13 +659,15 @@ def canonical_row(nodes: Iterable[NodeRow], rules: CompiledRules) -> NodeRow:
 
 
 def build_profile(rows: ProfileRows, rules: CompiledRules) -> Profile:
-    """Present a profile from its rows (SPEC §5, R5–R7). One implementation for every store."""
+    """Present a profile from its rows (SPEC §5, R5-R7). One implementation for every store."""
     by_kind: dict[str, set[str]] = {}
     for r in rows.nodes:
         by_kind.setdefault(r.kind, set()).add(r.value)
     c = canonical_row(rows.nodes, rules)
     users = [r for r in rows.nodes if r.kind == USER_ID]
-    identified = min(users, key=lambda r: (r.first_ts, r.first_event_id, r.value)).value if users else None
+    identified = (
+        min(users, key=lambda r: (r.first_ts, r.first_event_id, r.value)).value if users else None
+    )
     newest: dict[str, TraitRow] = {}
     oldest: dict[str, TraitRow] = {}
     for t in rows.traits:

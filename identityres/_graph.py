@@ -107,7 +107,7 @@ def _system_clock() -> float:
 
 
 class IdentityGraph:
-    """An identity graph: feed it events, read back profiles (SPEC §3–§5).
+    """An identity graph: feed it events, read back profiles (SPEC §3-§5).
 
     ``rules`` configures the merge rules (:class:`Rules`); ``clock`` returns the time given
     to events written without a ``timestamp`` (a tz-aware ``datetime`` or epoch seconds).
@@ -197,7 +197,9 @@ class IdentityGraph:
         """Apply validated records (no repeated event ids among them) as one atomic batch,
         in ``(timestamp, event_id)`` order, returning outcomes in the given order and the
         records refused for reusing a stored event id (raised instead if ``raise_errors``)."""
-        order = sorted(range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id))
+        order = sorted(
+            range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id)
+        )
         if self._engine is not None:
             outcomes: list[Any] = [None] * len(records)
             errors: list[tuple[int, ValidationError]] = []
@@ -368,7 +370,7 @@ class IdentityGraph:
         build = self._build
         records: list[tuple[int, Record]] = []
         errors: list[EventError] = []
-        batch_seen: dict[str, int] = {}
+        batch_seen: dict[str, object] = {}
         events_list = list(events)
         engine = self._engine
         seen: dict[str, object] = engine.seen if engine is not None else {}
@@ -398,11 +400,13 @@ class IdentityGraph:
             # Applying in key order keeps late-event replays to the events that are late
             # against the graph, not against the batch; the result is the same (R8).
             outcomes, conflicts = self._write(records, raise_errors=on_error == "raise")
-            for index, exc in conflicts:
+            for index, conflict in conflicts:
                 if isinstance(events_list[index], dict):
-                    relabel(exc, MESSAGE_FIELDS)
-                exc.at_index(index)
-                errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+                    relabel(conflict, MESSAGE_FIELDS)
+                conflict.at_index(index)
+                errors.append(
+                    EventError(index, conflict.field, conflict.value, conflict.reason, conflict)
+                )
         errors.sort(key=lambda e: e.index)
         return IngestReport(tuple(outcomes), tuple(errors))
 

@@ -157,7 +157,9 @@ class Outcome:
         anchor = self._ident(self._decisions[0])
         names = self._graph.rules.kind_names
         return tuple(
-            Refusal(self.event_id, self._ident(n), anchor, reason, None if lk is None else names[lk])
+            Refusal(
+                self.event_id, self._ident(n), anchor, reason, None if lk is None else names[lk]
+            )
             for n, reason, lk in self._decisions[3]
         )
 

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class RetryBatch(Exception):  # noqa: N818 - a signal, not an error
+class RetryBatch(Exception):
     """Raised by a store when a concurrent batch changed what this batch loaded."""
 
 

@@ -42,7 +42,8 @@ DEFAULT_BLOCKED_EXACT = frozenset(
 _KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
-def _strip(value: str) -> str:
+def strip_whitespace(value: str) -> str:
+    """The default normalizer of every kind: strip surrounding whitespace (SPEC §2)."""
     return value.strip()
 
 
@@ -102,9 +103,7 @@ class Rules:
     limits: Mapping[str, int | None] = attrs.field(factory=_default_limits)
     max_profile_size: int | None = 10_000
     blocked_values: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    blocked_patterns: tuple[str | re.Pattern[str], ...] = attrs.field(
-        default=(), converter=tuple
-    )
+    blocked_patterns: tuple[str | re.Pattern[str], ...] = attrs.field(default=(), converter=tuple)
     max_length: int = 400
     normalizers: Mapping[str, Callable[[str], str]] = attrs.field(factory=dict)
     default_blocked_values: bool = True
@@ -203,10 +202,12 @@ class CompiledRules:
             try:
                 patterns.append(pattern if isinstance(pattern, re.Pattern) else re.compile(pattern))
             except (re.error, TypeError) as exc:
-                raise ConfigurationError(f"blocked_patterns: {pattern!r} is not a regex: {exc}") from exc
+                raise ConfigurationError(
+                    f"blocked_patterns: {pattern!r} is not a regex: {exc}"
+                ) from exc
         self.patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
 
-        normalizers: list[Callable[[str], str]] = [_strip] * len(names)
+        normalizers: list[Callable[[str], str]] = [strip_whitespace] * len(names)
         for kind, fn in rules.normalizers.items():
             if kind not in self.kind_index:
                 raise ConfigurationError(f"normalizers: unknown kind {kind!r}")
@@ -221,9 +222,9 @@ class CompiledRules:
             return Reason.VALUE_TOO_LONG
         if self._is_blocked_word(value):
             return Reason.BLOCKED_VALUE
-        if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
-            if self._is_blocked_word(value[1:-1]):
-                return Reason.BLOCKED_VALUE
+        quoted = len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]
+        if quoted and self._is_blocked_word(value[1:-1]):
+            return Reason.BLOCKED_VALUE
         for pattern in self.patterns:
             if pattern.search(value):
                 return Reason.BLOCKED_VALUE
