@@ -199,9 +199,9 @@ class Engine:
         replayed = 0
         if len(nodes) > 1:
             decisions, late, replayed = self._link(ts, eid, tuple(nodes))
-        elif etype == RESET:
-            late, replayed = self._reset(nodes[0], (ts, eid))
         else:
+            if etype == RESET:
+                late, replayed = self._reset(nodes[0], (ts, eid))
             decisions = (nodes[0], (), (), ())
         return decisions, late, replayed
 

@@ -247,7 +247,7 @@ class RecordBuilder:
             return str(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        raise InvalidEventError("event_id", value, "must be a non-empty str")
+        raise InvalidEventError("event_id", value, "must be a non-empty str (or an int)")
 
     def _finish(
         self,
@@ -260,6 +260,7 @@ class RecordBuilder:
         set_once: dict[str, Any] | None = None,
         company_id: str | None = None,
         company_traits: dict[str, Any] | None = None,
+        clocked: bool = False,
     ) -> Record:
         rules = self._rules
         blocked_reason = rules.blocked_reason
@@ -278,7 +279,12 @@ class RecordBuilder:
             # Stable sort: equal kinds keep the caller's order (alias: the new id anchors).
             valid.sort(key=_kind_of)
         # Repeats of one identifier are one identifier: they do not make other content.
-        content = (etype, ts, tuple(dict.fromkeys(pairs)), company_id, *payload)
+        # A timestamp taken from the clock is not part of what the caller sent: an event
+        # redelivered under the same event_id must still be a duplicate, not a conflict.
+        # (Without an event_id the clock time stays in, or two calls a second apart would
+        # be one event.)
+        stamped = None if clocked and event_id is not None else ts
+        content = (etype, stamped, tuple(dict.fromkeys(pairs)), company_id, *payload)
         if event_id is None:
             eid = derive_event_id(content, rules.kind_names)
         elif type(event_id) is str and event_id:
@@ -354,7 +360,7 @@ class RecordBuilder:
         props = _check_mapping("properties", properties)
         ts = self.timestamp(timestamp)
         payload = (event, None if props is None else _json(props))
-        return self._finish(TRACK, ts, event_id, pairs, payload)
+        return self._finish(TRACK, ts, event_id, pairs, payload, clocked=timestamp is None)
 
     def identify(
         self,
@@ -401,7 +407,9 @@ class RecordBuilder:
         s = _check_mapping("set_once", set_once)
         ts = self.timestamp(timestamp)
         payload = (None if t is None else _json(t), None if s is None else _json(s))
-        return self._finish(IDENTIFY, ts, event_id, pairs, payload, traits=t, set_once=s)
+        return self._finish(
+            IDENTIFY, ts, event_id, pairs, payload, traits=t, set_once=s, clocked=timestamp is None
+        )
 
     def alias(self, user_id: Any, previous_id: Any, timestamp: Any, event_id: Any) -> Record:
         rules = self._rules
@@ -417,7 +425,7 @@ class RecordBuilder:
                 (rules.user, self.identifier_value("previous_id", rules.user, previous_id))
             )
         ts = self.timestamp(timestamp)
-        return self._finish(ALIAS, ts, event_id, pairs, ())
+        return self._finish(ALIAS, ts, event_id, pairs, (), clocked=timestamp is None)
 
     def reset(self, anonymous_id: Any, timestamp: Any, event_id: Any) -> Record:
         rules = self._rules
@@ -425,7 +433,7 @@ class RecordBuilder:
             raise InvalidEventError("anonymous_id", None, "reset needs an anonymous_id")
         pairs = [(rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))]
         ts = self.timestamp(timestamp)
-        return self._finish(RESET, ts, event_id, pairs, ())
+        return self._finish(RESET, ts, event_id, pairs, (), clocked=timestamp is None)
 
     def identify_company(
         self,
@@ -464,6 +472,7 @@ class RecordBuilder:
             (None if t is None else _json(t),),
             company_id=cid if blocked_company is None else None,
             company_traits=t if blocked_company is None else None,
+            clocked=timestamp is None,
         )
         if blocked_company is not None:
             record.blocked = (*record.blocked, ("company_id", cid, blocked_company))

@@ -185,7 +185,8 @@ class CompiledRules:
             raise ConfigurationError(f"max_length={rules.max_length!r}: must be an int >= 1")
         self.max_length: int = rules.max_length
 
-        exact: set[str] = set()
+        # The empty string never identifies anyone, default list or not.
+        exact: set[str] = {""}
         insensitive: set[str] = set()
         if rules.default_blocked_values:
             exact |= DEFAULT_BLOCKED_EXACT

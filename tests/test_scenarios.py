@@ -383,3 +383,28 @@ def test_canonical_id_is_the_earliest_seen_user_id_when_several_are_allowed() ->
     h = ir.IdentityGraph(ir.Rules(limits={"user_id": None}))
     h.alias("m", "k", timestamp=1)
     assert h.resolve(user_id="m") == "k"
+
+
+def test_redelivery_without_timestamp_is_a_duplicate_not_a_conflict() -> None:
+    clock = iter([100.0, 200.0, 300.0, 400.0])
+    g = ir.IdentityGraph(clock=lambda: next(clock))
+    first = g.track("Seen", anonymous_id="a1", event_id="m1")
+    again = g.track("Seen", anonymous_id="a1", event_id="m1")
+    assert again.duplicate and not first.duplicate
+    p = g.profile(anonymous_id="a1")
+    assert p is not None and p.first_seen == p.last_seen == datetime.fromtimestamp(100, UTC)
+    # without an event_id the clock time is part of the event: two calls, two events
+    g.track("Seen", anonymous_id="a1")
+    g.track("Seen", anonymous_id="a1")
+    assert g.stats().events == 3
+
+
+def test_reset_outcome_names_its_anchor() -> None:
+    out = ir.IdentityGraph().reset("a1", timestamp=1)
+    assert out.anchor == Identifier("anonymous_id", "a1")
+
+
+def test_empty_string_stays_blocked_without_the_default_list() -> None:
+    g = ir.IdentityGraph(ir.Rules(default_blocked_values=False))
+    assert g.identify("u1", "   ", timestamp=1).blocked[0].reason is Reason.BLOCKED_VALUE
+    assert g.identify("null", "a1", timestamp=2).blocked == ()
