@@ -22,13 +22,25 @@ state behind batched load/store calls.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from identityres._events import COMPANY, IDENTIFY, RESET, Record
+from identityres._events import (
+    COMPANY,
+    EVENT_TYPES,
+    FORGET,
+    IDENTIFY,
+    MERGE,
+    RESET,
+    SPLIT,
+    Record,
+)
 from identityres._model import ANONYMOUS_ID, USER_ID, Profile, Reason
 from identityres._rows import (
     Changes,
@@ -45,9 +57,10 @@ from identityres._rules import CompiledRules
 __all__ = ["Engine"]
 
 Key = tuple[float, str]
-# A link event in a component's log: ``(ts, event_id, nodes)``; tuples sort by key because
-# event ids are unique.
-LinkEvent = tuple[float, str, tuple[int, ...]]
+# An entry of a component's log: ``(ts, event_id, nodes, etype)``; tuples sort by key
+# because event ids are unique. Links (``nodes[0]`` anchors), forced merges, resets and
+# splits are logged; erasures are logged with no nodes so that history can show them.
+LinkEvent = tuple[float, str, tuple[int, ...], int]
 Refused = tuple[float, tuple[int, ...], tuple[tuple[int, Reason, "int | None"], ...]]
 
 _LIMIT = Reason.LIMIT_EXCEEDED
@@ -72,6 +85,7 @@ class Engine:
         self.pending_traits: list[TraitRow] | None = [] if working_set else None
         self.pending_company_links: list[CompanyLinkRow] = []
         self.pending_company_traits: list[CompanyTraitRow] = []
+        self.pending_companies: list[str] = []
         nk = len(rules.kind_names)
         #: value -> node, one dict per kind
         self.nodes: list[dict[str, int]] = [{} for _ in range(nk)]
@@ -94,6 +108,17 @@ class Engine:
         self.newest: dict[int, Key] = {}
         #: anonymous id node -> earliest reset key
         self.resets: dict[int, Key] = {}
+        #: node -> latest split key: links carrying it dated before that are severed
+        self.splits: dict[int, Key] = {}
+        # Erasure (SPEC §3 forget): keyed hashes of forgotten identifiers, never the value;
+        # forgotten nodes stay as tombstones (no value, no profile) so arrays keep their
+        # indexes; erasure log entries remember the kind for history.
+        self.erasure_key: bytes = secrets.token_bytes(32)
+        self.suppressed: set[bytes] = set()
+        self.dead: set[int] = set()
+        self.erasures: dict[str, str] = {}
+        self.pending_suppressed: list[bytes] = []
+        self.pending_deleted: list[int] = []
         #: event_id -> (ts, nodes, ((node, reason, limit_kind), ...)) for events with refusals
         self.refusals: dict[str, Refused] = {}
         #: event_id -> content fingerprint: recognizes duplicates and conflicting reuse
@@ -165,6 +190,16 @@ class Engine:
                 self.blocked[(b[0], b[1])] += 1
         nodes_by_kind = self.nodes
         ids = rec.ids
+        etype = rec.etype
+        if etype == FORGET:
+            return self._forget(rec)
+        anchor_erased = False
+        if self.suppressed and ids:
+            kept = tuple(p for p in ids if not self._is_suppressed(p))
+            anchor_erased = kept[:1] != ids[:1]
+            ids = kept
+            if not ids and etype == COMPANY and rec.company_id is not None:
+                self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
         if not ids:
             return None, False, 0
         first_ts = self.first_ts
@@ -186,31 +221,108 @@ class Engine:
                     last_ts[n] = ts
             nodes.append(n)
 
-        etype = rec.etype
-        if etype == IDENTIFY and (rec.traits or rec.set_once):
+        # Traits and company links belong to the event's anchor (R6, R7); when the anchor is
+        # an erased identifier they are erased with it, not handed to the next one.
+        if anchor_erased:
+            if etype == COMPANY and rec.company_id is not None:
+                # the company and its traits are not the erased person's data
+                self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
+        elif etype == IDENTIFY and (rec.traits or rec.set_once):
             self._write_traits(nodes[0], ts, eid, rec.traits, rec.set_once)
         elif etype == COMPANY and rec.company_id is not None:
             self._write_company(nodes[0], ts, eid, rec.company_id, rec.company_traits)
 
-        if fresh == 2 == len(nodes):
-            return self._link_fresh_pair(ts, eid, nodes[0], nodes[1]), False, 0
+        if fresh == 2 == len(nodes) and etype != MERGE:
+            return self._link_fresh_pair(ts, eid, nodes[0], nodes[1], etype), False, 0
         decisions: Any = None
         late = False
         replayed = 0
         if len(nodes) > 1:
-            decisions, late, replayed = self._link(ts, eid, tuple(nodes))
+            decisions, late, replayed = self._link(ts, eid, tuple(nodes), etype)
         else:
             if etype == RESET:
                 late, replayed = self._reset(nodes[0], (ts, eid))
+            elif etype == SPLIT:
+                late, replayed = self._split(nodes[0], (ts, eid))
             decisions = (nodes[0], (), (), ())
         return decisions, late, replayed
 
-    def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int) -> Any:
+    def _forget(self, rec: Record) -> tuple[Any, bool, int]:
+        """GDPR erasure (SPEC §3 forget): remove the identifier, its links, traits and
+        company links; remember only a keyed hash so that no replay brings it back."""
+        if not rec.ids:
+            return None, False, 0
+        k, v = rec.ids[0]
+        h = self.erasure_hash(k, v)
+        if h not in self.suppressed:
+            self.suppressed.add(h)
+            self.pending_suppressed.append(h)
+        n = self.nodes[k].get(v)
+        if n is None:
+            return None, False, 0
+        root = self.lfind(n)
+        entries = self.log.pop(root, [])
+        self.newest.pop(root, None)
+        members = {root}
+        kept: list[LinkEvent] = []
+        for ts, eid, nodes, etype in entries:
+            members.update(nodes)
+            if n in nodes:
+                nodes = tuple(x for x in nodes if x != n)
+                if not nodes:
+                    continue  # its own reset or split: nothing left to say
+            kept.append((ts, eid, nodes, etype))
+        kept.append((rec.ts, rec.event_id, (), FORGET))
+        self.erasures[rec.event_id] = self.rules.kind_names[k]
+        self._erase_node(n)
+        self.blocked.pop((self.rules.kind_names[k], v), None)
+        if self.refs is not None:
+            self.pending_deleted.append(self.refs[n])
+        live = members - {n}
+        self.lparent[n] = n
+        replayed = 0
+        if live:
+            # A new root for what is left of the component; the erased node leaves it.
+            new_root = min(live)
+            for m in live:
+                self.lparent[m] = new_root
+            self.log[new_root] = kept
+            self.newest[new_root] = max((e[0], e[1]) for e in kept)
+            replayed = self._replay(new_root, extra=members)[1]
+        else:
+            self._replay(n, extra=(n,))
+        return None, True, replayed
+
+    def _erase_node(self, n: int) -> None:
+        """Remove a node's value and everything hanging on it; it stays as a tombstone."""
+        if n in self.dead or not 0 <= n < len(self.value):
+            return
+        self.traits.pop(n, None)
+        self.traits_once.pop(n, None)
+        self.resets.pop(n, None)
+        self.splits.pop(n, None)
+        for cid in self.company_links.pop(n, {}):
+            # The company stays, with its traits: they describe the company, not the person.
+            self.company_members.get(cid, set()).discard(n)
+        self.nodes[self.kind[n]].pop(self.value[n], None)
+        self.value[n] = ""
+        self.first_eid[n] = ""
+        self.dead.add(n)
+
+    def _is_suppressed(self, pair: tuple[int, str]) -> bool:
+        return self.erasure_hash(pair[0], pair[1]) in self.suppressed
+
+    def erasure_hash(self, kind: int, value: str) -> bytes:
+        """The keyed hash an erased identifier is remembered by (never its value)."""
+        msg = f"{self.rules.kind_names[kind]}\x1f{value}".encode("utf-8")
+        return hmac.new(self.erasure_key, msg, hashlib.sha256).digest()
+
+    def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int, etype: int) -> Any:
         """A link between two identifiers seen for the first time (the commonest link: a
         new device identified as a new user). Same decisions as ``_link``: neither has a
         component, a reset or a profile yet."""
         self.lparent[b] = a
-        self.log[a] = [(ts, eid, (a, b))]
+        self.log[a] = [(ts, eid, (a, b), etype)]
         self.newest[a] = (ts, eid)
         rules = self.rules
         counts = self.counts
@@ -229,12 +341,28 @@ class Engine:
         self._union(a, b)
         return (a, (b,), (), ())
 
+    def _log_single(self, n: int, key: Key, etype: int) -> int:
+        root = self.lfind(n)
+        self.log.setdefault(root, []).append((key[0], key[1], (n,), etype))
+        return root
+
+    def _split(self, n: int, key: Key) -> tuple[bool, int]:
+        root = self._log_single(n, key, SPLIT)
+        old = self.splits.get(n)
+        if old is None or old < key:
+            self.splits[n] = key
+        top = self.newest.get(root)
+        if top is None or top < key:
+            self.newest[root] = key
+        # Links dated before the split change meaning: re-decide the component.
+        return True, self._replay(root)[1]
+
     def _reset(self, n: int, key: Key) -> tuple[bool, int]:
+        root = self._log_single(n, key, RESET)
         old = self.resets.get(n)
         if old is not None and old <= key:
             return False, 0  # an earlier reset already retired it: nothing can change
         self.resets[n] = key
-        root = self.lfind(n)
         newest = self.newest.get(root)
         if newest is None or newest < key:
             self.newest[root] = key
@@ -242,7 +370,9 @@ class Engine:
         # Events after this reset were decided as if the id were not yet retired.
         return True, self._replay(root)[1]
 
-    def _link(self, ts: float, eid: str, nodes: tuple[int, ...]) -> tuple[Any, bool, int]:
+    def _link(
+        self, ts: float, eid: str, nodes: tuple[int, ...], etype: int
+    ) -> tuple[Any, bool, int]:
         key = (ts, eid)
         lfind = self.lfind
         newest = self.newest
@@ -280,7 +410,7 @@ class Engine:
                 newest.pop(r, None)
             if top is not None:
                 newest[root] = top
-        entry = (ts, eid, nodes)
+        entry = (ts, eid, nodes, etype)
         mylog = log.get(root)
         if mylog is None:
             log[root] = [entry]
@@ -290,14 +420,23 @@ class Engine:
             decisions, replayed = self._replay(root, eid)
             return decisions, True, replayed
         newest[root] = key
-        return self._decide(ts, eid, nodes, True), False, 0
+        return self._decide(ts, eid, nodes, etype, True), False, 0
 
-    def _decide(self, ts: float, eid: str, nodes: tuple[int, ...], report: bool) -> Any:
+    def _decide(self, ts: float, eid: str, nodes: tuple[int, ...], etype: int, report: bool) -> Any:
         """Apply R1-R4 to one link event on the current profiles."""
+        key = (ts, eid)
+        logged = nodes
+        splits = self.splits
+        if splits:
+            # Identifiers split after this event are as if the event never carried them.
+            nodes = tuple(n for n in nodes if n not in splits or not key < splits[n])
+            if len(nodes) < 2:
+                return (nodes[0], (), (), ()) if nodes and report else None
+        if etype == MERGE:
+            return self._force(nodes, report)
         find = self.find
         a = nodes[0]
         ra = find(a)
-        key = (ts, eid)
         resets = self.resets
         anchor_retired = bool(resets) and a in resets and resets[a] < key
         rules = self.rules
@@ -334,10 +473,26 @@ class Engine:
             ra = self._union(ra, rx)
             joined.append(x)
         if refused:
-            self.refusals[eid] = (ts, nodes, tuple(refused))
+            self.refusals[eid] = (ts, logged, tuple(refused))
         if not report:
             return None
         return (a, joined, already, refused)
+
+    def _force(self, nodes: tuple[int, ...], report: bool) -> Any:
+        """An operator's forced merge: no limit, cap or reset applies (SPEC §3 merge)."""
+        find = self.find
+        a = nodes[0]
+        ra = find(a)
+        joined: list[int] = []
+        already: list[int] = []
+        for x in nodes[1:]:
+            rx = find(x)
+            if rx == ra:
+                already.append(x)
+            else:
+                ra = self._union(ra, rx)
+                joined.append(x)
+        return (a, joined, already, []) if report else None
 
     def _union(self, ra: int, rb: int) -> int:
         size = self.size
@@ -355,17 +510,20 @@ class Engine:
             canon.pop(rb, None)
         return ra
 
-    def _replay(self, lroot: int, target: str | None = None) -> tuple[Any, int]:
+    def _replay(
+        self, lroot: int, target: str | None = None, extra: Iterable[int] = ()
+    ) -> tuple[Any, int]:
         """Re-decide one link component from its sorted log (R8); returns the decisions of
-        the ``target`` event and how many events were replayed."""
+        the ``target`` event and how many events were replayed. ``extra`` nodes are reset
+        to singletons too (an erased node that no log entry names any more)."""
         events = self.log.get(lroot)
         if not events:
-            return None, 0
+            events = []
         events.sort()
         self.replays += 1
-        members: set[int] = set()
+        members: set[int] = set(extra)
         refusals = self.refusals
-        for _, eid, nodes in events:
+        for _, eid, nodes, _ in events:
             members.update(nodes)
             refusals.pop(eid, None)
         parent = self.parent
@@ -385,11 +543,13 @@ class Engine:
             for k, arr in counts:
                 arr[n] = 1 if kind[n] == k else 0
         decisions: Any = None
-        for ts, eid, nodes in events:
+        for ts, eid, nodes, etype in events:
+            if len(nodes) < 2:
+                continue  # resets, splits, erasures: their effect is in resets/splits
             if eid == target:
-                decisions = self._decide(ts, eid, nodes, True)
+                decisions = self._decide(ts, eid, nodes, etype, True)
             else:
-                self._decide(ts, eid, nodes, False)
+                self._decide(ts, eid, nodes, etype, False)
         return decisions, len(events)
 
     # -- traits and companies (order-independent aggregates) -------------------------------
@@ -423,18 +583,23 @@ class Engine:
                     once[k] = (ts, eid, v)
 
     def _write_company(
-        self, n: int, ts: float, eid: str, cid: str, traits: dict[str, Any] | None
+        self, n: int | None, ts: float, eid: str, cid: str, traits: dict[str, Any] | None
     ) -> None:
+        """Link node ``n`` (``None``: no one, the anchor was erased) to company ``cid`` and
+        write the company's traits."""
         if self.refs is not None:
-            ref = self.ref(n)
-            self.pending_company_links.append(CompanyLinkRow(ref, cid, ts, eid))
+            self.pending_companies.append(cid)
+            if n is not None:
+                self.pending_company_links.append(CompanyLinkRow(self.ref(n), cid, ts, eid))
             for k, v in (traits or {}).items():
                 self.pending_company_traits.append(CompanyTraitRow(cid, k, ts, eid, v))
-        links = self.company_links.setdefault(n, {})
-        old = links.get(cid)
-        if old is None or old < (ts, eid):
-            links[cid] = (ts, eid)
-        self.company_members.setdefault(cid, set()).add(n)
+        holders = self.company_members.setdefault(cid, set())
+        if n is not None:
+            links = self.company_links.setdefault(n, {})
+            old = links.get(cid)
+            if old is None or old < (ts, eid):
+                links[cid] = (ts, eid)
+            holders.add(n)
         ctraits = self.company_traits.setdefault(cid, {})
         if traits:
             for k, v in traits.items():
@@ -474,8 +639,9 @@ class Engine:
 
     def roots(self) -> Iterator[int]:
         parent = self.parent
+        dead = self.dead
         for n in range(len(parent)):
-            if parent[n] == n:
+            if parent[n] == n and n not in dead:
                 yield n
 
     # -- rows: the storage protocol's view of this state -----------------------------------
@@ -487,6 +653,7 @@ class Engine:
     def node_row(self, n: int) -> NodeRow:
         ref = self.ref
         reset = self.resets.get(n)
+        split = self.splits.get(n)
         return NodeRow(
             ref(n),
             self.rules.kind_names[self.kind[n]],
@@ -498,9 +665,13 @@ class Engine:
             None if reset is None else reset[1],
             ref(self.lfind(n)),
             ref(self.find(n)),
+            None if split is None else split[0],
+            None if split is None else split[1],
         )
 
-    def link_row(self, ts: float, eid: str, nodes: tuple[int, ...]) -> LinkRow:
+    def link_row(
+        self, ts: float, eid: str, nodes: tuple[int, ...], etype: int, lroot: int
+    ) -> LinkRow:
         ref = self.ref
         names = self.rules.kind_names
         refused = self.refusals.get(eid)
@@ -510,17 +681,32 @@ class Engine:
                 (nodes.index(x), reason.value, None if lk is None else names[lk])
                 for x, reason, lk in refused[2]
             )
-        return LinkRow(eid, ts, ref(self.lfind(nodes[0])), tuple(ref(n) for n in nodes), items)
+        return LinkRow(
+            eid,
+            ts,
+            ref(lroot),
+            tuple(ref(n) for n in nodes),
+            items,
+            EVENT_TYPES[etype],
+            self.erasures.get(eid) if etype == FORGET else None,
+        )
+
+    def refused_link_rows(self) -> Iterator[LinkRow]:
+        for eid, (ts, nodes, _) in list(self.refusals.items()):
+            root = self.lfind(nodes[0])
+            etype = next((e[3] for e in self.log.get(root, ()) if e[1] == eid), 0)
+            yield self.link_row(ts, eid, nodes, etype, root)
 
     def component_rows(self, lroots: Iterable[int]) -> ComponentRows:
         """Every node and link row of the given link components."""
         nodes: set[int] = set()
         links: list[LinkRow] = []
         for r in set(lroots):
-            nodes.add(r)
-            for ts, eid, members in self.log.get(r, ()):
+            if r not in self.dead:
+                nodes.add(r)
+            for ts, eid, members, etype in self.log.get(r, ()):
                 nodes.update(members)
-                links.append(self.link_row(ts, eid, members))
+                links.append(self.link_row(ts, eid, members, etype, r))
         return ComponentRows(tuple(self.node_row(n) for n in sorted(nodes)), tuple(links))
 
     def load_rows(self, nodes: Iterable[NodeRow], links: Iterable[LinkRow]) -> dict[int, int]:
@@ -535,7 +721,7 @@ class Engine:
             n = by_kind[kind_index[row.kind]].get(row.value)
             if n is not None:
                 old = self.lfind(n)
-                for _, eid, _ in self.log.pop(old, ()):
+                for _, eid, _, _ in self.log.pop(old, ()):
                     self.refusals.pop(eid, None)
                 self.newest.pop(old, None)
         for row in rows:
@@ -553,6 +739,10 @@ class Engine:
                 self.resets.pop(n, None)
             else:
                 self.resets[n] = (row.reset_ts, row.reset_event_id)
+            if row.split_ts is None or row.split_event_id is None:
+                self.splits.pop(n, None)
+            else:
+                self.splits[n] = (row.split_ts, row.split_event_id)
             local[row.ref] = n
         groups: dict[int, list[int]] = {}
         for row in rows:
@@ -571,10 +761,14 @@ class Engine:
             self.size[root] = len(members)
             for k, arr in self.counts.items():
                 arr[root] = sum(1 for n in members if kind[n] == k)
+        etypes = {name: i for i, name in enumerate(EVENT_TYPES)}
         for link in links:
             members_t = tuple(local[m] for m in link.members)
             lroot = local[link.component]
-            self.log.setdefault(lroot, []).append((link.ts, link.event_id, members_t))
+            etype = etypes.get(link.etype, 0)
+            self.log.setdefault(lroot, []).append((link.ts, link.event_id, members_t, etype))
+            if etype == FORGET and link.erased_kind is not None:
+                self.erasures[link.event_id] = link.erased_kind
             if link.refused:
                 self.refusals[link.event_id] = (
                     link.ts,
@@ -600,6 +794,9 @@ class Engine:
 
     def save_changes(self, changes: Changes) -> None:
         """Apply a batch's rows to this (store-owned) engine."""
+        for ref in changes.deleted:
+            self._erase_node(ref)
+        self.suppressed.update(changes.suppressed)
         local = self.load_rows(changes.nodes, changes.links)
 
         def node_of(ref: int) -> int:
@@ -610,6 +807,8 @@ class Engine:
                 self._write_traits(node_of(t.node), t.ts, t.event_id, None, {t.key: t.value})
             else:
                 self._write_traits(node_of(t.node), t.ts, t.event_id, {t.key: t.value}, None)
+        for cid in changes.companies:
+            self.company_members.setdefault(cid, set())
         for c in changes.company_links:
             self._write_company(node_of(c.node), c.ts, c.event_id, c.company_id, None)
         for ct in changes.company_traits:
@@ -625,16 +824,20 @@ class Engine:
     def changes(self, events: Iterable[tuple[str, bytes]]) -> Changes:
         """Everything in this working set, as rows to save."""
         links: list[LinkRow] = []
-        for entries in self.log.values():
-            links.extend(self.link_row(ts, eid, members) for ts, eid, members in entries)
+        for root, entries in self.log.items():
+            links.extend(self.link_row(ts, eid, ms, et, root) for ts, eid, ms, et in entries)
+        dead = self.dead
         return Changes(
-            nodes=tuple(self.node_row(n) for n in range(len(self.value))),
+            nodes=tuple(self.node_row(n) for n in range(len(self.value)) if n not in dead),
             links=tuple(links),
             traits=tuple(self.pending_traits or ()),
             company_links=tuple(self.pending_company_links),
             company_traits=tuple(self.pending_company_traits),
             events=tuple(events),
             blocked=tuple((k, v, c) for (k, v), c in self.blocked.items()),
+            companies=tuple(dict.fromkeys(self.pending_companies)),
+            deleted=tuple(r for r in self.pending_deleted if r >= 0),
+            suppressed=tuple(self.pending_suppressed),
         )
 
     def profile_rows(self, root: int) -> ProfileRows:

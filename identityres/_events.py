@@ -20,11 +20,14 @@ from identityres._model import (
     ANONYMOUS_ID,
     USER_ID,
     Alias,
+    Forget,
     Identifier,
     Identify,
     IdentifyCompany,
+    Merge,
     Reason,
     Reset,
+    Split,
     Track,
 )
 from identityres._rules import CompiledRules, strip_whitespace
@@ -36,12 +39,32 @@ from identityres.errors import (
     ValidationError,
 )
 
-__all__ = ["ALIAS", "COMPANY", "IDENTIFY", "RESET", "TRACK", "Record", "RecordBuilder"]
+__all__ = [
+    "ALIAS",
+    "COMPANY",
+    "FORGET",
+    "IDENTIFY",
+    "MERGE",
+    "RESET",
+    "SPLIT",
+    "TRACK",
+    "Record",
+    "RecordBuilder",
+]
 
-TRACK, IDENTIFY, ALIAS, RESET, COMPANY = 0, 1, 2, 3, 4
+TRACK, IDENTIFY, ALIAS, RESET, COMPANY, MERGE, SPLIT, FORGET = range(8)
 #: Pseudo kind for company ids: validated like identifier values, normalized by stripping.
 COMPANY_KIND = -1
-EVENT_TYPES = ("track", "identify", "alias", "reset", "identify_company")
+EVENT_TYPES = (
+    "track",
+    "identify",
+    "alias",
+    "reset",
+    "identify_company",
+    "merge",
+    "split",
+    "forget",
+)
 
 Clock = Callable[[], "datetime | float | int"]
 
@@ -478,6 +501,36 @@ class RecordBuilder:
             record.blocked = (*record.blocked, ("company_id", cid, blocked_company))
         return record
 
+    def operator_identifier(self, field: str, ident: Any) -> tuple[int, str]:
+        """An operator's identifier argument: an ``Identifier``, a ``(kind, value)`` pair, or
+        a plain value meaning a ``user_id``."""
+        if isinstance(ident, (Identifier, tuple)):
+            return self.identifier(field, ident)
+        if ident is None:
+            raise InvalidEventError(field, None, "an identifier is required")
+        user = self._rules.user
+        return user, self.identifier_value(field, user, ident)
+
+    def merge(self, a: Any, b: Any, timestamp: Any, event_id: Any) -> Record:
+        pairs = [self.operator_identifier("a", a), self.operator_identifier("b", b)]
+        ts = self.timestamp(timestamp)
+        return self._finish(MERGE, ts, event_id, pairs, (), clocked=timestamp is None)
+
+    def split(self, identifier: Any, timestamp: Any, event_id: Any) -> Record:
+        pairs = [self.operator_identifier("identifier", identifier)]
+        ts = self.timestamp(timestamp)
+        return self._finish(SPLIT, ts, event_id, pairs, (), clocked=timestamp is None)
+
+    def forget(self, identifier: Any, timestamp: Any, event_id: Any) -> Record:
+        pair = self.operator_identifier("identifier", identifier)
+        ts = self.timestamp(timestamp)
+        record = self._finish(FORGET, ts, event_id, [pair], (), clocked=timestamp is None)
+        # A blocked value is no identifier, but it can still be asked to be forgotten:
+        # erase it (there is nothing to remove) rather than ignore the request.
+        record.ids = (pair,)
+        record.blocked = ()
+        return record
+
     # -- event objects and Segment-spec dicts ----------------------------------------------
 
     def from_object(self, event: Any) -> Record:
@@ -514,6 +567,12 @@ class RecordBuilder:
                 event.timestamp,
                 event.event_id,
             )
+        if isinstance(event, Merge):
+            return self.merge(event.a, event.b, event.timestamp, event.event_id)
+        if isinstance(event, Split):
+            return self.split(event.identifier, event.timestamp, event.event_id)
+        if isinstance(event, Forget):
+            return self.forget(event.identifier, event.timestamp, event.event_id)
         if isinstance(event, Mapping):
             return self.from_message(event)
         raise InvalidEventError(

@@ -250,8 +250,16 @@ class IdentityGraph:
             elif fp is None:
                 fresh.append(i)
         identifiers = {(names[k], v) for i in fresh for k, v in records[i][1].ids}
-        rows = batch.load(identifiers)
         engine = Engine(self._rules.compiled, working_set=True)
+        key_of = getattr(self._store, "erasure_key", None)
+        if key_of is not None:
+            # Erased identifiers are known to the store only by keyed hash: ask for the
+            # hashes of this batch's identifiers, in one call.
+            engine.erasure_key = key_of()
+            kinds = self._rules.compiled.kind_index
+            hashes = {engine.erasure_hash(kinds[k], v): None for k, v in identifiers}
+            engine.suppressed = set(batch.suppressed(list(hashes)))
+        rows = batch.load(identifiers)
         engine.load_rows(rows.nodes, rows.links)
         outcomes: list[Any] = [None] * len(records)
         events: list[tuple[str, bytes]] = []
@@ -353,6 +361,45 @@ class IdentityGraph:
                 company_id, user_id, anonymous_id, traits, timestamp, event_id
             )
         )
+
+    def merge(
+        self,
+        a: IdLike | Identifier | tuple[str, IdLike],
+        b: IdLike | Identifier | tuple[str, IdLike],
+        *,
+        timestamp: TimestampLike | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """Operator's forced merge of the profiles of ``a`` and ``b`` (SPEC §3): it joins what
+        the rules would refuse (two identified users, a full profile, a reset anonymous id),
+        but never a blocked value. The canonical id rule (R5) picks the surviving id. Like
+        every event it is logged and replayed in key order, so it is audited (``history``)
+        and arrival order still does not matter. A plain value means a ``user_id``."""
+        return self._apply(self._build.merge(a, b, timestamp, event_id))
+
+    def split(
+        self,
+        identifier: IdLike | Identifier | tuple[str, IdLike],
+        *,
+        timestamp: TimestampLike | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """Detach ``identifier`` from its profile (SPEC §3): the links carrying it dated
+        before the split are severed; identifiers held together only through it fall apart;
+        events dated after the split apply normally, so a later identify can rejoin it."""
+        return self._apply(self._build.split(identifier, timestamp, event_id))
+
+    def forget(
+        self,
+        identifier: IdLike | Identifier | tuple[str, IdLike],
+        *,
+        timestamp: TimestampLike | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """GDPR erasure (SPEC §3): remove the identifier, its links, traits and company
+        links. The graph keeps only a keyed hash of it on a suppression list, so no replay
+        or late event brings it back; profiles bridged only by it fall apart."""
+        return self._apply(self._build.forget(identifier, timestamp, event_id))
 
     def ingest(
         self, events: Iterable[Any], *, on_error: Literal["raise", "skip"] = "raise"
@@ -486,7 +533,13 @@ class IdentityGraph:
         links.sort(key=lambda link: (link.ts, link.event_id))
         out: list[Refusal] = []
         for link in links:
-            anchor = nodes[link.members[0]]
+            key = (link.ts, link.event_id)
+            # The anchor is the first identifier not split off after this event.
+            anchor = next(
+                node
+                for node in (nodes[m] for m in link.members)
+                if node.split_ts is None or not key < (node.split_ts, node.split_event_id or "")
+            )
             for pos, code, kind in link.refused:
                 node = nodes[link.members[pos]]
                 out.append(

@@ -16,6 +16,9 @@ import attrs
 
 __all__ = [
     "Alias",
+    "Forget",
+    "Merge",
+    "Split",
     "BlockedValue",
     "Company",
     "Event",
@@ -289,4 +292,35 @@ class IdentifyCompany:
     event_id: str | None = None
 
 
-Event = Track | Identify | Alias | Reset | IdentifyCompany
+OperatorId = IdLike | Identifier | tuple[str, IdLike]
+
+
+@attrs.frozen(kw_only=True)
+class Merge:
+    """Operator's forced merge of the profiles of ``a`` and ``b`` (``IdentityGraph.merge``)."""
+
+    a: OperatorId
+    b: OperatorId
+    timestamp: TimestampLike | None = None
+    event_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Split:
+    """Detach ``identifier`` from its profile (``IdentityGraph.split``)."""
+
+    identifier: OperatorId
+    timestamp: TimestampLike | None = None
+    event_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Forget:
+    """Erase ``identifier`` (``IdentityGraph.forget``)."""
+
+    identifier: OperatorId
+    timestamp: TimestampLike | None = None
+    event_id: str | None = None
+
+
+Event = Track | Identify | Alias | Reset | IdentifyCompany | Merge | Split | Forget

@@ -45,11 +45,15 @@ class NodeRow:
     #: ref of its link component's root and of its profile's root
     component: int
     profile: int
+    #: key of its latest split (operator ``split``): links dated before it are severed
+    split_ts: float | None = None
+    split_event_id: str | None = None
 
 
 @attrs.frozen
 class LinkRow:
-    """One link event (an event with two or more valid identifiers) and its decision."""
+    """One entry of a component's log and its decision: a link event (two or more valid
+    identifiers), or a reset, split or erasure kept for history (fewer members)."""
 
     event_id: str
     ts: float
@@ -59,6 +63,10 @@ class LinkRow:
     members: tuple[int, ...]
     #: ``(position in members, reason code, limit kind or None)`` for each demoted member
     refused: tuple[tuple[int, str, str | None], ...] = ()
+    #: the event type: track, identify, alias, identify_company, merge, reset, split, forget
+    etype: str = "link"
+    #: for ``forget``: the kind of the erased identifier (its value is never kept)
+    erased_kind: str | None = None
 
 
 @attrs.frozen
@@ -125,3 +133,10 @@ class Changes:
     company_traits: tuple[CompanyTraitRow, ...] = ()
     events: tuple[tuple[str, bytes], ...] = ()
     blocked: tuple[tuple[str, str, int], ...] = ()
+    #: ids of companies written to (a company exists once any event names it, even when
+    #: it has no traits and its only member was erased)
+    companies: tuple[str, ...] = ()
+    #: refs of erased nodes: delete their rows, traits and company links
+    deleted: tuple[int, ...] = ()
+    #: keyed hashes of erased identifiers, to add to the suppression list
+    suppressed: tuple[bytes, ...] = ()

@@ -49,6 +49,10 @@ class _MemoryBatch:
                 roots.append(engine.lfind(n))
         return engine.component_rows(roots)
 
+    def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
+        held = self._store.engine.suppressed
+        return {h for h in hashes if h in held}
+
     def save(self, changes: Changes) -> None:
         if self._changes is not None:
             raise RuntimeError("save() called twice in one batch")
@@ -104,7 +108,8 @@ class MemoryStore:
     def nodes_by_ref(self, refs: Collection[int]) -> Mapping[int, NodeRow]:
         engine = self.engine
         size = len(engine.value)
-        return {r: engine.node_row(r) for r in refs if 0 <= r < size}
+        dead = engine.dead
+        return {r: engine.node_row(r) for r in refs if 0 <= r < size and r not in dead}
 
     def profile_rows(self, profile: int) -> ProfileRows:
         engine = self.engine
@@ -116,9 +121,15 @@ class MemoryStore:
             yield engine.profile_rows(root)
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
-        engine = self.engine
-        for eid, (ts, nodes, _) in list(engine.refusals.items()):
-            yield engine.link_row(ts, eid, nodes)
+        yield from self.engine.refused_link_rows()
+
+    def erasure_key(self) -> bytes:
+        """The secret that erased identifiers are hashed with (kept with the data)."""
+        return self.engine.erasure_key
+
+    def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
+        """Node and log rows of the components holding ``identifiers`` (no lock taken)."""
+        return _MemoryBatch(self).load(identifiers)
 
     def company_ids(self) -> list[str]:
         return sorted(self.engine.company_members)
@@ -139,6 +150,7 @@ class MemoryStore:
         user = engine.rules.user
         user_counts = engine.counts.get(user)
         profiles = identified = 0
+        live = len(engine.value) - len(engine.dead)
         for r in engine.roots():
             profiles += 1
             if user_counts is not None:
@@ -147,7 +159,7 @@ class MemoryStore:
                 identified += any(engine.kind[n] == user for n in engine.members(r))
         return {
             "events": len(engine.seen),
-            "identifiers": len(engine.value),
+            "identifiers": live,
             "profiles": profiles,
             "identified_profiles": identified,
             "blocked": dict(engine.blocked),

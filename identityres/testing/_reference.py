@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 from identityres._events import (
     COMPANY,
+    FORGET,
     IDENTIFY,
+    MERGE,
+    SPLIT,
     MESSAGE_FIELDS,
     RESET,
     Record,
@@ -90,16 +93,29 @@ class _Fold:
         #: company_id -> trait name -> (key, value): the write with the greatest key
         self.company_traits: dict[str, dict[str, tuple[Key, Any]]] = {}
 
+        records = list(records)
+        #: erased identifiers (operator ``forget``): dropped from every event, whenever dated
+        self.forgotten: set[Node] = {r.ids[0] for r in records if r.etype == FORGET and r.ids}
+        #: identifier -> key of its latest split: events dated before it do not carry it
+        self.split_key: dict[Node, Key] = {}
+        for r in records:
+            if r.etype == SPLIT and r.ids:
+                node, key = r.ids[0], (r.ts, r.event_id)
+                if node not in self.split_key or self.split_key[node] < key:
+                    self.split_key[node] = key
         for record in sorted(records, key=lambda r: (r.ts, r.event_id)):
-            self._apply(record)
+            if record.etype != FORGET:
+                self._apply(record)
 
     # -- the fold ----------------------------------------------------------------------------
 
     def _apply(self, r: Record) -> None:
         key: Key = (r.ts, r.event_id)
+        ids = tuple(n for n in r.ids if n not in self.forgotten)
+        anchor_erased = bool(r.ids) and r.ids[0] in self.forgotten
 
         # 1. nodes, first_seen, last_seen
-        for node in r.ids:
+        for node in ids:
             if node not in self.profile_of:
                 self.profile_of[node] = frozenset({node})
             if node not in self.first_key or key < self.first_key[node]:
@@ -109,19 +125,20 @@ class _Fold:
 
         # 2. reset: the earliest reset key of an anonymous id is what counts
         if r.etype == RESET:
-            for node in r.ids:
+            for node in ids:
                 if node[0] == self.rules.anon and (
                     node not in self.reset_key or key < self.reset_key[node]
                 ):
                     self.reset_key[node] = key
 
-        # 3. links
-        if len(r.ids) >= 2:
-            self._link(r, key)
+        # 3. links, without identifiers split off after this event
+        linked = tuple(n for n in ids if n not in self.split_key or not key < self.split_key[n])
+        if len(linked) >= 2:
+            self._link(r, key, linked)
 
-        # 4. traits of an identify belong to its anchor
-        if r.etype == IDENTIFY and r.ids:
-            anchor = r.ids[0]
+        # 4. traits of an identify belong to its anchor (erased with it)
+        if r.etype == IDENTIFY and ids and not anchor_erased:
+            anchor = ids[0]
             for name, value in (r.traits or {}).items():
                 slot = self.traits.setdefault(anchor, {})
                 if name not in slot or key > slot[name][0]:
@@ -134,7 +151,8 @@ class _Fold:
         # 5. companies: link the anchor; company traits, greatest key wins
         if r.etype == COMPANY and r.company_id is not None and r.ids:
             cid = r.company_id
-            self.company_links.setdefault(r.ids[0], []).append((key, cid))
+            if not anchor_erased:
+                self.company_links.setdefault(r.ids[0], []).append((key, cid))
             ctraits = self.company_traits.setdefault(cid, {})
             for name, value in (r.company_traits or {}).items():
                 if name not in ctraits or key > ctraits[name][0]:
@@ -154,17 +172,19 @@ class _Fold:
                 return kind
         return None
 
-    def _link(self, r: Record, key: Key) -> None:
+    def _link(self, r: Record, key: Key, ids: tuple[Node, ...]) -> None:
         names = self.rules.kind_names
-        a = r.ids[0]
-        for x in r.ids[1:]:
+        a = ids[0]
+        for x in ids[1:]:
             pa = self.profile_of[a]
             px = self.profile_of[x]
             reason: Reason | None = None
             limit_kind: int | None = None
             if x in pa:
                 continue  # already joined
-            if self._retired(a, key) or self._retired(x, key):
+            if r.etype == MERGE:
+                pass  # the operator's forced merge: no rule refuses it
+            elif self._retired(a, key) or self._retired(x, key):
                 reason = Reason.ANONYMOUS_ID_RESET
             else:
                 limit_kind = self._broken_limit(pa, px)
