@@ -314,7 +314,7 @@ class Engine:
 
     def erasure_hash(self, kind: int, value: str) -> bytes:
         """The keyed hash an erased identifier is remembered by (never its value)."""
-        msg = f"{self.rules.kind_names[kind]}\x1f{value}".encode("utf-8")
+        msg = f"{self.rules.kind_names[kind]}\x1f{value}".encode()
         return hmac.new(self.erasure_key, msg, hashlib.sha256).digest()
 
     def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int, etype: int) -> Any:

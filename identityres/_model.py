@@ -16,20 +16,20 @@ import attrs
 
 __all__ = [
     "Alias",
-    "Forget",
-    "Merge",
-    "Split",
     "BlockedValue",
     "Company",
     "Event",
+    "Forget",
     "Identifier",
     "Identify",
     "IdentifyCompany",
+    "Merge",
     "Outcome",
     "Profile",
     "Reason",
     "Refusal",
     "Reset",
+    "Split",
     "Track",
 ]
 

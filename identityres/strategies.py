@@ -6,7 +6,8 @@ What lives here:
   and ``Identifier`` objects, hostile ones (quotes, SQL, NUL, Unicode, padding, 400-character
   values) and blocked ones (SPEC §2) on request;
 * :func:`events`: single event objects (``Track``, ``Identify``, ``Alias``, ``Reset``,
-  ``IdentifyCompany``) with explicit timestamps and event ids;
+  ``IdentifyCompany``, and on request the operator's ``Merge``, ``Split``, ``Forget``) with
+  explicit timestamps and event ids;
 * :func:`streams`: realistic, small lists of events (users with several devices, shared devices
   with and without resets, anonymous visitors, aliases, companies, traits, occasional blocked
   values) delivered partly out of order and partly twice;
@@ -47,10 +48,13 @@ from identityres._model import (
     USER_ID,
     Alias,
     Event,
+    Forget,
     Identifier,
     Identify,
     IdentifyCompany,
+    Merge,
     Reset,
+    Split,
     TimestampLike,
     Track,
 )
@@ -58,6 +62,7 @@ from identityres._rules import DEFAULT_BLOCKED_EXACT, DEFAULT_BLOCKED_INSENSITIV
 
 __all__ = [
     "EVENT_TYPES",
+    "OPERATOR_TYPES",
     "SEGMENT_TYPES",
     "arrival_orders",
     "blocked_values",
@@ -68,8 +73,12 @@ __all__ = [
     "streams",
 ]
 
-#: Event types :func:`events` can make, by the name of the graph's write method.
+#: The event types services send (SPEC §3), by the name of the graph's write method: what
+#: :func:`events` makes by default.
 EVENT_TYPES = ("track", "identify", "alias", "reset", "identify_company")
+#: The operator's event types (``Merge``, ``Split``, ``Forget``): :func:`events` makes them
+#: when ``types`` names them.
+OPERATOR_TYPES = ("merge", "split", "forget")
 #: Message types :func:`segment_messages` can make (``reset`` is an identityres extension).
 SEGMENT_TYPES = ("identify", "track", "page", "screen", "alias", "group", "reset")
 
@@ -468,10 +477,11 @@ def _extra_identifiers(
 
 
 @st.composite
-def _previous_ids(
+def _operator_ids(
     draw: st.DrawFn, *, kinds: tuple[str, ...], hostile: bool, blocked: bool
 ) -> str | Identifier | tuple[str, str]:
-    # Alias's previous id in each form it takes: Identifier, (kind, value), bare user id.
+    # Alias's previous id, or an operator's identifier, in each form it takes: Identifier,
+    # (kind, value), or a bare value meaning a user id.
     kind = draw(st.sampled_from((USER_ID, ANONYMOUS_ID, *kinds)))
     value = draw(_kind_values(kind, hostile=hostile, blocked=blocked))
     form = draw(_below(3))
@@ -503,6 +513,7 @@ def _events(
     }
     extra = _extra_identifiers(kinds=kinds, hostile=hostile, blocked=blocked)
     names = st.text(_ANY_CHAR if hostile else _WORD_CHARS, min_size=1, max_size=30)
+    operator_ids = _operator_ids(kinds=kinds, hostile=hostile, blocked=blocked)
     by_type: dict[str, st.SearchStrategy[Event]] = {
         "track": _with_some_id(
             st.builds(
@@ -528,7 +539,7 @@ def _events(
         "alias": st.builds(
             Alias,
             user_id=ids,
-            previous_id=_previous_ids(kinds=kinds, hostile=hostile, blocked=blocked),
+            previous_id=operator_ids,
             **common,
         ),
         "reset": st.builds(Reset, anonymous_id=anon, **common),
@@ -543,6 +554,9 @@ def _events(
             ),
             "user_id",
         ),
+        "merge": st.builds(Merge, a=operator_ids, b=operator_ids, **common),
+        "split": st.builds(Split, identifier=operator_ids, **common),
+        "forget": st.builds(Forget, identifier=operator_ids, **common),
     }
     return st.one_of([by_type[t] for t in types])
 
@@ -554,19 +568,21 @@ def events(
     hostile: bool = True,
     blocked: bool = False,
 ) -> st.SearchStrategy[Event]:
-    """Single event objects, one of ``types`` (names from :data:`EVENT_TYPES`).
+    """Single event objects, one of ``types``: names from :data:`EVENT_TYPES` (the default, what
+    services send) and :data:`OPERATOR_TYPES` (``merge``, ``split``, ``forget``).
 
     Every event has an explicit ``event_id`` and an explicit ``timestamp``: epoch seconds
     (``int`` or ``float``) or a tz-aware ``datetime`` with a UTC offset, between 1970 and 2100.
-    Identifier arguments are ``str`` or ``int``; ``identifiers=`` mappings and ``Alias``
-    previous ids use the declared ``kinds`` (by default those of ``Rules()``; ``()`` for none).
+    Identifier arguments are ``str`` or ``int``; ``identifiers=`` mappings, ``Alias`` previous
+    ids and operators' identifiers (an ``Identifier``, a ``(kind, value)`` pair or a bare user
+    id) use the declared ``kinds`` too (by default those of ``Rules()``; ``()`` for none).
     Traits and properties are JSON-like (no NaN). ``hostile`` and ``blocked`` apply to every
     identifier value, the company id included, as in :func:`identifier_values`.
 
     Each event passes validation on its own; two events drawn separately may share an
     ``event_id`` with different content, so use :func:`streams` for sets of events.
     """
-    type_names = _check_choices("types", types, EVENT_TYPES)
+    type_names = _check_choices("types", types, EVENT_TYPES + OPERATOR_TYPES)
     kind_names = _check_choices("kinds", kinds, None, allow_empty=True)
     if USER_ID in kind_names or ANONYMOUS_ID in kind_names:
         raise InvalidArgument(

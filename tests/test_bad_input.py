@@ -34,7 +34,12 @@ def unchanged(g: ir.IdentityGraph, before: Any) -> None:
         (lambda g: g.identify(1.5, "a2"), errors.IdentifierTypeError, "user_id", "1.5"),
         (lambda g: g.identify(True, "a2"), errors.IdentifierTypeError, "user_id", "True"),
         (lambda g: g.identify("u2", b"a2"), errors.IdentifierTypeError, "anonymous_id", "b'a2'"),
-        (lambda g: g.track("x", anonymous_id=["a"]), errors.IdentifierTypeError, "anonymous_id", "['a']"),
+        (
+            lambda g: g.track("x", anonymous_id=["a"]),
+            errors.IdentifierTypeError,
+            "anonymous_id",
+            "['a']",
+        ),
         (lambda g: g.identify("u2", "\ud800"), errors.IdentifierTypeError, "anonymous_id", "ud800"),
         (
             lambda g: g.identify("u2", timestamp=datetime(2026, 1, 1)),
@@ -42,16 +47,36 @@ def unchanged(g: ir.IdentityGraph, before: Any) -> None:
             "timestamp",
             "datetime",
         ),
-        (lambda g: g.identify("u2", timestamp=math.nan), errors.InvalidTimestampError, "timestamp", "nan"),
-        (lambda g: g.identify("u2", timestamp=math.inf), errors.InvalidTimestampError, "timestamp", "inf"),
-        (lambda g: g.identify("u2", timestamp="2026"), errors.InvalidTimestampError, "timestamp", "'2026'"),
+        (
+            lambda g: g.identify("u2", timestamp=math.nan),
+            errors.InvalidTimestampError,
+            "timestamp",
+            "nan",
+        ),
+        (
+            lambda g: g.identify("u2", timestamp=math.inf),
+            errors.InvalidTimestampError,
+            "timestamp",
+            "inf",
+        ),
+        (
+            lambda g: g.identify("u2", timestamp="2026"),
+            errors.InvalidTimestampError,
+            "timestamp",
+            "'2026'",
+        ),
         (
             lambda g: g.track("x", identifiers={"fax": "1"}),
             errors.UnknownKindError,
             "identifiers",
             "'fax'",
         ),
-        (lambda g: g.resolve(identifier=("fax", "1")), errors.UnknownKindError, "identifier", "'fax'"),
+        (
+            lambda g: g.resolve(identifier=("fax", "1")),
+            errors.UnknownKindError,
+            "identifier",
+            "'fax'",
+        ),
         (
             lambda g: g.identify("u1", "a1", traits={"plan": "free"}, timestamp=1, event_id="m1"),
             errors.EventIdConflictError,
@@ -60,8 +85,18 @@ def unchanged(g: ir.IdentityGraph, before: Any) -> None:
         ),
         (lambda g: g.track("x"), errors.InvalidEventError, "identifiers", "None"),
         (lambda g: g.track("", anonymous_id="a"), errors.InvalidEventError, "event", "''"),
-        (lambda g: g.identify("u2", traits=["plan"]), errors.InvalidEventError, "traits", "['plan']"),
-        (lambda g: g.identify("u2", traits={1: "x"}), errors.InvalidEventError, "traits", "{1: 'x'}"),
+        (
+            lambda g: g.identify("u2", traits=["plan"]),
+            errors.InvalidEventError,
+            "traits",
+            "['plan']",
+        ),
+        (
+            lambda g: g.identify("u2", traits={1: "x"}),
+            errors.InvalidEventError,
+            "traits",
+            "{1: 'x'}",
+        ),
         (lambda g: g.identify("u2", event_id=""), errors.InvalidEventError, "event_id", "''"),
         (lambda g: g.identify_company("acme"), errors.InvalidEventError, "user_id", "None"),
         (
@@ -71,7 +106,12 @@ def unchanged(g: ir.IdentityGraph, before: Any) -> None:
             "'u3'",
         ),
         (lambda g: g.resolve(), errors.InvalidEventError, "identifier", "None"),
-        (lambda g: g.ingest([], on_error="ignore"), errors.InvalidEventError, "on_error", "'ignore'"),
+        (
+            lambda g: g.ingest([], on_error="ignore"),
+            errors.InvalidEventError,
+            "on_error",
+            "'ignore'",
+        ),
     ],
 )
 def test_bad_input_raises_documented_error_and_changes_nothing(

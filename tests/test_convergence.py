@@ -202,7 +202,9 @@ def test_r6_r7_traits_and_companies_do_not_depend_on_arrival_order(
 ) -> None:
     a = graph_of(stream, ir.Rules())
     b = graph_of(data.draw(irst.arrival_orders(stream, duplicates=True)), ir.Rules())
-    assert {p.user_id: p.traits for p in a.profiles()} == {p.user_id: p.traits for p in b.profiles()}
+    assert {p.user_id: p.traits for p in a.profiles()} == {
+        p.user_id: p.traits for p in b.profiles()
+    }
     assert [(c.company_id, c.traits, c.profiles) for c in a.companies()] == [
         (c.company_id, c.traits, c.profiles) for c in b.companies()
     ]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-UTC = timezone.utc
-
 import pytest
 
 import identityres as ir
 from identityres import Identifier, Reason
+
+UTC = timezone.utc
 
 
 def ids(profile: ir.Profile | None) -> set[tuple[str, str]]:
@@ -193,7 +193,9 @@ def test_values_close_to_blocked_ones_are_not_blocked() -> None:
 
 
 def test_user_blocked_values_and_patterns() -> None:
-    rules = ir.Rules(blocked_values={"test-user"}, blocked_patterns=[r"^[0-]*$", re.compile("@example\\.com$")])
+    rules = ir.Rules(
+        blocked_values={"test-user"}, blocked_patterns=[r"^[0-]*$", re.compile("@example\\.com$")]
+    )
     g = ir.IdentityGraph(rules)
     assert g.identify("test-user", "a", timestamp=1).blocked[0].reason is Reason.BLOCKED_VALUE
     assert g.identify("00-000", "a", timestamp=2).blocked[0].reason is Reason.BLOCKED_VALUE
@@ -283,8 +285,16 @@ def test_traits_last_write_wins_across_a_merge_and_set_once_keeps_the_first() ->
     # now u2's profile merges into u1's with the user_id limit lifted
     g2 = ir.IdentityGraph(ir.Rules(limits={"user_id": None}))
     for method, args, kwargs in [
-        ("identify", ("u1", "a1"), {"traits": {"plan": "free"}, "set_once": {"source": "docs"}, "timestamp": 1}),
-        ("identify", ("u2", "a2"), {"traits": {"plan": "team", "seats": 3}, "set_once": {"source": "ads"}, "timestamp": 4}),
+        (
+            "identify",
+            ("u1", "a1"),
+            {"traits": {"plan": "free"}, "set_once": {"source": "docs"}, "timestamp": 1},
+        ),
+        (
+            "identify",
+            ("u2", "a2"),
+            {"traits": {"plan": "team", "seats": 3}, "set_once": {"source": "ads"}, "timestamp": 4},
+        ),
         ("identify", ("u1",), {"traits": {"plan": "pro"}, "timestamp": 3}),
         ("alias", ("u1", "u2"), {"timestamp": 6}),
     ]:
