@@ -9,7 +9,7 @@ decisions themselves live in ``_engine``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -56,6 +56,24 @@ def normalize_email(value: str) -> str:
     return value.strip().lower()
 
 
+def _kinds_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _optional_kinds_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _values_set(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _patterns_tuple(
+    value: Iterable[str | re.Pattern[str]],
+) -> tuple[str | re.Pattern[str], ...]:
+    return tuple(value)
+
+
 def _default_limits() -> dict[str, int | None]:
     return {USER_ID: 1}
 
@@ -95,15 +113,15 @@ class Rules:
     """
 
     kinds: tuple[str, ...] = attrs.field(
-        default=("email", "phone", "api_key"), converter=tuple, validator=_check_kinds
+        default=("email", "phone", "api_key"), converter=_kinds_tuple, validator=_check_kinds
     )
-    priority: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
-    )
+    priority: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_kinds_tuple)
     limits: Mapping[str, int | None] = attrs.field(factory=_default_limits)
     max_profile_size: int | None = 10_000
-    blocked_values: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    blocked_patterns: tuple[str | re.Pattern[str], ...] = attrs.field(default=(), converter=tuple)
+    blocked_values: frozenset[str] = attrs.field(default=frozenset(), converter=_values_set)
+    blocked_patterns: tuple[str | re.Pattern[str], ...] = attrs.field(
+        default=(), converter=_patterns_tuple
+    )
     max_length: int = 400
     normalizers: Mapping[str, Callable[[str], str]] = attrs.field(factory=dict)
     default_blocked_values: bool = True
