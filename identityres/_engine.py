@@ -202,6 +202,10 @@ class Engine:
                 self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
         if not ids:
             return None, False, 0
+        if len(ids) == 2 and etype != MERGE and self.refs is None:
+            (ka, va), (kb, vb) = ids
+            if va not in nodes_by_kind[ka] and vb not in nodes_by_kind[kb]:
+                return self._fresh_pair(ka, va, kb, vb, rec), False, 0
         first_ts = self.first_ts
         last_ts = self.last_ts
         nodes: list[int] = []
@@ -316,6 +320,63 @@ class Engine:
         """The keyed hash an erased identifier is remembered by (never its value)."""
         msg = f"{self.rules.kind_names[kind]}\x1f{value}".encode()
         return hmac.new(self.erasure_key, msg, hashlib.sha256).digest()
+
+    def _fresh_pair(self, ka: int, va: str, kb: int, vb: str, rec: Record) -> Any:
+        """Two identifiers never seen before, in one event (the commonest link: a new device
+        identified as a new user): create them already joined, or apart if the rules refuse.
+        The same result as creating two nodes and deciding the link, in fewer steps."""
+        ts = rec.ts
+        eid = rec.event_id
+        a = len(self.value)
+        b = a + 1
+        refusal = self.rules.pair_refusal[ka][kb]
+        joined = refusal is None
+        self.nodes[ka][va] = a
+        self.nodes[kb][vb] = b
+        self.kind.append(ka)
+        self.kind.append(kb)
+        self.value.append(va)
+        self.value.append(vb)
+        if joined:
+            self.parent.append(a)
+            self.parent.append(a)
+            self.nxt.append(b)
+            self.nxt.append(a)
+            self.size.append(2)
+            self.size.append(1)
+            for k, arr in self.counts.items():
+                arr.append((ka == k) + (kb == k))
+                arr.append(kb == k)
+        else:
+            self.parent.append(a)
+            self.parent.append(b)
+            self.nxt.append(a)
+            self.nxt.append(b)
+            self.size.append(1)
+            self.size.append(1)
+            for k, arr in self.counts.items():
+                arr.append(ka == k)
+                arr.append(kb == k)
+        self.first_ts.append(ts)
+        self.first_ts.append(ts)
+        self.first_eid.append(eid)
+        self.first_eid.append(eid)
+        self.last_ts.append(ts)
+        self.last_ts.append(ts)
+        self.lparent.append(a)
+        self.lparent.append(a)
+        self.log[a] = [(ts, eid, (a, b), rec.etype)]
+        self.newest[a] = (ts, eid)
+        etype = rec.etype
+        if etype == IDENTIFY and (rec.traits or rec.set_once):
+            self._write_traits(a, ts, eid, rec.traits, rec.set_once)
+        elif etype == COMPANY and rec.company_id is not None:
+            self._write_company(a, ts, eid, rec.company_id, rec.company_traits)
+        if refusal is None:
+            return (a, (b,), (), ())
+        refused = ((b, refusal[0], refusal[1]),)
+        self.refusals[eid] = (ts, (a, b), refused)
+        return (a, (), (), refused)
 
     def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int, etype: int) -> Any:
         """A link between two identifiers seen for the first time (the commonest link: a
@@ -853,6 +914,39 @@ class Engine:
             for cid, (ts, eid) in self.company_links.get(n, {}).items():
                 links.append(CompanyLinkRow(ref(n), cid, ts, eid))
         return ProfileRows(tuple(self.node_row(n) for n in members), tuple(traits), tuple(links))
+
+    def decisions_in_order(self, lroot: int) -> list[tuple[LinkEvent, Any]]:
+        """Re-decide one link component from its sorted log, as ``_replay`` does, and return
+        every log entry with its decisions, in ``(timestamp, event_id)`` order: what
+        ``IdentityGraph.history`` shows. Link entries (two or more nodes) come with
+        ``(anchor, joined, already, refused)`` as ``apply`` reports them (``None`` when later
+        splits left fewer than two of its identifiers); resets, splits and erasures with
+        ``None``. The state afterwards is the state ``_replay`` leaves. Meant for a working
+        set loaded with ``load_rows``."""
+        events = self.log.get(lroot) or []
+        events.sort()
+        members: set[int] = set()
+        refusals = self.refusals
+        for _, eid, nodes, _ in events:
+            members.update(nodes)
+            refusals.pop(eid, None)
+        parent = self.parent
+        kind = self.kind
+        counts = self.counts.items()
+        for n in members:  # as in ``_replay``: every member back to a singleton
+            if parent[n] == n:
+                self.canon.pop(n, None)
+            parent[n] = n
+            self.nxt[n] = n
+            self.size[n] = 1
+            for k, arr in counts:
+                arr[n] = 1 if kind[n] == k else 0
+        out: list[tuple[LinkEvent, Any]] = []
+        for entry in events:
+            ts, eid, nodes, etype = entry
+            decided = self._decide(ts, eid, nodes, etype, True) if len(nodes) > 1 else None
+            out.append((entry, decided))
+        return out
 
 
 def canonical_row(nodes: Iterable[NodeRow], rules: CompiledRules) -> NodeRow:

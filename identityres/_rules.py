@@ -157,6 +157,7 @@ class CompiledRules:
         "max_length",
         "max_profile_size",
         "normalizers",
+        "pair_refusal",
         "patterns",
         "user",
     )
@@ -195,6 +196,12 @@ class CompiledRules:
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise ConfigurationError(f"max_profile_size={cap!r}: must be an int >= 1 or None")
         self.max_profile_size: int | None = cap
+        # What joining two singletons of kinds (i, j) gives: None (allowed) or the refusal
+        # (R2), precomputed for the hot path of two first-seen identifiers.
+        self.pair_refusal: tuple[tuple[tuple[Reason, int | None] | None, ...], ...] = tuple(
+            tuple(self._singletons(i, j, limits, cap) for j in range(len(names)))
+            for i in range(len(names))
+        )
         if (
             not isinstance(rules.max_length, int)
             or isinstance(rules.max_length, bool)
@@ -234,6 +241,17 @@ class CompiledRules:
                 raise ConfigurationError(f"normalizers[{kind!r}]={fn!r}: not callable")
             normalizers[self.kind_index[kind]] = fn
         self.normalizers: tuple[Callable[[str], str], ...] = tuple(normalizers)
+
+    @staticmethod
+    def _singletons(
+        i: int, j: int, limits: list[int | None], cap: int | None
+    ) -> tuple[Reason, int | None] | None:
+        for k, limit in enumerate(limits):
+            if limit is not None and (i == k) + (j == k) > limit:
+                return (Reason.LIMIT_EXCEEDED, k)
+        if cap is not None and cap < 2:
+            return (Reason.PROFILE_SIZE_LIMIT, None)
+        return None
 
     def blocked_reason(self, value: str) -> Reason | None:
         """Why a normalized value is blocked, or ``None`` when it may link (SPEC §2)."""
