@@ -23,6 +23,12 @@ from identityres._events import (
     relabel,
     stable_fingerprint,
 )
+from identityres._explain import (
+    Decision,
+    Explanation,
+    explain_chain,
+    profile_history,
+)
 from identityres._model import (
     Company,
     Identifier,
@@ -33,6 +39,7 @@ from identityres._model import (
     Refusal,
     TimestampLike,
 )
+from identityres._rows import ComponentRows
 from identityres._rules import Rules
 from identityres.errors import (
     ConfigurationError,
@@ -251,14 +258,12 @@ class IdentityGraph:
                 fresh.append(i)
         identifiers = {(names[k], v) for i in fresh for k, v in records[i][1].ids}
         engine = Engine(self._rules.compiled, working_set=True)
-        key_of = getattr(self._store, "erasure_key", None)
-        if key_of is not None:
-            # Erased identifiers are known to the store only by keyed hash: ask for the
-            # hashes of this batch's identifiers, in one call.
-            engine.erasure_key = key_of()
-            kinds = self._rules.compiled.kind_index
-            hashes = {engine.erasure_hash(kinds[k], v): None for k, v in identifiers}
-            engine.suppressed = set(batch.suppressed(list(hashes)))
+        # Erased identifiers are known to the store only by keyed hash: ask for the hashes
+        # of this batch's identifiers, in one call.
+        engine.erasure_key = self._store.erasure_key()
+        kinds = self._rules.compiled.kind_index
+        hashes = {engine.erasure_hash(kinds[k], v): None for k, v in identifiers}
+        engine.suppressed = set(batch.suppressed(list(hashes)))
         rows = batch.load(identifiers)
         engine.load_rows(rows.nodes, rows.links)
         outcomes: list[Any] = [None] * len(records)
@@ -611,3 +616,90 @@ class IdentityGraph:
     def __len__(self) -> int:
         """Number of identifiers in the graph."""
         return int(self._store.counts()["identifiers"])
+
+    # -- explaining and exporting (SPEC §5) -------------------------------------------------
+
+    def _read_components(self, identifiers: Iterable[tuple[str, str]]) -> ComponentRows:
+        """Node and log rows of the link components holding ``identifiers`` (``(kind name,
+        value)`` pairs), in one read. A store without ``read_components`` is read through a
+        batch that saves nothing."""
+        wanted = list(dict.fromkeys(identifiers))
+        read = getattr(self._store, "read_components", None)
+        with self._lock:
+            if read is not None:
+                rows: ComponentRows = read(wanted)
+                return rows
+            with self._store.batch() as batch:
+                loaded: ComponentRows = batch.load(wanted)
+                return loaded
+
+    def explain(
+        self,
+        a: IdLike | Identifier | tuple[str, IdLike],
+        b: IdLike | Identifier | tuple[str, IdLike],
+    ) -> Explanation | None:
+        """Why ``a`` and ``b`` are one person (SPEC §5): the shortest chain of accepted links
+        (events) joining them, or ``None`` when they are not in one profile (or unknown). The
+        same identifier twice gives a chain of no steps. Like ``merge``, an ``Identifier`` or a
+        ``(kind, value)`` pair names any kind and a plain value means a ``user_id``.
+
+        Links are tried earliest first, so among chains of equal length the one made of the
+        earliest events is given."""
+        build = self._build
+        ka, va = build.operator_identifier("a", a)
+        kb, vb = build.operator_identifier("b", b)
+        pa, pb = (self._kinds[ka], va), (self._kinds[kb], vb)
+        rows = self._read_components([pa, pb])
+        by_id = {(n.kind, n.value): n for n in rows.nodes}
+        na, nb = by_id.get(pa), by_id.get(pb)
+        if na is None or nb is None or na.profile != nb.profile:
+            return None
+        steps = explain_chain(rows, na, nb, self._rules.compiled)
+        if steps is None:  # (the rows of a store written to meanwhile)
+            return None
+        members = [n for n in rows.nodes if n.profile == na.profile]
+        canon = canonical_row(members, self._rules.compiled).value
+        return Explanation(Identifier(*pa), Identifier(*pb), canon, steps)
+
+    def history(
+        self,
+        *,
+        user_id: IdLike | None = None,
+        anonymous_id: IdLike | None = None,
+        identifier: Identifier | tuple[str, IdLike] | None = None,
+    ) -> tuple[Decision, ...]:
+        """The decisions that shaped the profile holding this identifier (SPEC §5), in
+        ``(timestamp, event_id)`` order: joins, identifiers already joined, refusals with
+        their reason codes, operators' merges, resets, splits, and erasures (by kind only:
+        an erased value is never kept). Events that touch none of the profile's identifiers
+        are left out. Empty for an identifier the graph does not hold."""
+        k, v = self._key(user_id, anonymous_id, identifier)
+        pair = (self._kinds[k], v)
+        rows = self._read_components([pair])
+        start = next((n for n in rows.nodes if (n.kind, n.value) == pair), None)
+        if start is None:
+            return ()
+        return profile_history(rows, start, self._rules.compiled)
+
+    def to_networkx(
+        self,
+        *,
+        user_id: IdLike | None = None,
+        anonymous_id: IdLike | None = None,
+        identifier: Identifier | tuple[str, IdLike] | None = None,
+    ) -> Any:
+        """The identity graph as a ``networkx.MultiGraph``: of the profile holding the given
+        identifier, or of the whole graph when none is given. See
+        :func:`identityres.export.to_networkx` (needs the ``identityres[networkx]`` extra)."""
+        from identityres.export import to_networkx
+
+        return to_networkx(self, user_id=user_id, anonymous_id=anonymous_id, identifier=identifier)
+
+    def profile_sizes(self) -> dict[int, int]:
+        """How many profiles have each size (number of identifiers), by size ascending: a
+        super-profile built from a bad identifier shows as a lone large size."""
+        sizes: Counter[int] = Counter()
+        with self._lock:
+            for rows in self._store.iter_profiles():
+                sizes[len(rows.nodes)] += 1
+        return dict(sorted(sizes.items()))

@@ -11,6 +11,10 @@ graph's write path is, for each batch of events:
    late, SPEC R8);
 5. **save** what changed (``Batch.save``), in one call; leaving the ``with`` block commits.
 
+Erasure (``forget``): ``Changes.deleted`` lists refs whose rows — and their traits and
+company links — the store must delete so that the value is gone from storage; the store
+keeps only the keyed hashes of ``Changes.suppressed`` (see ``Store.erasure_key``).
+
 Rows refer to nodes by *ref*: a store-assigned integer ``>= 0`` for a stored node, or a
 negative integer for a node created in this batch (the store maps it to a new ref on save,
 consistently within one ``Changes``). A component's or profile's ref is the ref of its root
@@ -67,6 +71,11 @@ class Batch(Protocol):
         """The stored fingerprints of those of ``event_ids`` already stored (one call)."""
         ...
 
+    def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
+        """Those of ``hashes`` (keyed hashes of identifiers, see :meth:`Store.erasure_key`)
+        on the suppression list of erased identifiers (one call)."""
+        ...
+
     def load(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
         """Every node and link row of the link components holding any of ``identifiers``
         (``(kind, value)`` pairs; unknown ones are ignored), in one call. From here to the end
@@ -89,6 +98,16 @@ class Store(Protocol):
         """An atomic batch: everything saved in it is committed when the ``with`` block exits
         normally and discarded when it raises — after a crash, wholly present or wholly
         absent. Batches touching the same components are serialized (see module docs)."""
+        ...
+
+    def erasure_key(self) -> bytes:
+        """The secret this store's erased identifiers are hashed with (SPEC §3 forget):
+        created once, kept with the data, the same for every handle on the store."""
+        ...
+
+    def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
+        """Like :meth:`Batch.load`, outside any batch and without a lock: for explanations,
+        history and export. Sees committed batches only."""
         ...
 
     def node(self, kind: str, value: str) -> NodeRow | None:
