@@ -6,6 +6,7 @@ deterministic, order-independent merge rules. The public names are all here; the
 machinery lives in the private modules.
 """
 
+from identityres._explain import Decision, Explanation, Step
 from identityres._graph import EventError, GraphStats, IdentityGraph, IngestReport
 from identityres._model import (
     Alias,
@@ -45,9 +46,11 @@ __all__ = [
     "BlockedValue",
     "Company",
     "ConfigurationError",
+    "Decision",
     "Event",
     "EventError",
     "EventIdConflictError",
+    "Explanation",
     "Forget",
     "GraphStats",
     "Identifier",
@@ -67,6 +70,7 @@ __all__ = [
     "Reset",
     "Rules",
     "Split",
+    "Step",
     "StorageError",
     "Track",
     "UnknownKindError",

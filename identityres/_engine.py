@@ -202,7 +202,7 @@ class Engine:
                 self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
         if not ids:
             return None, False, 0
-        if len(ids) == 2 and etype != MERGE and self.refs is None:
+        if len(ids) == 2 and etype != MERGE and self.refs is None and not anchor_erased:
             (ka, va), (kb, vb) = ids
             if va not in nodes_by_kind[ka] and vb not in nodes_by_kind[kb]:
                 return self._fresh_pair(ka, va, kb, vb, rec), False, 0

@@ -621,17 +621,11 @@ class IdentityGraph:
 
     def _read_components(self, identifiers: Iterable[tuple[str, str]]) -> ComponentRows:
         """Node and log rows of the link components holding ``identifiers`` (``(kind name,
-        value)`` pairs), in one read. A store without ``read_components`` is read through a
-        batch that saves nothing."""
+        value)`` pairs), in one read."""
         wanted = list(dict.fromkeys(identifiers))
-        read = getattr(self._store, "read_components", None)
         with self._lock:
-            if read is not None:
-                rows: ComponentRows = read(wanted)
-                return rows
-            with self._store.batch() as batch:
-                loaded: ComponentRows = batch.load(wanted)
-                return loaded
+            rows: ComponentRows = self._store.read_components(wanted)
+        return rows
 
     def explain(
         self,
@@ -671,8 +665,10 @@ class IdentityGraph:
         """The decisions that shaped the profile holding this identifier (SPEC §5), in
         ``(timestamp, event_id)`` order: joins, identifiers already joined, refusals with
         their reason codes, operators' merges, resets, splits, and erasures (by kind only:
-        an erased value is never kept). Events that touch none of the profile's identifiers
-        are left out. Empty for an identifier the graph does not hold."""
+        an erased value is never kept). Shown: the events carrying an identifier of the
+        profile, the splits of identifiers that took part in its links (a split is how a
+        profile loses one), and the erasures in its link component. Empty for an identifier
+        the graph does not hold."""
         k, v = self._key(user_id, anonymous_id, identifier)
         pair = (self._kinds[k], v)
         rows = self._read_components([pair])

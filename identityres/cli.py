@@ -1,9 +1,26 @@
-"""The ``identityres`` command line: resolve a file of Segment-spec messages into profiles.
+"""The ``identityres`` command line: resolve a file of Segment-spec messages into profiles, and
+the operator's tools (docs/operator-tools.md).
 
 ::
 
     identityres resolve EVENTS.jsonl [--output PROFILES.jsonl] [--on-error raise|skip]
                                      [--json] [--top N]
+    identityres profile ID    (--store URL | --input EVENTS.jsonl) [--json]
+    identityres explain A B   (--store URL | --input EVENTS.jsonl) [--json]
+    identityres history ID    (--store URL | --input EVENTS.jsonl) [--json]
+    identityres export --format graphml|dot|mermaid|jsonl [--profile ID] [-o FILE]
+                              (--store URL | --input EVENTS.jsonl)
+    identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID]
+
+The operator commands read a store (``--store sqlite:///ids.db``) or a JSONL file of messages
+applied to an in-memory graph first (``--input``, as ``resolve`` reads it; ``--on-error`` as
+there). ``ID`` is ``kind:value`` (``anonymous_id:abc``, ``email:a@b.c``) or a bare value, meaning
+a ``user_id`` (``user_id:VALUE`` for a user id holding ``:`` after a kind-like word). ``forget``
+changes the graph, so it needs ``--store``. They exit with ``0``, ``1`` and ``2`` as ``resolve``
+does (a store that cannot be opened or read is bad input), and with ``3`` when an identifier is
+not in the graph (``explain``: when the two are not one person; the answer is printed).
+
+``resolve``:
 
 ``EVENTS.jsonl`` holds one Segment-spec message per line (``identify``, ``track``, ``page``,
 ``screen``, ``alias``, ``group`` and the identityres extension ``{"type": "reset", ...}``; see
@@ -35,18 +52,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import io
 import json
 import os
+import re
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import IO, Any, BinaryIO, NoReturn
 
+from identityres import export
+from identityres._events import parse_iso_timestamp
+from identityres._explain import Decision, Step, show_identifier, show_text
 from identityres._graph import IdentityGraph
-from identityres._model import Profile
+from identityres._model import USER_ID, Identifier, Profile
+from identityres.errors import IdentityResError, ValidationError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_USAGE", "main", "profile_to_json"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "main",
+    "profile_to_json",
+]
 
 #: Exit status: success.
 EXIT_OK = 0
@@ -54,6 +85,9 @@ EXIT_OK = 0
 EXIT_USAGE = 1
 #: Exit status: bad input (unreadable file, bad line in ``raise`` mode, unwritable output).
 EXIT_BAD_INPUT = 2
+#: Exit status of the operator commands: the identifier is not in the graph (``explain``:
+#: the two identifiers are not one person).
+EXIT_NOT_FOUND = 3
 
 PROG = "identityres"
 
@@ -252,10 +286,11 @@ class _Run:
         sys.stderr.write(f"{PROG}: skipped {self.label}, line {lineno}: {problem}\n")
 
 
-def _resolve(args: argparse.Namespace) -> int:
-    path: str = args.events
+def _read_file(path: str, *, skip: bool) -> _Run:
+    """Apply the messages of an events file (``-``: standard input) to a new in-memory graph,
+    line by line."""
     label = "<stdin>" if path == "-" else path
-    run = _Run(label, skip=args.on_error == "skip")
+    run = _Run(label, skip=skip)
     events = _open_events(path)
     try:
         # Binary lines end at b"\n" only: a U+2028 inside a JSON string does not split a line.
@@ -267,6 +302,11 @@ def _resolve(args: argparse.Namespace) -> int:
     finally:
         if events is not sys.stdin.buffer:
             events.close()
+    return run
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    run = _read_file(args.events, skip=args.on_error == "skip")
 
     profiles = list(run.graph.profiles())
     if args.output is not None:
@@ -457,6 +497,334 @@ def _print_text(s: dict[str, Any], out: IO[str]) -> None:
         w(f"\nwrote {_plural(s['output']['profiles'], 'profile')} to {s['output']['path']}\n")
 
 
+# -- operator commands: profile, explain, history, forget, export ----------------------------
+
+
+class _Usage(Exception):
+    """A command-line argument the command cannot use (exit status 1)."""
+
+
+class _NotFound(Exception):
+    """The identifiers asked about are not in the graph, or not one person (exit status 3);
+    the message goes to standard output, it is an answer."""
+
+
+#: what an identifier kind looks like (``user_id``, ``email``, ...)
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def _open_graph(args: argparse.Namespace) -> IdentityGraph:
+    """The graph a command reads: the ``--store`` it names, or the ``--input`` events read
+    into memory."""
+    url: str | None = args.store
+    if url is None:
+        return _read_file(args.input, skip=args.on_error == "skip").graph
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "sqlite" and rest.startswith("/"):
+        # Opening an SQLite store creates the file: a mistyped path would read as empty.
+        path = rest[1:].partition("?")[0]
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise _BadInput(f"no store at {url}: {path} does not exist")
+    try:
+        return IdentityGraph(store=url)
+    except IdentityResError as exc:
+        raise _BadInput(f"cannot open store {url}: {exc}") from None
+
+
+def _parse_id(text: str, graph: IdentityGraph, what: str) -> Identifier:
+    """``kind:value`` (``anonymous_id:abc``, ``email:a@b.c``) or a bare value, meaning a
+    ``user_id``; a ``user_id`` that holds ``:`` after a kind-like word is written
+    ``user_id:VALUE``. Validated and normalized as the library does."""
+    kind, sep, value = text.partition(":")
+    kinds = graph.rules.all_kinds
+    if sep and kind in kinds:
+        ident = Identifier(kind, value)
+    elif sep and _KIND_NAME.match(kind):
+        raise _Usage(
+            f"{what} {_short(text)}: unknown identifier kind {kind!r} (kinds: "
+            f"{', '.join(kinds)}); write a user id holding ':' as user_id:{text}"
+        )
+    else:
+        ident = Identifier(USER_ID, text)
+    try:
+        k, v = graph._key(None, None, ident)
+    except ValidationError as exc:
+        raise _Usage(f"{what} {_short(text)}: {exc.reason}") from None
+    return Identifier(graph.rules.all_kinds[k], v)
+
+
+def _missing(graph: IdentityGraph, ident: Identifier) -> str:
+    """Why ``ident`` is in no profile."""
+    reason = graph.rules.compiled.blocked_reason(ident.value)
+    if reason is not None:
+        return f"{_shown(ident)} is a blocked value ({reason.value}): it belongs to no profile"
+    return f"{_shown(ident)} is not in the graph"
+
+
+def _shown(ident: Identifier) -> str:
+    return show_identifier(ident.kind, ident.value)
+
+
+def _ident_json(ident: Identifier | None) -> dict[str, str] | None:
+    return None if ident is None else {"kind": ident.kind, "value": ident.value}
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _profile_text(profile: Profile, kinds: Sequence[str]) -> str:
+    lines = [f"profile {show_text(profile.user_id)} ({profile.user_id_kind})"]
+    identified = profile.identified_user_id
+    lines.append(f"  identified   {'-' if identified is None else show_text(identified)}")
+    size = sum(len(v) for v in profile.identifiers.values())
+    lines.append(f"  identifiers  {size}")
+    width = max(len(k) for k in profile.identifiers)
+    for kind in kinds:
+        for value in sorted(profile.identifiers.get(kind, ())):
+            lines.append(f"    {kind:<{width}}  {show_text(value)}")
+    if profile.company_ids:
+        latest = show_text(profile.company_id or "")
+        others = ", ".join(show_text(c) for c in sorted(profile.company_ids))
+        lines.append(f"  companies    {others} (latest: {latest})")
+    if profile.traits:
+        lines.append("  traits")
+        width = max(len(show_text(k)) for k in profile.traits)
+        for key in sorted(profile.traits):
+            value = json.dumps(profile.traits[key], sort_keys=True, default=repr)
+            lines.append(f"    {show_text(key):<{width}}  {value}")
+    lines.append(f"  first seen   {_iso(profile.first_seen)}")
+    lines.append(f"  last seen    {_iso(profile.last_seen)}")
+    return "\n".join(lines)
+
+
+def _cmd_profile(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    ident = _parse_id(args.id, graph, "ID")
+    profile = graph.profile(identifier=ident)
+    if profile is None:
+        raise _NotFound(_missing(graph, ident))
+    _emit(args, profile_to_json(profile), _profile_text(profile, graph.rules.all_kinds))
+    return EXIT_OK
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    return {
+        "event_id": step.event_id,
+        "etype": step.etype,
+        "timestamp": _iso(step.timestamp),
+        "source": _ident_json(step.source),
+        "target": _ident_json(step.target),
+    }
+
+
+def _cmd_explain(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    a = _parse_id(args.a, graph, "A")
+    b = _parse_id(args.b, graph, "B")
+    found = graph.explain(a, b)
+    data: dict[str, Any]
+    if found is not None:
+        data = {
+            "one_person": True,
+            "a": _ident_json(a),
+            "b": _ident_json(b),
+            "profile": found.profile,
+            "steps": [_step_json(s) for s in found.steps],
+        }
+        _emit(args, data, str(found))
+        return EXIT_OK
+    pa = graph.resolve(identifier=a)
+    pb = graph.resolve(identifier=b)
+    if pa is None or pb is None:
+        text = "\n".join(_missing(graph, x) for x, p in ((a, pa), (b, pb)) if p is None)
+    else:
+        text = (
+            f"{_shown(a)} and {_shown(b)} are not one person: profiles "
+            f"{show_text(pa)} and {show_text(pb)}"
+        )
+    data = {
+        "one_person": False,
+        "a": _ident_json(a),
+        "b": _ident_json(b),
+        "profiles": [pa, pb],
+    }
+    _emit(args, data, text)
+    return EXIT_NOT_FOUND
+
+
+def _decision_json(d: Decision) -> dict[str, Any]:
+    return {
+        "event_id": d.event_id,
+        "etype": d.etype,
+        "timestamp": _iso(d.timestamp),
+        "anchor": _ident_json(d.anchor),
+        "joined": [_ident_json(x) for x in d.joined],
+        "already_joined": [_ident_json(x) for x in d.already_joined],
+        "refused": [
+            {"identifier": _ident_json(r.identifier), "reason": r.reason.value, "kind": r.kind}
+            for r in d.refused
+        ],
+        "note": d.note,
+    }
+
+
+def _cmd_history(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    ident = _parse_id(args.id, graph, "ID")
+    profile = graph.profile(identifier=ident)
+    if profile is None:
+        raise _NotFound(_missing(graph, ident))
+    decisions = graph.history(identifier=ident)
+    members = sorted(profile.all_identifiers(), key=_priority(graph))
+    lines = [
+        f"history of profile {show_text(profile.user_id)} ({', '.join(_shown(x) for x in members)})"
+    ]
+    lines.extend(str(d) for d in decisions)
+    if not decisions:
+        lines.append("no links, resets, splits or erasures")
+    data = {
+        "profile": profile.user_id,
+        "identifiers": [_ident_json(x) for x in members],
+        "decisions": [_decision_json(d) for d in decisions],
+    }
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def _priority(graph: IdentityGraph) -> Callable[[Identifier], tuple[int, str]]:
+    index = graph.rules.compiled.kind_index
+    return lambda x: (index.get(x.kind, len(index)), x.value)
+
+
+def _timestamp_arg(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_iso_timestamp(text, "--timestamp")
+    except ValidationError as exc:
+        raise _Usage(f"--timestamp {_short(text)}: {exc.reason}") from None
+
+
+def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    ident = _parse_id(args.id, graph, "ID")
+    ts = _timestamp_arg(args.timestamp)
+    before = graph.profile(identifier=ident)
+    try:
+        outcome = graph.forget(ident, timestamp=ts, event_id=args.event_id)
+    except ValidationError as exc:  # a finite timestamp, an event id reused for another event
+        raise _Usage(f"{exc.field} {_short(exc.value)}: {exc.reason}") from None
+    eid = show_text(outcome.event_id)
+    if outcome.duplicate:
+        sys.stdout.write(f"{_shown(ident)}: erasure {eid} was already applied\n")
+        return EXIT_OK
+    if before is None:
+        sys.stdout.write(
+            f"{_shown(ident)} was not in the graph; it is on the suppression list now "
+            f"(event {eid}), so no event will bring it in\n"
+        )
+        return EXIT_OK
+    lines = [
+        f"forgot {_shown(ident)} (event {eid}): its links, traits and company links are "
+        "erased; only a keyed hash of it is kept, on the suppression list"
+    ]
+    rest = sorted(before.all_identifiers() - {ident}, key=_priority(graph))
+    now: dict[str, list[Identifier]] = {}
+    for x in rest:
+        canon = graph.resolve(identifier=x)
+        if canon is not None:
+            now.setdefault(canon, []).append(x)
+    if now:
+        lines.append(f"what was profile {show_text(before.user_id)} is now:")
+        for canon, xs in now.items():
+            lines.append(f"  {show_text(canon)}: {', '.join(_shown(x) for x in xs)}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    lookup: dict[str, Any] = {}
+    what = "the whole graph"
+    if args.profile is not None:
+        ident = _parse_id(args.profile, graph, "--profile")
+        canon = graph.resolve(identifier=ident)
+        if canon is None:
+            raise _NotFound(_missing(graph, ident))
+        lookup["identifier"] = ident
+        what = f"profile {show_text(canon)}"
+    fmt: str = args.format
+    if fmt == "graphml":
+        try:
+            g = export.graphml_ready(export.to_networkx(graph, **lookup))
+        except ImportError as exc:
+            raise _BadInput(f"--format graphml: {exc}") from None
+        nx: Any = importlib.import_module("networkx")
+        buffer = io.BytesIO()
+        nx.write_graphml(g, buffer)
+        data = buffer.getvalue()
+    elif fmt == "dot":
+        data = export.to_dot(graph, **lookup).encode("utf-8")
+    elif fmt == "mermaid":
+        data = export.to_mermaid(graph, **lookup).encode("utf-8")
+    else:
+        records = export.to_jsonl_records(graph, **lookup)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        _write_bytes(args.output, data)
+        sys.stdout.write(f"wrote {what} as {fmt} to {args.output}\n")
+    return EXIT_OK
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` through a temporary file renamed into place (no partial file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+
+
+_OPERATOR_COMMANDS: dict[str, Callable[[argparse.Namespace, IdentityGraph], int]] = {
+    "profile": _cmd_profile,
+    "explain": _cmd_explain,
+    "history": _cmd_history,
+    "forget": _cmd_forget,
+    "export": _cmd_export,
+}
+
+
+def _operator(args: argparse.Namespace) -> int:
+    if args.command == "forget":
+        if args.input is not None:
+            raise _Usage(
+                "forget erases from a store: give --store URL (events read with --input live "
+                "in memory only, so the erasure would be thrown away)"
+            )
+        if args.store is None:
+            raise _Usage("forget needs --store URL (e.g. --store sqlite:///ids.db)")
+    graph = _open_graph(args)
+    try:
+        return _OPERATOR_COMMANDS[args.command](args, graph)
+    except IdentityResError as exc:
+        # (validation errors are turned into usage errors above; this is a failing store)
+        raise _BadInput(f"{args.store or args.input}: {exc}") from None
+    finally:
+        graph.close()
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -503,7 +871,104 @@ def _parser() -> _Parser:
         metavar="N",
         help="how many of the largest profiles to show (default 5)",
     )
+    _add_operator_commands(commands)
     return parser
+
+
+_SOURCE_EPILOG = (
+    "ID is kind:value (anonymous_id:abc, email:a@b.c) or a bare value, meaning a user_id "
+    "(write user_id:VALUE for a user id holding ':'). Exit status: 0 ok, 1 usage error, "
+    "2 bad input (unreadable or bad events file, store that cannot be opened or read, "
+    "unwritable output), 3 not found (an identifier not in the graph; explain: not one person)."
+)
+
+
+def _source(*, store_only: bool = False) -> argparse.ArgumentParser:
+    """The options that name the graph a command reads: ``--store URL`` or ``--input FILE``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("the graph")
+    if store_only:
+        group.add_argument("--store", metavar="URL", help="the store, e.g. sqlite:///ids.db")
+        group.add_argument("--input", help=argparse.SUPPRESS)
+        return parent
+    one = group.add_mutually_exclusive_group(required=True)
+    one.add_argument("--store", metavar="URL", help="read this store, e.g. sqlite:///ids.db")
+    one.add_argument(
+        "--input",
+        metavar="EVENTS.jsonl",
+        help="read these Segment-spec messages into memory first (as resolve does); - for stdin",
+    )
+    group.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="with --input, on a bad line: stop (raise, the default) or skip it and report it",
+    )
+    return parent
+
+
+def _add_operator_commands(commands: Any) -> None:
+    source = _source()
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print the answer as JSON")
+    profile = commands.add_parser(
+        "profile",
+        parents=[source, json_flag],
+        help="show the profile holding an identifier",
+        description="Show the profile holding ID: canonical id, identifiers, companies, "
+        "traits, first and last seen.",
+        epilog=_SOURCE_EPILOG,
+    )
+    profile.add_argument("id", metavar="ID", help="an identifier of the profile")
+    explain = commands.add_parser(
+        "explain",
+        parents=[source, json_flag],
+        help="why are two identifiers one person? the chain of links joining them",
+        description="Print the shortest chain of accepted links (events) that joins A and B, "
+        "or say that they are not one person (exit status 3).",
+        epilog=_SOURCE_EPILOG,
+    )
+    explain.add_argument("a", metavar="A", help="an identifier")
+    explain.add_argument("b", metavar="B", help="another identifier")
+    history = commands.add_parser(
+        "history",
+        parents=[source, json_flag],
+        help="the decisions that shaped the profile holding an identifier",
+        description="Print, in time order, the joins, refusals (with reasons), forced merges, "
+        "resets, splits and erasures that shaped the profile holding ID.",
+        epilog=_SOURCE_EPILOG,
+    )
+    history.add_argument("id", metavar="ID", help="an identifier of the profile")
+    forget = commands.add_parser(
+        "forget",
+        parents=[_source(store_only=True)],
+        help="GDPR erasure of an identifier from a store",
+        description="Erase ID from the store (SPEC §3 forget): its links, traits and company "
+        "links. Only a keyed hash of it is kept, on a suppression list, so that no replayed "
+        "or late event brings it back; identifiers held together only by it fall apart.",
+        epilog=_SOURCE_EPILOG,
+    )
+    forget.add_argument("id", metavar="ID", help="the identifier to erase")
+    forget.add_argument(
+        "--timestamp",
+        metavar="WHEN",
+        help="when the erasure takes effect: ISO-8601 with a zone, or epoch seconds (default: now)",
+    )
+    forget.add_argument("--event-id", metavar="EVENT_ID", help="the erasure's event id")
+    exporter = commands.add_parser(
+        "export",
+        parents=[source],
+        help="export the identity graph (graphml, dot, mermaid, jsonl)",
+        description="Write the identity graph of one profile (--profile) or of the whole graph: "
+        "GraphML (needs identityres[networkx]), Graphviz DOT or a Mermaid flowchart for "
+        "people, or JSON lines (nodes, then edges).",
+        epilog=_SOURCE_EPILOG,
+    )
+    exporter.add_argument("--format", required=True, choices=("graphml", "dot", "mermaid", "jsonl"))
+    exporter.add_argument("--profile", metavar="ID", help="only the profile holding ID")
+    exporter.add_argument(
+        "-o", "--output", metavar="FILE", help="write here (default: standard output)"
+    )
 
 
 def _non_negative(text: str) -> int:
@@ -527,7 +992,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return _resolve(args)
+        if args.command == "resolve":
+            return _resolve(args)
+        return _operator(args)
+    except _Usage as exc:
+        sys.stderr.write(f"{PROG} {args.command}: error: {exc}\n")
+        return EXIT_USAGE
+    except _NotFound as exc:
+        sys.stdout.write(f"{exc}\n")
+        return EXIT_NOT_FOUND
     except _BadInput as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_BAD_INPUT
