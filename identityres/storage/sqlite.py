@@ -1,0 +1,1137 @@
+"""The SQLite store (``sqlite:///path.db``): the identity graph in one database file.
+
+``SQLiteStore`` implements the storage protocol (``storage/_protocol.py``) with the standard
+library's :mod:`sqlite3` and nothing else. What lives here: the schema and its version check,
+the batch (one ``BEGIN IMMEDIATE`` transaction), the reads, and the translation of driver
+errors into :class:`~identityres.errors.StorageError`. What does not: any decision — the
+engine decides; this module only keeps rows.
+
+Schema (version 1)::
+
+    schema_version(version)             one row: the layout of this file
+    meta(name, value)                   the erasure key
+    counters(name, value)               events, identifiers, profiles, identified_profiles,
+                                        next_ref (refs are never reused)
+    kinds(id, name)                     identifier kind names, numbered
+    nodes(ref INTEGER PRIMARY KEY, kind, value, first_ts, first_event_id, last_ts,
+          reset_ts, reset_event_id, component, profile, split_ts, split_event_id)
+                                        unique (kind, value); by component; by profile
+    links(event_id PRIMARY KEY, ts, component, members, refused, etype, erased_kind)
+                                        members: refs, comma separated, anchor first;
+                                        refused: JSON or NULL; by component; refused ones
+    traits(node, once, key, ts, event_id, value)            value: JSON
+    company_links(node, company_id, ts, event_id)           by company_id
+    company_traits(company_id, key, ts, event_id, value)    value: JSON
+    companies(company_id)               every company ever linked or described
+    events(event_id PRIMARY KEY, fingerprint BLOB)
+    blocked(kind, value, count)
+    suppressed(hash BLOB PRIMARY KEY)   keyed hashes of erased identifiers
+
+A node's ref is its ``INTEGER PRIMARY KEY``. Every value reaches SQL as a bound parameter.
+
+Concurrency: the database is in WAL mode. A batch is one transaction begun with ``BEGIN
+IMMEDIATE``, which takes the database's write lock, so batches from any number of threads and
+processes are serialized (the protocol's "serializable" promise) while readers go on reading
+the last committed state. A database kept busy by another writer for longer than ``timeout``
+is retried ``retries`` times with a growing pause, then reported as a ``StorageError``. One
+connection per store, used under the store's own lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from identityres._model import USER_ID
+from identityres._rows import (
+    Changes,
+    CompanyLinkRow,
+    CompanyTraitRow,
+    ComponentRows,
+    LinkRow,
+    NodeRow,
+    ProfileRows,
+    TraitRow,
+)
+from identityres.errors import ConfigurationError, StorageError
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+#: The layout this module writes. A file with a greater version is refused; one with a
+#: smaller version is migrated by ``_MIGRATIONS`` (none exist: version 1 is the first).
+SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
+
+_SCHEMA = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE kinds (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+    """CREATE TABLE nodes (
+        ref INTEGER PRIMARY KEY,
+        kind INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        first_ts REAL NOT NULL,
+        first_event_id TEXT NOT NULL,
+        last_ts REAL NOT NULL,
+        reset_ts REAL,
+        reset_event_id TEXT,
+        component INTEGER NOT NULL,
+        profile INTEGER NOT NULL,
+        split_ts REAL,
+        split_event_id TEXT
+    )""",
+    "CREATE UNIQUE INDEX nodes_by_value ON nodes (kind, value)",
+    # profiles lie inside components: one index serves load (by component) and profile reads
+    "CREATE INDEX nodes_by_component ON nodes (component, profile)",
+    """CREATE TABLE links (
+        event_id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        component INTEGER NOT NULL,
+        members TEXT NOT NULL,
+        refused TEXT,
+        etype TEXT NOT NULL,
+        erased_kind TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX links_by_component ON links (component)",
+    "CREATE INDEX links_refused ON links (event_id) WHERE refused IS NOT NULL",
+    """CREATE TABLE traits (
+        node INTEGER NOT NULL,
+        once INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        ts REAL NOT NULL,
+        event_id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (node, once, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE company_links (
+        node INTEGER NOT NULL,
+        company_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        event_id TEXT NOT NULL,
+        PRIMARY KEY (node, company_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX company_links_by_company ON company_links (company_id)",
+    """CREATE TABLE company_traits (
+        company_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        ts REAL NOT NULL,
+        event_id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (company_id, key)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE companies (company_id TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE events (event_id TEXT PRIMARY KEY, fingerprint BLOB NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE blocked (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (kind, value)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE suppressed (hash BLOB PRIMARY KEY) WITHOUT ROWID",
+)
+_COUNTS = ("events", "identifiers", "profiles", "identified_profiles")
+_COUNTERS = (*_COUNTS, "next_ref")
+
+#: version -> the statements that bring a file from that version to the next one
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+# Per-connection scratch tables for the look-ups of a batch (TEMP: never in the file).
+_TEMP_SCHEMA = (
+    "CREATE TEMP TABLE IF NOT EXISTS wanted (kind INTEGER NOT NULL, value TEXT NOT NULL)",
+    "CREATE TEMP TABLE IF NOT EXISTS wanted_components (ref INTEGER PRIMARY KEY)",
+)
+
+_NODE_NAMES = (
+    "ref",
+    "kind",
+    "value",
+    "first_ts",
+    "first_event_id",
+    "last_ts",
+    "reset_ts",
+    "reset_event_id",
+    "component",
+    "profile",
+    "split_ts",
+    "split_event_id",
+)
+_NODE_COLUMNS = ", ".join(_NODE_NAMES)
+_N_NODE_COLUMNS = ", ".join(f"n.{c}" for c in _NODE_NAMES)
+_COMPONENT_COLUMN = _NODE_NAMES.index("component")
+_LINK_NAMES = ("event_id", "ts", "component", "members", "refused", "etype", "erased_kind")
+_LINK_COLUMNS = ", ".join(_LINK_NAMES)
+_L_LINK_COLUMNS = ", ".join(f"l.{c}" for c in _LINK_NAMES)
+
+_INSERT_NODE = f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+_UPSERT_NODE = (
+    _INSERT_NODE
+    + " ON CONFLICT (ref) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _NODE_NAMES[1:])
+)
+# Most changed nodes only saw another event: leave their indexed columns alone.
+_UPDATE_NODE_TIMES = (
+    "UPDATE nodes SET first_ts = ?, first_event_id = ?, last_ts = ?, reset_ts = ?, "
+    "reset_event_id = ?, split_ts = ?, split_event_id = ? WHERE ref = ?"
+)
+_UPDATE_NODE = (
+    "UPDATE nodes SET first_ts = ?, first_event_id = ?, last_ts = ?, reset_ts = ?, "
+    "reset_event_id = ?, split_ts = ?, split_event_id = ?, component = ?, profile = ? "
+    "WHERE ref = ?"
+)
+_UPSERT_LINK = (
+    f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (event_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _LINK_NAMES[1:])
+)
+_UPDATE_LINK = "UPDATE links SET component = ?, refused = ? WHERE event_id = ?"
+# A write replaces the stored one when its (ts, event_id) is greater (``once``: smaller).
+_UPSERT_TRAIT = (
+    "INSERT INTO traits (node, once, key, ts, event_id, value) VALUES (?, 0, ?, ?, ?, ?) "
+    "ON CONFLICT (node, once, key) DO UPDATE SET ts = excluded.ts, "
+    "event_id = excluded.event_id, value = excluded.value WHERE excluded.ts > traits.ts "
+    "OR (excluded.ts = traits.ts AND excluded.event_id > traits.event_id)"
+)
+_UPSERT_TRAIT_ONCE = (
+    "INSERT INTO traits (node, once, key, ts, event_id, value) VALUES (?, 1, ?, ?, ?, ?) "
+    "ON CONFLICT (node, once, key) DO UPDATE SET ts = excluded.ts, "
+    "event_id = excluded.event_id, value = excluded.value WHERE excluded.ts < traits.ts "
+    "OR (excluded.ts = traits.ts AND excluded.event_id < traits.event_id)"
+)
+_UPSERT_COMPANY_LINK = (
+    "INSERT INTO company_links (node, company_id, ts, event_id) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (node, company_id) DO UPDATE SET ts = excluded.ts, "
+    "event_id = excluded.event_id WHERE excluded.ts > company_links.ts "
+    "OR (excluded.ts = company_links.ts AND excluded.event_id > company_links.event_id)"
+)
+_UPSERT_COMPANY_TRAIT = (
+    "INSERT INTO company_traits (company_id, key, ts, event_id, value) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (company_id, key) DO UPDATE SET ts = excluded.ts, "
+    "event_id = excluded.event_id, value = excluded.value WHERE excluded.ts > company_traits.ts "
+    "OR (excluded.ts = company_traits.ts AND excluded.event_id > company_traits.event_id)"
+)
+_UPSERT_BLOCKED = (
+    "INSERT INTO blocked (kind, value, count) VALUES (?, ?, ?) "
+    "ON CONFLICT (kind, value) DO UPDATE SET count = blocked.count + excluded.count"
+)
+
+#: identifiers (or refused links) per page when streaming profiles (or refusals)
+_PAGE = 2000
+#: SQLite's primary result codes for "another connection holds the lock"
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _encode_json(what: str, value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"{what}={value!r}: cannot be stored as JSON: {exc}") from exc
+
+
+def _encode_refused(refused: tuple[tuple[int, str, str | None], ...]) -> str | None:
+    return json.dumps([list(r) for r in refused]) if refused else None
+
+
+def _decode_link(row: tuple[Any, ...]) -> LinkRow:
+    eid, ts, component, members, refused, etype, erased_kind = row
+    items: tuple[tuple[int, str, str | None], ...] = ()
+    if refused is not None:
+        items = tuple((int(p), str(code), kind) for p, code, kind in json.loads(refused))
+    refs = tuple(map(int, members.split(","))) if members else ()
+    return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
+
+
+class _SQLiteBatch:
+    """One ``BEGIN IMMEDIATE`` transaction (see :meth:`SQLiteStore.batch`)."""
+
+    __slots__ = ("_conn", "_loaded_links", "_loaded_nodes", "_saved", "_store")
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self._conn = conn
+        # What ``load`` returned, so that ``save`` writes only the rows that changed and
+        # removes the log entries its components no longer hold.
+        self._loaded_nodes: dict[int, NodeRow] = {}
+        self._loaded_links: dict[str, LinkRow] = {}
+        self._saved = False
+
+    def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
+        with self._store._errors("seen"):
+            return dict(
+                self._store._in_list(
+                    self._conn, "events", "event_id", "fingerprint", list(dict.fromkeys(event_ids))
+                )
+            )
+
+    def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
+        """Those of ``hashes`` (keyed hashes of identifiers) that were erased (one call)."""
+        with self._store._errors("suppressed"):
+            if self._conn.execute("SELECT 1 FROM suppressed LIMIT 1").fetchone() is None:
+                return set()  # nothing was ever erased: the common case
+            found = self._store._in_list(self._conn, "suppressed", "hash", "hash", list(hashes))
+        return {h for h, _ in found}
+
+    def load(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
+        with self._store._errors("load"):
+            rows = self._store._components(self._conn, identifiers)
+        self._loaded_nodes.update((n.ref, n) for n in rows.nodes)
+        self._loaded_links.update((link.event_id, link) for link in rows.links)
+        return rows
+
+    def save(self, changes: Changes) -> None:
+        if self._saved:
+            raise RuntimeError("save() called twice in one batch")
+        self._saved = True
+        with self._store._errors("save"):
+            self._save(changes)
+
+    def _save(self, changes: Changes) -> None:
+        conn = self._conn
+        store = self._store
+        # New nodes (negative refs) get fresh refs; the write lock is held, so no other writer
+        # takes them meanwhile. Refs are never reused: stale rows can never name a new node.
+        (first,) = conn.execute("SELECT value FROM counters WHERE name = 'next_ref'").fetchone()
+        new_refs = sorted({row.ref for row in changes.nodes if row.ref < 0}, reverse=True)
+        refs: dict[int, int] = {r: first + i for i, r in enumerate(new_refs)}
+
+        def ref(r: int) -> int:
+            if r >= 0:
+                return r
+            try:
+                return refs[r]
+            except KeyError:
+                raise StorageError(f"save: ref {r} names no node of this batch") from None
+
+        # The stored rows of what this save replaces (``load`` returned most of them).
+        before = self._loaded_nodes
+        deleted = sorted(set(changes.deleted))
+        missing = [
+            r for r in (*(n.ref for n in changes.nodes), *deleted) if r >= 0 and r not in before
+        ]
+        if missing:
+            before = {**before, **store._nodes_by_ref(conn, missing)}
+        # Profiles never cross link components and a batch saves whole components, so the
+        # rows before and after the save tell how the counts change.
+        user = USER_ID
+        old_roots = new_roots = 0
+        old_identified: set[int] = set()
+        new_identified: set[int] = set()
+        for r in deleted:
+            old = before.get(r)
+            if old is not None:
+                old_roots += old.ref == old.profile
+                if old.kind == user:
+                    old_identified.add(old.profile)
+
+        inserts: list[tuple[Any, ...]] = []
+        upserts: list[tuple[Any, ...]] = []
+        times: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        kind_id = store._kind_id
+        for row in changes.nodes:
+            r = row.ref
+            old = None
+            if r < 0:
+                r = refs[r]
+            else:
+                old = before.get(r)
+                if old is not None and row == old:  # loaded and unchanged: the usual case
+                    if r == old.profile:
+                        new_roots += 1
+                        old_roots += 1
+                    if old.kind == user:
+                        new_identified.add(old.profile)
+                        old_identified.add(old.profile)
+                    continue
+            component = row.component if row.component >= 0 else ref(row.component)
+            profile = row.profile if row.profile >= 0 else ref(row.profile)
+            new_roots += r == profile
+            if row.kind == user:
+                new_identified.add(profile)
+            keys = (
+                row.first_ts,
+                row.first_event_id,
+                row.last_ts,
+                row.reset_ts,
+                row.reset_event_id,
+                row.split_ts,
+                row.split_event_id,
+            )
+            if old is not None:
+                old_roots += old.ref == old.profile
+                if old.kind == user:
+                    old_identified.add(old.profile)
+                if old.kind == row.kind and old.value == row.value:
+                    if old.component != component or old.profile != profile:
+                        updates.append((*keys, component, profile, r))
+                    elif keys != (
+                        old.first_ts,
+                        old.first_event_id,
+                        old.last_ts,
+                        old.reset_ts,
+                        old.reset_event_id,
+                        old.split_ts,
+                        old.split_event_id,
+                    ):
+                        times.append((*keys, r))
+                    continue
+            full = (r, kind_id(conn, row.kind), row.value, *keys[:5], component, profile, *keys[5:])
+            (inserts if row.ref < 0 else upserts).append(full)
+        if deleted:
+            gone = [(r,) for r in deleted]
+            conn.executemany("DELETE FROM nodes WHERE ref = ?", gone)
+            conn.executemany("DELETE FROM traits WHERE node = ?", gone)
+            conn.executemany("DELETE FROM company_links WHERE node = ?", gone)
+        if inserts:
+            conn.executemany(_INSERT_NODE, inserts)
+        if upserts:
+            conn.executemany(_UPSERT_NODE, upserts)
+        if times:
+            conn.executemany(_UPDATE_NODE_TIMES, times)
+        if updates:
+            conn.executemany(_UPDATE_NODE, updates)
+
+        self._save_links(changes.links, ref)
+        if changes.traits:
+            self._save_traits(changes.traits, ref)
+        if changes.company_links or changes.company_traits:
+            self._save_companies(changes.company_links, changes.company_traits, ref)
+        if changes.events:
+            conn.executemany(
+                "INSERT INTO events (event_id, fingerprint) VALUES (?, ?)", changes.events
+            )
+        if changes.blocked:
+            # a count of 0 is an erased blocked value: its row goes (Changes docs)
+            conn.executemany(_UPSERT_BLOCKED, [b for b in changes.blocked if b[2]])
+            conn.executemany(
+                "DELETE FROM blocked WHERE kind = ? AND value = ?",
+                [(k, v) for k, v, c in changes.blocked if not c],
+            )
+        if changes.suppressed:
+            conn.executemany(
+                "INSERT OR IGNORE INTO suppressed (hash) VALUES (?)",
+                [(h,) for h in changes.suppressed],
+            )
+
+        deltas = {
+            "events": len(changes.events),
+            "identifiers": len(new_refs) - sum(1 for r in deleted if r in before),
+            "profiles": new_roots - old_roots,
+            "identified_profiles": len(new_identified) - len(old_identified),
+            # past the new refs, and past any ref that a row brought in unasked
+            "next_ref": max([first + len(new_refs), *(u[0] + 1 for u in upserts)]) - first,
+        }
+        conn.executemany(
+            "UPDATE counters SET value = value + ? WHERE name = ?",
+            [(d, name) for name, d in deltas.items() if d],
+        )
+
+    def _save_links(self, links: Iterable[LinkRow], ref: Callable[[int], int]) -> None:
+        loaded = self._loaded_links
+        # The links of the loaded components are replaced by ``links``: an entry that the
+        # engine dropped (an erased identifier's own reset or split) goes.
+        stale = dict.fromkeys(loaded)
+        upserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for link in links:
+            stale.pop(link.event_id, None)
+            members = tuple(map(ref, link.members))
+            component = ref(link.component)
+            old = loaded.get(link.event_id)
+            if (
+                old is not None
+                and old.members == members
+                and old.ts == link.ts
+                and old.etype == link.etype
+                and old.erased_kind == link.erased_kind
+            ):
+                if old.component != component or old.refused != link.refused:
+                    updates.append((component, _encode_refused(link.refused), link.event_id))
+                continue
+            upserts.append(
+                (
+                    link.event_id,
+                    link.ts,
+                    component,
+                    ",".join(map(str, members)),
+                    _encode_refused(link.refused),
+                    link.etype,
+                    link.erased_kind,
+                )
+            )
+        conn = self._conn
+        if stale:
+            conn.executemany("DELETE FROM links WHERE event_id = ?", [(e,) for e in stale])
+        if upserts:
+            conn.executemany(_UPSERT_LINK, upserts)
+        if updates:
+            conn.executemany(_UPDATE_LINK, updates)
+
+    def _save_traits(self, traits: Iterable[TraitRow], ref: Callable[[int], int]) -> None:
+        # Merge within the batch first: one row per (node, once, key) reaches SQL.
+        best: dict[tuple[int, bool, str], TraitRow] = {}
+        for t in traits:
+            k = (ref(t.node), t.once, t.key)
+            cur = best.get(k)
+            if (
+                cur is None
+                or (t.once and (t.ts, t.event_id) < (cur.ts, cur.event_id))
+                or (not t.once and (t.ts, t.event_id) > (cur.ts, cur.event_id))
+            ):
+                best[k] = t
+        latest: list[tuple[Any, ...]] = []
+        earliest: list[tuple[Any, ...]] = []
+        for (node, once, key), t in best.items():
+            row = (node, key, t.ts, t.event_id, _encode_json(f"trait {key!r}", t.value))
+            (earliest if once else latest).append(row)
+        if latest:
+            self._conn.executemany(_UPSERT_TRAIT, latest)
+        if earliest:
+            self._conn.executemany(_UPSERT_TRAIT_ONCE, earliest)
+
+    def _save_companies(
+        self,
+        links: Iterable[CompanyLinkRow],
+        traits: Iterable[CompanyTraitRow],
+        ref: Callable[[int], int],
+    ) -> None:
+        conn = self._conn
+        companies: dict[str, None] = {}
+        best_links: dict[tuple[int, str], CompanyLinkRow] = {}
+        for c in links:
+            companies[c.company_id] = None
+            k = (ref(c.node), c.company_id)
+            cur = best_links.get(k)
+            if cur is None or (cur.ts, cur.event_id) < (c.ts, c.event_id):
+                best_links[k] = c
+        best_traits: dict[tuple[str, str], CompanyTraitRow] = {}
+        for ct in traits:
+            companies[ct.company_id] = None
+            k2 = (ct.company_id, ct.key)
+            cur2 = best_traits.get(k2)
+            if cur2 is None or (cur2.ts, cur2.event_id) < (ct.ts, ct.event_id):
+                best_traits[k2] = ct
+        conn.executemany(
+            "INSERT OR IGNORE INTO companies (company_id) VALUES (?)", [(c,) for c in companies]
+        )
+        if best_links:
+            conn.executemany(
+                _UPSERT_COMPANY_LINK,
+                [(n, cid, c.ts, c.event_id) for (n, cid), c in best_links.items()],
+            )
+        if best_traits:
+            conn.executemany(
+                _UPSERT_COMPANY_TRAIT,
+                [
+                    (
+                        ct.company_id,
+                        ct.key,
+                        ct.ts,
+                        ct.event_id,
+                        _encode_json(f"company {ct.company_id!r} trait {ct.key!r}", ct.value),
+                    )
+                    for ct in best_traits.values()
+                ],
+            )
+
+
+class SQLiteStore:
+    """Keeps the graph in an SQLite database file (``sqlite:///path.db``), or in memory
+    (``":memory:"``: not durable, this store object only).
+
+    ``timeout``: seconds a statement waits for another connection's lock before SQLite gives
+    up; ``retries``: how many more times starting a batch (or a read) is tried, after a
+    growing pause, before :class:`~identityres.errors.StorageError` is raised. The longest
+    wait is about ``timeout * (retries + 1)`` plus the pauses.
+
+    Opening raises :class:`~identityres.errors.ConfigurationError` for a file that is not an
+    identityres store or was written with another schema version (see ``SCHEMA_VERSION``),
+    and :class:`~identityres.errors.StorageError` when the file cannot be opened at all.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, retries: int = 3
+    ) -> None:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise ConfigurationError(f"timeout={timeout!r}: must be a number of seconds >= 0")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries={retries!r}: must be an int >= 0")
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str):
+            raise ConfigurationError(f"path={path!r}: must be a str or an os.PathLike of str")
+        self.timeout = float(timeout)
+        self.retries = retries
+        # Two connections: batches write through one, under ``_write_lock`` (held for the
+        # whole batch); reads go through the other, so that they see committed batches only,
+        # even while this store has a batch open.
+        self._write_lock = threading.RLock()
+        self._read_lock = threading.RLock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._kind_ids: dict[str, int] = {}
+        self._kind_names: dict[int, str] = {}
+        # kinds added by the open batch: forgotten if it rolls back
+        self._new_kinds: list[str] = []
+        self._max_variables = 999
+        self._erasure_key = b""
+        self._temporary: Callable[[], Any] | None = None
+        if self.path == ":memory:":
+            # A private database that lives as long as the store. It is kept in a temporary
+            # file rather than in memory so that the reader connection can see it.
+            fd, temporary = tempfile.mkstemp(prefix="identityres-", suffix=".db")
+            os.close(fd)
+            self._temporary = weakref.finalize(self, _remove_database, temporary)
+            self._file = temporary
+        else:
+            self._file = self.path
+        try:
+            self._writer = self._connect(setup=True)
+            self._reader = self._connect(setup=False)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+        ``sqlite:///:memory:``; options ``?timeout=SECONDS&retries=N``."""
+        if not isinstance(url, str):
+            raise ConfigurationError(f"store={url!r}: not a store URL")
+        scheme, sep, rest = url.partition("://")
+        if scheme.lower() != "sqlite" or not sep:
+            raise ConfigurationError(f"store={url!r}: an SQLite store URL starts with 'sqlite://'")
+        if not rest.startswith("/"):
+            raise ConfigurationError(
+                f"store={url!r}: an SQLite URL names no host: write 'sqlite:///relative.db' "
+                "or 'sqlite:////absolute/path.db'"
+            )
+        path, _, query = rest[1:].partition("?")
+        if not path:
+            raise ConfigurationError(
+                f"store={url!r}: no database path; e.g. 'sqlite:///ids.db' or 'sqlite:///:memory:'"
+            )
+        if "#" in path or "\x00" in path:
+            raise ConfigurationError(f"store={url!r}: the database path may not hold '#' or NUL")
+        options: dict[str, Any] = {}
+        for part in query.split("&") if query else ():
+            name, eq, raw = part.partition("=")
+            try:
+                if not eq:
+                    raise ValueError("expected name=value")
+                if name == "timeout":
+                    options["timeout"] = float(raw)
+                elif name == "retries":
+                    options["retries"] = int(raw)
+                else:
+                    raise ValueError("the options are timeout and retries")
+            except ValueError as exc:
+                raise ConfigurationError(f"store={url!r}: bad option {part!r}: {exc}") from None
+        try:
+            return cls(path, **options)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"store={url!r}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- connection, schema, errors --------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: {what} failed: {exc}") from exc
+
+    def _retrying(self, what: str, action: Callable[[], _T]) -> _T:
+        """Run ``action``; while the database is busy, pause and retry, ``retries`` times."""
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise StorageError(f"{self!r}: {what} failed: {exc}") from exc
+                if attempt >= self.retries:
+                    raise StorageError(
+                        f"{self!r}: {what}: the database stayed locked by another connection "
+                        f"({attempt + 1} tries, timeout={self.timeout:g} s each): {exc}"
+                    ) from exc
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self!r}: {what} failed: {exc}") from exc
+            time.sleep(min(0.01 * 2**attempt, 1.0) * (0.5 + random.random()))
+            attempt += 1
+
+    def _connect(self, *, setup: bool) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._file, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+        try:
+            self._retrying("open", lambda: self._setup(conn, schema=setup))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection, *, schema: bool) -> None:
+        if schema:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self!r}: cannot put the database in WAL mode ({mode})")
+        # FULL: a committed batch survives a power cut too, for one fsync per batch.
+        durable = self._temporary is None
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+        conn.execute(f"PRAGMA cache_size = {-65536 if schema else -16384}")  # KiB
+        # Checkpoint the WAL into the file every ~64 MiB rather than every 4 MiB: a page
+        # that many batches change is copied once, and commits stay short.
+        conn.execute("PRAGMA wal_autocheckpoint = 16384")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        getlimit = getattr(conn, "getlimit", None)  # Python >= 3.11
+        limit = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+        if getlimit is not None and limit is not None:
+            self._max_variables = min(getlimit(limit), 10000)
+        elif sqlite3.sqlite_version_info >= (3, 32, 0):
+            self._max_variables = 10000
+        if schema:
+            # Read the version without the write lock (another process may be writing); take
+            # the lock only to create the tables or to migrate them.
+            conn.execute("BEGIN")
+            try:
+                ready = self._check_schema(conn, change=False)
+            finally:
+                conn.execute("COMMIT")
+            if not ready:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._check_schema(conn, change=True)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            (self._erasure_key,) = conn.execute(
+                "SELECT value FROM meta WHERE name = 'erasure_key'"
+            ).fetchone()
+            self._read_kinds(conn)
+        for statement in _TEMP_SCHEMA:
+            conn.execute(statement)
+
+    def _check_schema(self, conn: sqlite3.Connection, *, change: bool) -> bool:
+        """Whether the file has this module's schema; with ``change``, create the tables in
+        an empty file or migrate an older layout. Refuse any other file."""
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "schema_version" not in tables:
+            if tables:
+                raise ConfigurationError(
+                    f"{self!r}: the file is an SQLite database but not an identityres store "
+                    f"(it has tables {sorted(tables)!r} and no schema_version table)"
+                )
+            if not change:
+                return False
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, 0)", [(c,) for c in _COUNTERS]
+            )
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('erasure_key', ?)",
+                (secrets.token_bytes(32),),
+            )
+            return True
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+        if len(rows) != 1 or not isinstance(rows[0][0], int):
+            raise ConfigurationError(
+                f"{self!r}: the schema_version table is damaged (rows: {rows!r}); "
+                "identityres cannot tell which layout this file has"
+            )
+        version = rows[0][0]
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"{self!r}: the database has schema version {version}, but this identityres "
+                f"understands versions up to {SCHEMA_VERSION}: the file was written by a newer "
+                "identityres; upgrade identityres to open it"
+            )
+        if version < SCHEMA_VERSION and not change:
+            return False
+        while version < SCHEMA_VERSION:
+            steps = _MIGRATIONS.get(version)
+            if steps is None:
+                raise ConfigurationError(
+                    f"{self!r}: the database has schema version {version}, older than version "
+                    f"{SCHEMA_VERSION} that this identityres writes, and no migration from it "
+                    "exists: open it with the identityres release that wrote it, or create a "
+                    "new store and ingest the events again"
+                )
+            for statement in steps:
+                conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE schema_version SET version = ?", (version,))
+        return True
+
+    def _read_kinds(self, conn: sqlite3.Connection) -> None:
+        for kind_id, name in conn.execute("SELECT id, name FROM kinds"):
+            self._kind_ids[name] = kind_id
+            self._kind_names[kind_id] = name
+
+    def _kind_id(self, conn: sqlite3.Connection, name: str) -> int:
+        """The number of a kind, added to ``kinds`` if new (inside the batch)."""
+        kind_id = self._kind_ids.get(name)
+        if kind_id is None:
+            self._read_kinds(conn)
+            kind_id = self._kind_ids.get(name)
+            if kind_id is None:
+                cursor = conn.execute("INSERT INTO kinds (name) VALUES (?)", (name,))
+                kind_id = cursor.lastrowid
+                assert kind_id is not None
+                self._kind_ids[name] = kind_id
+                self._kind_names[kind_id] = name
+                self._new_kinds.append(name)
+        return kind_id
+
+    def _decode_nodes(
+        self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]
+    ) -> tuple[NodeRow, ...]:
+        names = self._kind_names
+        out = []
+        for r in rows:
+            name = names.get(r[1])
+            if name is None:
+                self._read_kinds(conn)  # a kind another process added since
+                name = names[r[1]]
+            out.append(NodeRow(r[0], name, *r[2:]))
+        return tuple(out)
+
+    def _in_list(
+        self, conn: sqlite3.Connection, table: str, key: str, column: str, keys: Sequence[Any]
+    ) -> list[tuple[Any, Any]]:
+        """``(key, column)`` of the rows whose ``key`` is in ``keys``: one statement per
+        ``_max_variables`` keys (names here are this module's constants, never input)."""
+        out: list[tuple[Any, Any]] = []
+        for chunk in _chunks(keys, self._max_variables):
+            out.extend(
+                conn.execute(
+                    f"SELECT {key}, {column} FROM {table} "
+                    f"WHERE {key} IN ({_placeholders(len(chunk))})",
+                    chunk,
+                )
+            )
+        return out
+
+    def _nodes_by_ref(self, conn: sqlite3.Connection, refs: Sequence[int]) -> dict[int, NodeRow]:
+        out: dict[int, NodeRow] = {}
+        for chunk in _chunks(refs, self._max_variables):
+            rows = conn.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE ref IN ({_placeholders(len(chunk))})",
+                chunk,
+            ).fetchall()
+            out.update((n.ref, n) for n in self._decode_nodes(conn, rows))
+        return out
+
+    def _components(
+        self, conn: sqlite3.Connection, identifiers: Collection[tuple[str, str]]
+    ) -> ComponentRows:
+        """Every node and link row of the components holding ``identifiers``: a fixed
+        number of statements, whatever the number of identifiers."""
+        kind_ids = self._kind_ids
+        wanted = [(kind_ids[k], v) for k, v in identifiers if k in kind_ids]
+        if len(wanted) < len(identifiers):
+            self._read_kinds(conn)
+            wanted = [(kind_ids[k], v) for k, v in identifiers if k in kind_ids]
+        if not wanted:
+            return ComponentRows((), ())
+        conn.execute("DELETE FROM temp.wanted")
+        conn.execute("DELETE FROM temp.wanted_components")
+        conn.executemany("INSERT INTO temp.wanted (kind, value) VALUES (?, ?)", wanted)
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.wanted_components (ref) SELECT n.component "
+            "FROM temp.wanted AS w CROSS JOIN nodes AS n "
+            "ON n.kind = w.kind AND n.value = w.value"
+        )
+        node_rows = conn.execute(
+            f"SELECT {_N_NODE_COLUMNS} FROM temp.wanted_components AS c "
+            "CROSS JOIN nodes AS n ON n.component = c.ref"
+        ).fetchall()
+        link_rows = conn.execute(
+            f"SELECT {_L_LINK_COLUMNS} FROM temp.wanted_components AS c "
+            "CROSS JOIN links AS l ON l.component = c.ref"
+        ).fetchall()
+        return ComponentRows(
+            self._decode_nodes(conn, node_rows), tuple(map(_decode_link, link_rows))
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[_SQLiteBatch]:
+        """One transaction begun with ``BEGIN IMMEDIATE``: it holds the database's write lock
+        from the start, so the batches of all threads and processes are serialized.
+        Committed when the block exits normally, rolled back when it raises."""
+        with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise StorageError(f"{self!r} is closed")
+            if conn.in_transaction:
+                raise StorageError(f"{self!r}: a batch is already open on this store")
+            self._retrying("begin a batch", lambda: conn.execute("BEGIN IMMEDIATE"))
+            self._new_kinds.clear()
+            try:
+                yield _SQLiteBatch(self, conn)
+                self._retrying("commit", lambda: conn.execute("COMMIT"))
+            except BaseException:
+                self._rollback(conn)
+                raise
+            self._new_kinds.clear()
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        for name in self._new_kinds:
+            kind_id = self._kind_ids.pop(name, None)
+            if kind_id is not None:
+                self._kind_names.pop(kind_id, None)
+        self._new_kinds.clear()
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the error being raised says more; SQLite undoes a broken transaction
+
+    def erasure_key(self) -> bytes:
+        """The secret that erased identifiers are hashed with, kept in the file."""
+        return self._erasure_key
+
+    # -- reading --------------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The reader connection in one read transaction: a consistent view of the committed
+        batches."""
+        with self._read_lock:
+            conn = self._reader
+            if conn is None:
+                raise StorageError(f"{self!r} is closed")
+            self._retrying(what, lambda: conn.execute("BEGIN"))
+            try:
+                with self._errors(what):
+                    yield conn
+            finally:
+                if conn.in_transaction:
+                    with self._errors(what):
+                        conn.execute("COMMIT")
+
+    def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
+        """Node and log rows of the components holding ``identifiers`` (no write lock)."""
+        with self._reading("read_components") as conn:
+            return self._components(conn, identifiers)
+
+    def node(self, kind: str, value: str) -> NodeRow | None:
+        with self._reading("node") as conn:
+            kind_id = self._kind_ids.get(kind)
+            if kind_id is None:
+                self._read_kinds(conn)
+                kind_id = self._kind_ids.get(kind)
+                if kind_id is None:
+                    return None
+            row = conn.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE kind = ? AND value = ?",
+                (kind_id, value),
+            ).fetchone()
+            return None if row is None else self._decode_nodes(conn, (row,))[0]
+
+    def nodes_by_ref(self, refs: Collection[int]) -> Mapping[int, NodeRow]:
+        wanted = sorted({r for r in refs if r >= 0})
+        with self._reading("nodes_by_ref") as conn:
+            return self._nodes_by_ref(conn, wanted)
+
+    def profile_rows(self, profile: int) -> ProfileRows:
+        with self._reading("profile_rows") as conn:
+            # ``profile`` is a root's ref; should the profile have joined another one since
+            # the caller read it, these are the rows of the profile it joined.
+            found = conn.execute(
+                "SELECT component, profile FROM nodes WHERE ref = ?", (profile,)
+            ).fetchone()
+            if found is None:
+                return ProfileRows((), (), ())
+            where = "n.component = ? AND n.profile = ?"
+            rows = conn.execute(
+                f"SELECT {_N_NODE_COLUMNS} FROM nodes AS n WHERE {where}", found
+            ).fetchall()
+            traits = conn.execute(
+                "SELECT t.node, t.key, t.ts, t.event_id, t.value, t.once FROM nodes AS n "
+                f"CROSS JOIN traits AS t ON t.node = n.ref WHERE {where}",
+                found,
+            ).fetchall()
+            links = conn.execute(
+                "SELECT c.node, c.company_id, c.ts, c.event_id FROM nodes AS n "
+                f"CROSS JOIN company_links AS c ON c.node = n.ref WHERE {where}",
+                found,
+            ).fetchall()
+            nodes = self._decode_nodes(conn, rows)
+        return ProfileRows(
+            nodes,
+            tuple(TraitRow(n, k, ts, e, json.loads(v), bool(o)) for n, k, ts, e, v, o in traits),
+            tuple(CompanyLinkRow(*c) for c in links),
+        )
+
+    def iter_profiles(self) -> Iterator[ProfileRows]:
+        """Every profile, read a few thousand identifiers at a time (whole link components,
+        in ref order), each page in one read transaction: batches that other connections
+        commit meanwhile may show in the later pages."""
+        last = -1
+        while True:
+            with self._reading("iter_profiles") as conn:
+                rows = conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE component > ? "
+                    "ORDER BY component LIMIT ?",
+                    (last, _PAGE),
+                ).fetchall()
+                if not rows:
+                    return
+                top = rows[-1][_COMPONENT_COLUMN]
+                if len(rows) == _PAGE:
+                    # the last component may go on past the page: read it whole
+                    while rows and rows[-1][_COMPONENT_COLUMN] == top:
+                        rows.pop()
+                    rows.extend(
+                        conn.execute(
+                            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE component = ?", (top,)
+                        )
+                    )
+                traits = conn.execute(
+                    "SELECT n.profile, t.node, t.key, t.ts, t.event_id, t.value, t.once "
+                    "FROM nodes AS n CROSS JOIN traits AS t ON t.node = n.ref "
+                    "WHERE n.component > ? AND n.component <= ?",
+                    (last, top),
+                ).fetchall()
+                links = conn.execute(
+                    "SELECT n.profile, c.node, c.company_id, c.ts, c.event_id "
+                    "FROM nodes AS n CROSS JOIN company_links AS c ON c.node = n.ref "
+                    "WHERE n.component > ? AND n.component <= ?",
+                    (last, top),
+                ).fetchall()
+                nodes = self._decode_nodes(conn, rows)
+            page: dict[int, tuple[list[NodeRow], list[TraitRow], list[CompanyLinkRow]]] = {}
+            for node in nodes:
+                page.setdefault(node.profile, ([], [], []))[0].append(node)
+            for p, n, k, ts, e, v, o in traits:
+                page[p][1].append(TraitRow(n, k, ts, e, json.loads(v), bool(o)))
+            for p, n, cid, ts, e in links:
+                page[p][2].append(CompanyLinkRow(n, cid, ts, e))
+            for p in sorted(page):
+                ns, trs, cls = page[p]
+                yield ProfileRows(tuple(ns), tuple(trs), tuple(cls))
+            last = top
+
+    def iter_refused_links(self) -> Iterator[LinkRow]:
+        after: tuple[str, ...] = ()
+        while True:
+            condition = " AND event_id > ?" if after else ""
+            with self._reading("iter_refused_links") as conn:
+                rows = conn.execute(
+                    f"SELECT {_LINK_COLUMNS} FROM links WHERE refused IS NOT NULL{condition} "
+                    "ORDER BY event_id LIMIT ?",
+                    (*after, _PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            yield from map(_decode_link, rows)
+            after = (rows[-1][0],)
+
+    def company_ids(self) -> list[str]:
+        with self._reading("company_ids") as conn:
+            rows = conn.execute("SELECT company_id FROM companies").fetchall()
+        return sorted(cid for (cid,) in rows)
+
+    def company_rows(self, company_id: str) -> tuple[list[CompanyTraitRow], list[int]] | None:
+        with self._reading("company_rows") as conn:
+            known = conn.execute(
+                "SELECT 1 FROM companies WHERE company_id = ?", (company_id,)
+            ).fetchone()
+            if known is None:
+                return None
+            members = [
+                n
+                for (n,) in conn.execute(
+                    "SELECT node FROM company_links WHERE company_id = ? ORDER BY node",
+                    (company_id,),
+                )
+            ]
+            traits = conn.execute(
+                "SELECT company_id, key, ts, event_id, value FROM company_traits "
+                "WHERE company_id = ?",
+                (company_id,),
+            ).fetchall()
+        return [CompanyTraitRow(c, k, ts, e, json.loads(v)) for c, k, ts, e, v in traits], members
+
+    def counts(self) -> Mapping[str, Any]:
+        with self._reading("counts") as conn:
+            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+            blocked = {
+                (kind, value): count
+                for kind, value, count in conn.execute("SELECT kind, value, count FROM blocked")
+            }
+        out: dict[str, Any] = {name: counters[name] for name in _COUNTS}
+        out["blocked"] = blocked
+        return out
+
+    def close(self) -> None:
+        """Close the connections (an open batch is rolled back); idempotent."""
+        with self._write_lock, self._read_lock:
+            connections = (self._writer, self._reader)
+            self._writer = self._reader = None
+            failure: sqlite3.Error | None = None
+            for conn in connections:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except sqlite3.Error as exc:
+                        failure = exc
+            if self._temporary is not None:
+                self._temporary()
+            if failure is not None:
+                raise StorageError(f"{self!r}: close failed: {failure}") from failure
+
+
+def _remove_database(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with suppress(OSError):
+            os.remove(path + suffix)
