@@ -13,8 +13,9 @@ A decision only reads the profiles of the event's identifiers, which lie inside 
 component, so the events of one component decide each other and nothing else. An event
 newer than everything its component has seen is decided at once (the fast path). An older
 one ("late") is added to the component's log and the component alone is re-decided from
-its sorted log. Traits, companies, first/last seen and resets are min/max aggregates keyed
-by ``(timestamp, event_id)``, so they never need a replay.
+its sorted log. Traits, companies and first/last seen are min/max aggregates keyed by
+``(timestamp, event_id)``, so they never need a replay; a reset, a split and an erasure
+change what earlier-decided links mean, so they replay their component.
 
 This module keeps its state in memory; the storage protocol (issue #3) lifts the same
 state behind batched load/store calls.
@@ -86,6 +87,7 @@ class Engine:
         self.pending_company_links: list[CompanyLinkRow] = []
         self.pending_company_traits: list[CompanyTraitRow] = []
         self.pending_companies: list[str] = []
+        self.pending_unblocked: list[tuple[str, str]] = []
         nk = len(rules.kind_names)
         #: value -> node, one dict per kind
         self.nodes: list[dict[str, int]] = [{} for _ in range(nk)]
@@ -195,7 +197,10 @@ class Engine:
             return self._forget(rec)
         anchor_erased = False
         if self.suppressed and ids:
-            kept = tuple(p for p in ids if not self._is_suppressed(p))
+            # A value still in the graph was never erased: hash only unseen values.
+            kept = tuple(
+                p for p in ids if p[1] in nodes_by_kind[p[0]] or not self._is_suppressed(p)
+            )
             anchor_erased = kept[:1] != ids[:1]
             ids = kept
             if not ids and etype == COMPANY and rec.company_id is not None:
@@ -261,6 +266,9 @@ class Engine:
         if h not in self.suppressed:
             self.suppressed.add(h)
             self.pending_suppressed.append(h)
+        # a blocked value is counted by value: the count goes too
+        self.blocked.pop((self.rules.kind_names[k], v), None)
+        self.pending_unblocked.append((self.rules.kind_names[k], v))
         n = self.nodes[k].get(v)
         if n is None:
             return None, False, 0
@@ -279,7 +287,6 @@ class Engine:
         kept.append((rec.ts, rec.event_id, (), FORGET))
         self.erasures[rec.event_id] = self.rules.kind_names[k]
         self._erase_node(n)
-        self.blocked.pop((self.rules.kind_names[k], v), None)
         if self.refs is not None:
             self.pending_deleted.append(self.refs[n])
         live = members - {n}
@@ -420,13 +427,14 @@ class Engine:
 
     def _reset(self, n: int, key: Key) -> tuple[bool, int]:
         root = self._log_single(n, key, RESET)
+        newest = self.newest.get(root)
+        if newest is None or newest < key:
+            self.newest[root] = key  # the log's newest key, whatever the reset changes
         old = self.resets.get(n)
         if old is not None and old <= key:
             return False, 0  # an earlier reset already retired it: nothing can change
         self.resets[n] = key
-        newest = self.newest.get(root)
         if newest is None or newest < key:
-            self.newest[root] = key
             return False, 0
         # Events after this reset were decided as if the id were not yet retired.
         return True, self._replay(root)[1]
@@ -522,7 +530,9 @@ class Engine:
                 arr = counts[k]
                 lim = limits[k]
                 assert lim is not None
-                if arr[ra] + arr[rx] > lim:
+                # only a profile that brings identifiers of the kind can break its limit (a
+                # force-merged profile over the limit can still gain other identifiers)
+                if arr[rx] and arr[ra] + arr[rx] > lim:
                     bad = k
                     break
             if bad is not None:
@@ -856,6 +866,12 @@ class Engine:
     def save_changes(self, changes: Changes) -> None:
         """Apply a batch's rows to this (store-owned) engine."""
         for ref in changes.deleted:
+            if 0 <= ref < len(self.value) and ref not in self.dead:
+                # its component's log goes too; the batch re-sends what is left of it
+                old = self.lfind(ref)
+                for _, eid, _, _ in self.log.pop(old, ()):
+                    self.refusals.pop(eid, None)
+                self.newest.pop(old, None)
             self._erase_node(ref)
         self.suppressed.update(changes.suppressed)
         local = self.load_rows(changes.nodes, changes.links)
@@ -880,7 +896,10 @@ class Engine:
         for eid, fp in changes.events:
             self.seen[eid] = fp
         for kind_name, value, count in changes.blocked:
-            self.blocked[(kind_name, value)] += count
+            if count == 0:
+                self.blocked.pop((kind_name, value), None)
+            else:
+                self.blocked[(kind_name, value)] += count
 
     def changes(self, events: Iterable[tuple[str, bytes]]) -> Changes:
         """Everything in this working set, as rows to save."""
@@ -888,14 +907,19 @@ class Engine:
         for root, entries in self.log.items():
             links.extend(self.link_row(ts, eid, ms, et, root) for ts, eid, ms, et in entries)
         dead = self.dead
+        gone = {self.ref(n) for n in dead}
         return Changes(
             nodes=tuple(self.node_row(n) for n in range(len(self.value)) if n not in dead),
             links=tuple(links),
-            traits=tuple(self.pending_traits or ()),
-            company_links=tuple(self.pending_company_links),
+            traits=tuple(t for t in self.pending_traits or () if t.node not in gone),
+            company_links=tuple(c for c in self.pending_company_links if c.node not in gone),
             company_traits=tuple(self.pending_company_traits),
             events=tuple(events),
-            blocked=tuple((k, v, c) for (k, v), c in self.blocked.items()),
+            # count 0: an erased blocked value, whose row must go (see ``Changes``)
+            blocked=(
+                *((k, v, c) for (k, v), c in self.blocked.items()),
+                *((k, v, 0) for k, v in self.pending_unblocked if (k, v) not in self.blocked),
+            ),
             companies=tuple(dict.fromkeys(self.pending_companies)),
             deleted=tuple(r for r in self.pending_deleted if r >= 0),
             suppressed=tuple(self.pending_suppressed),

@@ -114,10 +114,13 @@ class Record:
         self.company_traits = company_traits
 
 
-def _json(value: Any) -> str:
+def _json(value: Any, field: str) -> str:
     # Content fingerprints must not depend on dict order: sort keys.  ``default=repr``
     # keeps odd but harmless values (datetimes in properties) from failing the write.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError) as exc:  # e.g. a nested mapping with mixed key types
+        raise InvalidEventError(field, value, f"not JSON-like: {exc}") from None
 
 
 def _kind_of(pair: tuple[int, str]) -> int:
@@ -172,6 +175,18 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
             raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
         return to_timestamp(parsed, field)
     return to_timestamp(value, field)
+
+
+def _json_data(field: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Traits are stored: they must be JSON data, and are kept as JSON reads them back
+    (tuples become lists), so that every store gives the same values."""
+    if value is None:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(json.dumps(value, allow_nan=True))
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError(field, value, f"must be JSON data: {exc}") from None
+    return data
 
 
 def _check_mapping(field: str, value: Any) -> dict[str, Any] | None:
@@ -264,8 +279,15 @@ class RecordBuilder:
         return k, self.identifier_value(field, k, raw)
 
     def event_id(self, value: Any) -> str:
-        if type(value) is str and value:
+        if type(value) is str and value and value.isascii():
             return value
+        if isinstance(value, str) and value:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidEventError(
+                    "event_id", value, "contains lone surrogates; not valid Unicode text"
+                ) from None
         if isinstance(value, str) and value:
             return str(value)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -310,7 +332,7 @@ class RecordBuilder:
         content = (etype, stamped, tuple(dict.fromkeys(pairs)), company_id, *payload)
         if event_id is None:
             eid = derive_event_id(content, rules.kind_names)
-        elif type(event_id) is str and event_id:
+        elif type(event_id) is str and event_id and event_id.isascii():
             eid = event_id
         else:
             eid = self.event_id(event_id)
@@ -382,7 +404,7 @@ class RecordBuilder:
             self._single_kind_check(pairs)
         props = _check_mapping("properties", properties)
         ts = self.timestamp(timestamp)
-        payload = (event, None if props is None else _json(props))
+        payload = (event, None if props is None else _json(props, "properties"))
         return self._finish(TRACK, ts, event_id, pairs, payload, clocked=timestamp is None)
 
     def identify(
@@ -404,6 +426,7 @@ class RecordBuilder:
             and set_once is None
             and type(event_id) is str
             and event_id
+            and event_id.isascii()
             and type(timestamp) in (float, int)
             and self._plain_pair
         ):
@@ -426,10 +449,13 @@ class RecordBuilder:
         if identifiers is not None:
             self._extra(identifiers, pairs)
             self._single_kind_check(pairs)
-        t = _check_mapping("traits", traits)
-        s = _check_mapping("set_once", set_once)
+        t = _json_data("traits", _check_mapping("traits", traits))
+        s = _json_data("set_once", _check_mapping("set_once", set_once))
         ts = self.timestamp(timestamp)
-        payload = (None if t is None else _json(t), None if s is None else _json(s))
+        payload = (
+            None if t is None else _json(t, "traits"),
+            None if s is None else _json(s, "set_once"),
+        )
         return self._finish(
             IDENTIFY, ts, event_id, pairs, payload, traits=t, set_once=s, clocked=timestamp is None
         )
@@ -484,7 +510,7 @@ class RecordBuilder:
             raise InvalidEventError(
                 "user_id", None, "identify_company needs a user_id or an anonymous_id"
             )
-        t = _check_mapping("traits", traits)
+        t = _json_data("traits", _check_mapping("traits", traits))
         ts = self.timestamp(timestamp)
         blocked_company = rules.blocked_reason(cid)
         record = self._finish(
@@ -492,7 +518,7 @@ class RecordBuilder:
             ts,
             event_id,
             pairs,
-            (None if t is None else _json(t),),
+            (None if t is None else _json(t, "traits"),),
             company_id=cid if blocked_company is None else None,
             company_traits=t if blocked_company is None else None,
             clocked=timestamp is None,

@@ -615,7 +615,8 @@ class IdentityGraph:
 
     def __len__(self) -> int:
         """Number of identifiers in the graph."""
-        return int(self._store.counts()["identifiers"])
+        with self._lock:
+            return int(self._store.counts()["identifiers"])
 
     # -- explaining and exporting (SPEC §5) -------------------------------------------------
 

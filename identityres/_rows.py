@@ -122,9 +122,13 @@ class ProfileRows:
 
 @attrs.frozen
 class Changes:
-    """What one batch changes. ``nodes`` and ``links`` replace rows with the same ref /
-    event_id (or add them); the trait and company rows merge as their docs say; ``events``
-    adds ``(event_id, fingerprint)``; ``blocked`` adds ``(kind, value, count)``."""
+    """What one batch changes. The trait and company rows merge as their docs say;
+    ``events`` adds ``(event_id, fingerprint)``; ``blocked`` adds ``(kind, value, count)``,
+    and a count of 0 deletes that value's row (it was erased).
+
+    ``nodes`` and ``links`` always hold *whole* link components, as loaded plus what the
+    batch created: a store replaces everything it held for those components with them
+    (links of theirs that are not re-sent are gone, as after an erasure)."""
 
     nodes: tuple[NodeRow, ...] = ()
     links: tuple[LinkRow, ...] = ()

@@ -205,3 +205,30 @@ def test_errors_pickle_round_trip() -> None:
     err.at_index(3)
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is errors.UnknownKindError and str(copy) == str(err) and copy.index == 3
+
+
+def test_traits_must_be_json_data_and_are_kept_as_json_reads_them() -> None:
+    g = ir.IdentityGraph()
+    with pytest.raises(errors.InvalidEventError) as info:
+        g.identify("u1", traits={"when": object()})
+    assert info.value.field == "traits"
+    g.identify("u1", traits={"tags": ("a", "b"), "nested": {1: "x"}}, timestamp=1)
+    p = g.profile(user_id="u1")
+    assert p is not None and p.traits == {"tags": ["a", "b"], "nested": {"1": "x"}}
+    assert g.stats().events == 1
+
+
+def test_event_ids_must_be_valid_unicode() -> None:
+    with pytest.raises(errors.InvalidEventError) as info:
+        ir.IdentityGraph().identify("u1", event_id="m\ud800")
+    assert info.value.field == "event_id"
+
+
+def test_one_memory_store_serves_one_set_of_rules() -> None:
+    from identityres.storage import MemoryStore
+
+    store = MemoryStore()
+    ir.IdentityGraph(store=store)
+    ir.IdentityGraph(store=store)  # same rules: fine
+    with pytest.raises(errors.ConfigurationError):
+        ir.IdentityGraph(ir.Rules(limits={"user_id": None}), store=store)

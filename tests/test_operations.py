@@ -212,3 +212,47 @@ def test_operations_keep_arrival_order_irrelevant(stream: list[Any], data: st.Da
         h.ingest([e])
     a, b = snapshot(g), snapshot(h)
     assert a == b, snapshot_diff(a, b)
+
+
+def test_forget_in_the_same_batch_as_the_writes_leaves_nothing_behind() -> None:
+    for store in (ir.storage.MemoryStore(), ir.storage.MemoryStore(in_place=False)):
+        g = ir.IdentityGraph(store=store)
+        g.ingest(
+            [
+                ir.Identify(
+                    user_id="u1",
+                    anonymous_id="a1",
+                    traits={"email": "secret@x"},
+                    timestamp=1,
+                    event_id="e1",
+                ),
+                ir.IdentifyCompany(company_id="acme", user_id="u1", timestamp=2, event_id="e2"),
+                ir.Forget(identifier="u1", timestamp=3, event_id="f1"),
+            ]
+        )
+        engine = store.engine
+        assert "secret@x" not in repr(engine.traits)
+        assert all(not members for members in engine.company_members.values())
+        assert g.resolve(anonymous_id="a1") == "a1"
+
+
+def test_forget_of_a_blocked_value_drops_its_count() -> None:
+    long_email = "x" * 401 + "@mail.com"
+    for store in (ir.storage.MemoryStore(), ir.storage.MemoryStore(in_place=False)):
+        g = ir.IdentityGraph(store=store)
+        g.track("Seen", anonymous_id="a1", identifiers={"email": long_email}, timestamp=1)
+        assert g.stats().blocked_values
+        g.forget(("email", long_email), timestamp=2)
+        assert not g.stats().blocked_values
+
+
+def test_a_force_merged_profile_over_the_limit_can_still_gain_other_identifiers() -> None:
+    g = ir.IdentityGraph()
+    g.identify("u1", "a1", timestamp=1)
+    g.identify("u2", "a2", timestamp=2)
+    g.merge("u1", "u2", timestamp=3)
+    out = g.identify("u1", "a3", timestamp=4)
+    assert out.joined == (Identifier("anonymous_id", "a3"),)
+    # but a third user id is still refused
+    g.identify("u3", timestamp=5)
+    assert g.alias("u1", "u3", timestamp=6).refused[0].reason is Reason.LIMIT_EXCEEDED

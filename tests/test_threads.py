@@ -58,7 +58,7 @@ def test_threads_writing_one_graph_end_in_the_reference_state(in_place: bool) ->
     def writer(chunk: list[Any]) -> None:
         try:
             start.wait()
-            for j, e in enumerate(chunk):
+            for j in range(len(chunk)):
                 if j % 3 == 0:
                     graph.ingest(chunk[j : j + 3])  # batches and single writes interleave
                 if j % 7 == 0:
