@@ -756,3 +756,55 @@ def test_operator_merge_split_and_forget_agree_with_the_memory_graph(tmp_path: P
         with sqlite3.connect(path) as conn:
             values = {v for (v,) in conn.execute("SELECT value FROM nodes")}
         assert "u3" not in values
+
+
+# --- erasure leaves no bytes behind (issue #4: GDPR forget) -------------------------------------
+
+
+def _file_bytes(db: Path) -> bytes:
+    return b"".join(
+        p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-journal")) if p.exists()
+    )
+
+
+def test_forget_leaves_no_trace_of_the_value_in_the_database_files(tmp_path: Path) -> None:
+    db = tmp_path / "gdpr.db"
+    secret_user = "forget-me-user-7f3a9c"
+    secret_email = "forget.me.7f3a9c@example.org"
+    with IdentityGraph(store=SQLiteStore(db)) as graph:
+        # enough other identifiers that the secret shares pages (and index pages) with them
+        graph.ingest(
+            [
+                Identify(
+                    user_id=f"user-{i:05d}",
+                    anonymous_id=f"anon-{i:05d}",
+                    timestamp=i,
+                    event_id=f"e{i}",
+                )
+                for i in range(3000)
+            ]
+        )
+        graph.identify(
+            secret_user,
+            "anon-00042",
+            identifiers={"email": secret_email},
+            traits={"plan": "pro"},
+            timestamp=5000,
+            event_id="s1",
+        )
+        graph.track("Seen", identifiers={"email": secret_email}, timestamp=5001, event_id="s2")
+        raw = _file_bytes(db)
+        assert secret_user.encode() in raw and secret_email.encode() in raw  # the test can fail
+        graph.forget(secret_user, timestamp=6000, event_id="f1")
+        graph.forget(("email", secret_email), timestamp=6001, event_id="f2")
+        raw = _file_bytes(db)
+        assert secret_user.encode() not in raw
+        assert secret_email.encode() not in raw
+        assert graph.resolve(user_id=secret_user) is None
+        # the rest is intact, and a replay of the old events cannot bring them back
+        assert graph.resolve(anonymous_id="anon-00042") == "user-00042"
+        graph.track("Seen", identifiers={"email": secret_email}, timestamp=7000, event_id="s3")
+        assert graph.resolve(identifier=("email", secret_email)) is None
+    raw = _file_bytes(db)
+    assert secret_user.encode() not in raw
+    assert secret_email.encode() not in raw

@@ -274,7 +274,7 @@ def _decode_link(row: tuple[Any, ...]) -> LinkRow:
 class _SQLiteBatch:
     """One ``BEGIN IMMEDIATE`` transaction (see :meth:`SQLiteStore.batch`)."""
 
-    __slots__ = ("_conn", "_loaded_links", "_loaded_nodes", "_saved", "_store")
+    __slots__ = ("_conn", "_loaded_links", "_loaded_nodes", "_saved", "_store", "erased")
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
         self._store = store
@@ -284,6 +284,8 @@ class _SQLiteBatch:
         self._loaded_nodes: dict[int, NodeRow] = {}
         self._loaded_links: dict[str, LinkRow] = {}
         self._saved = False
+        #: the batch erased something (see ``SQLiteStore.batch``)
+        self.erased = False
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         with self._store._errors("seen"):
@@ -309,6 +311,9 @@ class _SQLiteBatch:
         return rows
 
     def save(self, changes: Changes) -> None:
+        self.erased = bool(
+            changes.deleted or changes.suppressed or any(not c for _, _, c in changes.blocked)
+        )
         if self._saved:
             raise RuntimeError("save() called twice in one batch")
         self._saved = True
@@ -724,6 +729,9 @@ class SQLiteStore:
         # that many batches change is copied once, and commits stay short.
         conn.execute("PRAGMA wal_autocheckpoint = 16384")
         conn.execute("PRAGMA temp_store = MEMORY")
+        # Erasure (forget) must leave no copy of a value in the file: deleted content is
+        # overwritten with zeros, and the WAL is checkpointed and truncated after the batch.
+        conn.execute("PRAGMA secure_delete = ON")
         getlimit = getattr(conn, "getlimit", None)  # Python >= 3.11
         limit = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
         if getlimit is not None and limit is not None:
@@ -915,13 +923,21 @@ class SQLiteStore:
                 raise StorageError(f"{self!r}: a batch is already open on this store")
             self._retrying("begin a batch", lambda: conn.execute("BEGIN IMMEDIATE"))
             self._new_kinds.clear()
+            batch = _SQLiteBatch(self, conn)
             try:
-                yield _SQLiteBatch(self, conn)
+                yield batch
                 self._retrying("commit", lambda: conn.execute("COMMIT"))
             except BaseException:
                 self._rollback(conn)
                 raise
             self._new_kinds.clear()
+            if batch.erased:
+                # The WAL still holds the pages as they were before the erasure: copy the
+                # new pages into the file and cut the WAL to nothing.
+                self._retrying(
+                    "checkpoint after an erasure",
+                    lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+                )
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         for name in self._new_kinds:
