@@ -429,8 +429,10 @@ class _SQLiteBatch:
         self._save_links(changes.links, ref)
         if changes.traits:
             self._save_traits(changes.traits, ref)
-        if changes.company_links or changes.company_traits:
-            self._save_companies(changes.company_links, changes.company_traits, ref)
+        if changes.companies or changes.company_links or changes.company_traits:
+            self._save_companies(
+                changes.companies, changes.company_links, changes.company_traits, ref
+            )
         if changes.events:
             conn.executemany(
                 "INSERT INTO events (event_id, fingerprint) VALUES (?, ?)", changes.events
@@ -526,12 +528,13 @@ class _SQLiteBatch:
 
     def _save_companies(
         self,
+        named: Iterable[str],
         links: Iterable[CompanyLinkRow],
         traits: Iterable[CompanyTraitRow],
         ref: Callable[[int], int],
     ) -> None:
         conn = self._conn
-        companies: dict[str, None] = {}
+        companies: dict[str, None] = dict.fromkeys(named)
         best_links: dict[tuple[int, str], CompanyLinkRow] = {}
         for c in links:
             companies[c.company_id] = None
