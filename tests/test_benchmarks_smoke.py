@@ -1,0 +1,69 @@
+"""The benchmark harness still runs: ``benchmarks/run.py --smoke`` (2,000 identifiers, one repeat,
+no plots, no subprocess phases) writes its report with every row of the targets table.
+
+Nothing here asserts a speed: the harness is checked, not the library's performance.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+FIGURES = (
+    "per-event API ingest vs networkx.utils.UnionFind",
+    "per-event API ingest vs bare dict union-find",
+    "ingest() of a list vs bare dict union-find",
+    "resolve() vs dict lookup loop",
+    "memory per identifier at 10^6 identifiers (in-memory store)",
+    "throughput at 10^7 identifiers vs at 10^5",
+    "stream with 1% late events vs same stream in order",
+    "SQLite ingest vs in-memory ingest",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    pytest.importorskip("networkx")
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc.stdout
+
+
+def test_report_has_every_target_row(smoke: tuple[Path, str]) -> None:
+    out, stdout = smoke
+    report = (out / "benchmarks.md").read_text(encoding="utf-8")
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    for figure in FIGURES:
+        matching = [row for row in rows if row.startswith(f"| {figure} |")]
+        assert len(matching) == 1, figure
+        cells = [c.strip() for c in matching[0].strip("|").split("|")]
+        assert len(cells) == 4
+        assert cells[3] in {"yes", "no", "(yes)", "(no)", "n/a"}
+        assert f"| {figure} |" in stdout  # the table is printed too
+
+
+def test_results_json_holds_the_measurements(smoke: tuple[Path, str]) -> None:
+    out, _ = smoke
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    (result,) = data["results"]
+    assert result["size"] == 2000
+    assert set(result["eps"]) == {"api", "api_in_order", "ingest", "networkx", "dict"}
+    assert result["memory"]["identifiers"] > 1000
+    assert result["lookups"]["queries"] > 0
+    assert not list(out.glob("*.png"))  # --smoke makes no plots
