@@ -37,10 +37,10 @@ from identityres._model import (
     Profile,
     Reason,
     Refusal,
-    TimestampLike,
 )
 from identityres._rows import ComponentRows
 from identityres._rules import Rules
+from identityres._writes import EventWriter
 from identityres.errors import (
     ConfigurationError,
     EventIdConflictError,
@@ -113,7 +113,7 @@ def _system_clock() -> float:
     return time.time()
 
 
-class IdentityGraph:
+class IdentityGraph(EventWriter[Outcome]):
     """An identity graph: feed it events, read back profiles (SPEC §3-§5).
 
     ``rules`` configures the merge rules (:class:`Rules`); ``clock`` returns the time given
@@ -181,6 +181,9 @@ class IdentityGraph:
         self.close()
 
     # -- writing --------------------------------------------------------------------------
+
+    def _submit(self, record: Record) -> Outcome:
+        return self._apply(record)
 
     def _apply(self, rec: Record) -> Outcome:
         engine = self._engine
@@ -286,125 +289,6 @@ class IdentityGraph:
         if events:
             batch.save(engine.changes(events))
         return [o for o in outcomes if o is not None], errors
-
-    def track(
-        self,
-        event: str,
-        *,
-        anonymous_id: IdLike | None = None,
-        user_id: IdLike | None = None,
-        identifiers: dict[str, IdLike] | None = None,
-        properties: dict[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """Record an observation; with two or more identifiers it is also a link (SPEC §3)."""
-        return self._apply(
-            self._build.track(
-                event, anonymous_id, user_id, identifiers, properties, timestamp, event_id
-            )
-        )
-
-    def identify(
-        self,
-        user_id: IdLike,
-        anonymous_id: IdLike | None = None,
-        *,
-        identifiers: dict[str, IdLike] | None = None,
-        traits: dict[str, Any] | None = None,
-        set_once: dict[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """This device/session (``anonymous_id``) is this user. ``traits`` are written to the
-        user (last write wins); ``set_once`` traits keep their earliest value (SPEC R6)."""
-        return self._apply(
-            self._build.identify(
-                user_id, anonymous_id, identifiers, traits, set_once, timestamp, event_id
-            )
-        )
-
-    def alias(
-        self,
-        user_id: IdLike,
-        previous_id: IdLike | Identifier | tuple[str, IdLike],
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """Declare ``previous_id`` another name of ``user_id`` — still subject to the rules,
-        so two identified users are not merged (use the operator's forced merge for that).
-
-        A plain ``previous_id`` is a ``user_id``; pass ``Identifier("anonymous_id", ...)``
-        or a ``(kind, value)`` pair for another kind.
-        """
-        return self._apply(self._build.alias(user_id, previous_id, timestamp, event_id))
-
-    def reset(
-        self,
-        anonymous_id: IdLike,
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """The session of ``anonymous_id`` ended: from now on it joins nothing (SPEC R4)."""
-        return self._apply(self._build.reset(anonymous_id, timestamp, event_id))
-
-    def identify_company(
-        self,
-        company_id: IdLike,
-        *,
-        user_id: IdLike | None = None,
-        anonymous_id: IdLike | None = None,
-        traits: dict[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """This person belongs to this company; ``traits`` are the company's (SPEC R7)."""
-        return self._apply(
-            self._build.identify_company(
-                company_id, user_id, anonymous_id, traits, timestamp, event_id
-            )
-        )
-
-    def merge(
-        self,
-        a: IdLike | Identifier | tuple[str, IdLike],
-        b: IdLike | Identifier | tuple[str, IdLike],
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """Operator's forced merge of the profiles of ``a`` and ``b`` (SPEC §3): it joins what
-        the rules would refuse (two identified users, a full profile, a reset anonymous id),
-        but never a blocked value. The canonical id rule (R5) picks the surviving id. Like
-        every event it is logged and replayed in key order, so it is audited (``history``)
-        and arrival order still does not matter. A plain value means a ``user_id``."""
-        return self._apply(self._build.merge(a, b, timestamp, event_id))
-
-    def split(
-        self,
-        identifier: IdLike | Identifier | tuple[str, IdLike],
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """Detach ``identifier`` from its profile (SPEC §3): the links carrying it dated
-        before the split are severed; identifiers held together only through it fall apart;
-        events dated after the split apply normally, so a later identify can rejoin it."""
-        return self._apply(self._build.split(identifier, timestamp, event_id))
-
-    def forget(
-        self,
-        identifier: IdLike | Identifier | tuple[str, IdLike],
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> Outcome:
-        """GDPR erasure (SPEC §3): remove the identifier, its links, traits and company
-        links. The graph keeps only a keyed hash of it on a suppression list, so no replay
-        or late event brings it back; profiles bridged only by it fall apart."""
-        return self._apply(self._build.forget(identifier, timestamp, event_id))
 
     def ingest(
         self, events: Iterable[Any], *, on_error: Literal["raise", "skip"] = "raise"

@@ -39,9 +39,9 @@ from identityres._model import (
     Profile,
     Reason,
     Refusal,
-    TimestampLike,
 )
 from identityres._rules import CompiledRules, Rules
+from identityres._writes import EventWriter
 from identityres.errors import EventIdConflictError, InvalidEventError, ValidationError
 
 __all__ = ["ReferenceResolver", "ResolverLike", "Snapshot", "snapshot", "snapshot_diff"]
@@ -272,7 +272,7 @@ class _Fold:
         return Company(company_id=company_id, traits=traits, profiles=profiles)
 
 
-class ReferenceResolver:
+class ReferenceResolver(EventWriter[None]):
     """The oracle: the same write and read API as ``IdentityGraph``, computed the slow way.
 
     It stores the accepted :class:`~identityres._events.Record` objects by ``event_id`` and
@@ -299,6 +299,9 @@ class ReferenceResolver:
         """The accepted records, in arrival order (duplicates left out)."""
         return tuple(self._records.values())
 
+    def _submit(self, record: Record) -> None:
+        self._accept(record)
+
     def _accept(self, record: Record) -> None:
         seen = self._records.get(record.event_id)
         if seen is None:
@@ -306,80 +309,6 @@ class ReferenceResolver:
         elif not _same_content(seen, record):
             raise _conflict(record.event_id)
         # else: a duplicate, ignored
-
-    def track(
-        self,
-        event: str,
-        *,
-        anonymous_id: IdLike | None = None,
-        user_id: IdLike | None = None,
-        identifiers: Mapping[str, IdLike] | None = None,
-        properties: Mapping[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> None:
-        """An observation; with two or more identifiers also a link."""
-        self._accept(
-            self._build.track(
-                event, anonymous_id, user_id, identifiers, properties, timestamp, event_id
-            )
-        )
-
-    def identify(
-        self,
-        user_id: IdLike,
-        anonymous_id: IdLike | None = None,
-        *,
-        identifiers: Mapping[str, IdLike] | None = None,
-        traits: Mapping[str, Any] | None = None,
-        set_once: Mapping[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> None:
-        """This device/session is this user; traits belong to the event's anchor."""
-        self._accept(
-            self._build.identify(
-                user_id, anonymous_id, identifiers, traits, set_once, timestamp, event_id
-            )
-        )
-
-    def alias(
-        self,
-        user_id: IdLike,
-        previous_id: IdLike | Identifier | tuple[str, IdLike],
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> None:
-        """``previous_id`` (a ``user_id`` unless given as a pair) is another name of ``user_id``."""
-        self._accept(self._build.alias(user_id, previous_id, timestamp, event_id))
-
-    def reset(
-        self,
-        anonymous_id: IdLike,
-        *,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> None:
-        """The session of ``anonymous_id`` ended; later events cannot link it."""
-        self._accept(self._build.reset(anonymous_id, timestamp, event_id))
-
-    def identify_company(
-        self,
-        company_id: IdLike,
-        *,
-        user_id: IdLike | None = None,
-        anonymous_id: IdLike | None = None,
-        traits: Mapping[str, Any] | None = None,
-        timestamp: TimestampLike | None = None,
-        event_id: str | None = None,
-    ) -> None:
-        """This person belongs to this company; ``traits`` are the company's."""
-        self._accept(
-            self._build.identify_company(
-                company_id, user_id, anonymous_id, traits, timestamp, event_id
-            )
-        )
 
     def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> None:
         """Apply a batch of event objects and/or Segment-spec dicts, all or nothing.
