@@ -839,6 +839,11 @@ def _fmt_value(key: str, value: float | None) -> str:
     return f"{value:.2f}x"
 
 
+def _cell(text: Any) -> str:
+    """Text made safe for a markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _eps(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
@@ -886,7 +891,10 @@ def size_table(results: list[dict[str, Any]]) -> list[str]:
         m = r.get("memory")
         cells.append(f"{m['per_identifier']:,.0f}" if m else "-")
         st = r.get("stores", {})
-        cells.append(f"{st['ratio']:.2f}x" if "ratio" in st else "skipped")
+        if "ratio" in st:
+            cells.append(f"{st['ratio']:.2f}x")
+        else:
+            cells.append("failed" if "error" in st else "skipped")
         cli = r.get("cli", {})
         cells.append(_eps(cli.get("eps")) if "eps" in cli else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -1007,7 +1015,7 @@ def report(
     ]
     for h in headline(results):
         out.append(
-            f"| {h['figure']} | {_fmt_value(h['key'], h['value'])} ({h['note']}) "
+            f"| {h['figure']} | {_fmt_value(h['key'], h['value'])} ({_cell(h['note'])}) "
             f"| {h['target']} | {h['met']} |"
         )
     out += ["", "## At each size", ""]
@@ -1060,7 +1068,8 @@ def report(
             for r in stores:
                 st = r["stores"]
                 if "ratio" not in st:
-                    out.append(f"| {_pow10(r['size'])} | - | {st.get('error', '-')} | | | |")
+                    why = _cell(st.get("error") or st.get("skipped") or "-")
+                    out.append(f"| {_pow10(r['size'])} | - | {why} | | | |")
                     continue
                 for store in ("memory", "sqlite"):
                     s = st[store]
@@ -1070,6 +1079,10 @@ def report(
                         + (f"{s['db_bytes'] / 1e6:,.1f}" if store == "sqlite" else "-")
                         + " |"
                     )
+            out.append("")
+            for r in stores:
+                if r["stores"].get("note"):
+                    out += [f"At {_pow10(r['size'])}: {r['stores']['note']}", ""]
         else:
             why = stores[0]["stores"].get("skipped") or stores[0]["stores"].get("error")
             out += [f"Not measured: {why}.", ""]
@@ -1091,7 +1104,7 @@ def report(
         for r in clis:
             c = r["cli"]
             if "skipped" in c or "error" in c:
-                out.append(f"| {_pow10(r['size'])} | {c.get('error', 'skipped')} | | | | |")
+                out.append(f"| {_pow10(r['size'])} | {_cell(c.get('error', 'skipped'))} | | | | |")
                 continue
             out.append(
                 f"| {_pow10(r['size'])} | {c['lines']:,} | {c['bytes'] / 1e6:,.1f} | "
@@ -1251,7 +1264,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print("\n| figure | measured | target | met? |\n|---|---|---|---|")
     for h in headline(results):
         print(
-            f"| {h['figure']} | {_fmt_value(h['key'], h['value'])} ({h['note']}) "
+            f"| {h['figure']} | {_fmt_value(h['key'], h['value'])} ({_cell(h['note'])}) "
             f"| {h['target']} | {h['met']} |"
         )
     print()
@@ -1314,11 +1327,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="directory for the report, plots and results.json")
     parser.add_argument("--doc", help="report path (default: OUT/benchmarks.md, or docs/...)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--report-from", metavar="RESULTS_JSON", help="only write the report of a saved run again"
+    )
     parser.add_argument("--worker", choices=("memory", "sqlite"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.skip_given = bool(args.skip)
+    args.out_given = args.out is not None
+    args.doc_given = args.doc is not None
     args.skip = [s for s in args.skip.split(",") if s and s != "none"]
     for s in args.skip:
         if s not in PHASES:
@@ -1365,6 +1383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = profile_api(events, args.profile_size, args.profile_top)
         print("\n".join(profile_section(p)))
         return 0
+    if args.report_from:
+        return rerender(args)
     start = time.perf_counter()
     extra: dict[str, Any] = {"machine": machine()}
     results: list[dict[str, Any]] = []
@@ -1375,17 +1395,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     for size in args.sizes_list:
         results.append(measure_size(size, args, extra))
     out = Path(args.out)
+    write_outputs(results, extra, args, out, Path(args.doc))
+    extra["results"] = results
+    extra["args"] = vars(args)
+    (out / "results.json").write_text(json.dumps(extra, indent=1, default=str), encoding="utf-8")
+    print_table(results)
+    log(f"done in {time.perf_counter() - start:.0f} s: {args.doc}, {out / 'results.json'}")
+    return 0
+
+
+def write_outputs(
+    results: list[dict[str, Any]],
+    extra: dict[str, Any],
+    args: argparse.Namespace,
+    out: Path,
+    doc: Path,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pngs = [] if args.no_plots else plots(results, out)
-    doc = Path(args.doc)
     doc.parent.mkdir(parents=True, exist_ok=True)
     png_rel = os.path.relpath(out, doc.parent)
     doc.write_text(report(results, extra, args, pngs, png_rel), encoding="utf-8")
-    extra["results"] = results
-    extra["args"] = {k: v for k, v in vars(args).items() if k != "argv"}
-    (out / "results.json").write_text(json.dumps(extra, indent=1, default=str), encoding="utf-8")
+
+
+def rerender(args: argparse.Namespace) -> int:
+    """``--report-from RESULTS``: write the report and plots of a saved run again (after a
+    change of the report, or of results.json), measuring nothing."""
+    source = Path(args.report_from)
+    saved = json.loads(source.read_text(encoding="utf-8"))
+    results = saved.pop("results")
+    run_args = argparse.Namespace(**saved["args"])
+    run_args.argv = saved["args"].get("argv", [])
+    run_args.no_plots = args.no_plots
+    out = Path(args.out) if args.out_given else source.parent
+    doc = Path(args.doc) if args.doc_given else Path(run_args.doc)
+    write_outputs(results, saved, run_args, out, doc)
     print_table(results)
-    log(f"done in {time.perf_counter() - start:.0f} s: {doc}, {out / 'results.json'}")
+    log(f"report written again from {source}: {doc}")
     return 0
 
 
