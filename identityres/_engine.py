@@ -214,12 +214,10 @@ class Engine:
         first_ts = self.first_ts
         last_ts = self.last_ts
         nodes: list[int] = []
-        fresh = 0
         for kind, value in ids:
             n = nodes_by_kind[kind].get(value)
             if n is None:
                 n = self._new_node(kind, value, ts, eid)
-                fresh += 1
             else:
                 f = first_ts[n]
                 if ts < f or (ts == f and eid < self.first_eid[n]):
@@ -241,8 +239,6 @@ class Engine:
         elif etype == COMPANY and rec.company_id is not None:
             self._write_company(nodes[0], ts, eid, rec.company_id, rec.company_traits)
 
-        if fresh == 2 == len(nodes) and etype != MERGE:
-            return self._link_fresh_pair(ts, eid, nodes[0], nodes[1], etype), False, 0
         decisions: Any = None
         late = False
         replayed = 0
@@ -384,30 +380,6 @@ class Engine:
         refused = ((b, refusal[0], refusal[1]),)
         self.refusals[eid] = (ts, (a, b), refused)
         return (a, (), (), refused)
-
-    def _link_fresh_pair(self, ts: float, eid: str, a: int, b: int, etype: int) -> Any:
-        """A link between two identifiers seen for the first time (the commonest link: a
-        new device identified as a new user). Same decisions as ``_link``: neither has a
-        component, a reset or a profile yet."""
-        self.lparent[b] = a
-        self.log[a] = [(ts, eid, (a, b), etype)]
-        self.newest[a] = (ts, eid)
-        rules = self.rules
-        counts = self.counts
-        for k in rules.limited:
-            arr = counts[k]
-            lim = rules.limits[k]
-            if lim is not None and arr[a] + arr[b] > lim:
-                refused: tuple[tuple[int, Reason, int | None], ...] = ((b, _LIMIT, k),)
-                self.refusals[eid] = (ts, (a, b), refused)
-                return (a, (), (), refused)
-        cap = rules.max_profile_size
-        if cap is not None and cap < 2:
-            refused = ((b, _SIZE, None),)
-            self.refusals[eid] = (ts, (a, b), refused)
-            return (a, (), (), refused)
-        self._union(a, b)
-        return (a, (b,), (), ())
 
     def _log_single(self, n: int, key: Key, etype: int) -> int:
         root = self.lfind(n)

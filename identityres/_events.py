@@ -278,6 +278,22 @@ class RecordBuilder:
         k = self.kind(field, kind)
         return k, self.identifier_value(field, k, raw)
 
+    def lookup(self, user_id: Any, anonymous_id: Any, identifier: Any) -> tuple[int, str]:
+        """The identifier a read asks for: exactly one of ``user_id=``, ``anonymous_id=``,
+        ``identifier=``, validated and normalized like a write's."""
+        if sum(x is not None for x in (user_id, anonymous_id, identifier)) != 1:
+            raise InvalidEventError(
+                "identifier",
+                (user_id, anonymous_id, identifier),
+                "give exactly one of user_id=, anonymous_id=, identifier=",
+            )
+        rules = self._rules
+        if user_id is not None:
+            return rules.user, self.identifier_value("user_id", rules.user, user_id)
+        if anonymous_id is not None:
+            return rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id)
+        return self.identifier("identifier", identifier)
+
     def event_id(self, value: Any) -> str:
         if type(value) is str and value and value.isascii():
             return value

@@ -190,15 +190,16 @@ class IdentityGraph(EventWriter[Outcome]):
         if engine is None:
             outcomes, _ = self._write([(0, rec)], raise_errors=True)
             return outcomes[0]
+        fingerprint = hash(rec.content)
         with self._lock:
             seen = engine.seen.get(rec.event_id)
             if seen is not None:
-                if seen != hash(rec.content):
+                if seen != fingerprint:
                     raise EventIdConflictError(
                         "event_id", rec.event_id, "already used by an event with other content"
                     )
                 return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-            decisions, late, replayed = engine.apply(rec, hash(rec.content))
+            decisions, late, replayed = engine.apply(rec, fingerprint)
         return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
 
     def _write(
@@ -211,15 +212,12 @@ class IdentityGraph(EventWriter[Outcome]):
             range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id)
         )
         if self._engine is not None:
+            # ``ingest`` checked every event id against the graph under this same lock.
             outcomes: list[Any] = [None] * len(records)
-            errors: list[tuple[int, ValidationError]] = []
             with self._lock:
                 for i in order:
-                    try:
-                        outcomes[i] = self._apply(records[i][1])
-                    except EventIdConflictError as exc:  # raise mode checked this earlier
-                        errors.append((records[i][0], exc))
-            return [o for o in outcomes if o is not None], errors
+                    outcomes[i] = self._apply(records[i][1])
+            return outcomes, []
         names = self._kinds
         for attempt in range(_RETRIES):
             try:
@@ -227,8 +225,6 @@ class IdentityGraph(EventWriter[Outcome]):
                     return self._write_batch(batch, records, order, names, raise_errors)
             except RetryBatch:
                 time.sleep(min(0.001 * 2**attempt, 0.1))
-            except ValidationError:
-                raise
             except IdentityResError:
                 raise
             except Exception as exc:
@@ -314,10 +310,11 @@ class IdentityGraph(EventWriter[Outcome]):
             for index, event in enumerate(events_list):
                 try:
                     rec = build.from_object(event)
+                    mine = hash(rec.content)
                     fp = batch_seen.get(rec.event_id)
                     if fp is None:
                         fp = seen.get(rec.event_id)
-                    if fp is not None and fp != hash(rec.content):
+                    if fp is not None and fp != mine:
                         # (stores other than the in-place memory store check stored event
                         # ids inside the batch, against stable fingerprints)
                         raise EventIdConflictError(
@@ -331,7 +328,7 @@ class IdentityGraph(EventWriter[Outcome]):
                         raise
                     errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
                     continue
-                batch_seen[rec.event_id] = hash(rec.content)
+                batch_seen[rec.event_id] = mine
                 records.append((index, rec))
             # Applying in key order keeps late-event replays to the events that are late
             # against the graph, not against the batch; the result is the same (R8).
@@ -351,20 +348,7 @@ class IdentityGraph(EventWriter[Outcome]):
     def _key(
         self, user_id: IdLike | None, anonymous_id: IdLike | None, identifier: Any
     ) -> tuple[int, str]:
-        given = [x is not None for x in (user_id, anonymous_id, identifier)]
-        if sum(given) != 1:
-            raise InvalidEventError(
-                "identifier",
-                (user_id, anonymous_id, identifier),
-                "give exactly one of user_id=, anonymous_id=, identifier=",
-            )
-        build = self._build
-        rules = self._rules.compiled
-        if user_id is not None:
-            return rules.user, build.identifier_value("user_id", rules.user, user_id)
-        if anonymous_id is not None:
-            return rules.anon, build.identifier_value("anonymous_id", rules.anon, anonymous_id)
-        return build.identifier("identifier", identifier)
+        return self._build.lookup(user_id, anonymous_id, identifier)
 
     def resolve(
         self,

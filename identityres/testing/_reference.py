@@ -42,7 +42,7 @@ from identityres._model import (
 )
 from identityres._rules import CompiledRules, Rules
 from identityres._writes import EventWriter
-from identityres.errors import EventIdConflictError, InvalidEventError, ValidationError
+from identityres.errors import EventIdConflictError, ValidationError
 
 __all__ = ["ReferenceResolver", "ResolverLike", "Snapshot", "snapshot", "snapshot_diff"]
 
@@ -339,21 +339,7 @@ class ReferenceResolver(EventWriter[None]):
         return _Fold(self._compiled, self._records.values())
 
     def _node(self, user_id: IdLike | None, anonymous_id: IdLike | None, identifier: Any) -> Node:
-        given = sum(x is not None for x in (user_id, anonymous_id, identifier))
-        if given != 1:
-            raise InvalidEventError(
-                "identifier",
-                (user_id, anonymous_id, identifier),
-                "give exactly one of user_id=, anonymous_id=, identifier=",
-            )
-        rules = self._compiled
-        if user_id is not None:
-            return rules.user, self._build.identifier_value("user_id", rules.user, user_id)
-        if anonymous_id is not None:
-            return rules.anon, self._build.identifier_value(
-                "anonymous_id", rules.anon, anonymous_id
-            )
-        return self._build.identifier("identifier", identifier)
+        return self._build.lookup(user_id, anonymous_id, identifier)
 
     def profiles(self) -> Iterator[Profile]:
         """Every profile, by (priority of the canonical id's kind, canonical id)."""
