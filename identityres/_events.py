@@ -114,11 +114,16 @@ class Record:
         self.company_traits = company_traits
 
 
+# Content fingerprints must not depend on dict order: sort keys.  ``default=repr`` keeps
+# odd but harmless values (datetimes in properties) from failing the write.  One encoder
+# for the process: ``json.dumps`` with options builds a new one per call, which was a tenth
+# of the per-event cost of a track with properties.
+_CONTENT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+
+
 def _json(value: Any, field: str) -> str:
-    # Content fingerprints must not depend on dict order: sort keys.  ``default=repr``
-    # keeps odd but harmless values (datetimes in properties) from failing the write.
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+        return _CONTENT_JSON.encode(value)
     except (TypeError, ValueError) as exc:  # e.g. a nested mapping with mixed key types
         raise InvalidEventError(field, value, f"not JSON-like: {exc}") from None
 
@@ -391,6 +396,52 @@ class RecordBuilder:
 
     # -- one builder per operation ---------------------------------------------------------
 
+    def _fast_track(
+        self, event: str, user_id: Any, anonymous_id: Any, properties: Any, ts: float
+    ) -> tuple[float, tuple[tuple[int, str], ...], tuple[Any, ...]] | None:
+        """``(ts, ids, content)`` of a track whose values need no more than ``_quick``
+        (plain str ids, plain dict properties); ``None``: take the general path, which
+        raises or handles what this one does not."""
+        if ts - ts != 0.0:  # NaN or infinite
+            return None
+        rules = self._rules
+        quick = self._quick
+        if user_id is None:
+            if type(anonymous_id) is not str:
+                return None
+            a = anonymous_id.strip()
+            if not (a.isascii() and quick(a)):
+                return None
+            ids: tuple[tuple[int, str], ...] = ((rules.anon, a),)
+        elif anonymous_id is None:
+            if type(user_id) is not str:
+                return None
+            u = user_id.strip()
+            if not (u.isascii() and quick(u)):
+                return None
+            ids = ((rules.user, u),)
+        else:
+            if type(user_id) is not str or type(anonymous_id) is not str:
+                return None
+            u = user_id.strip()
+            a = anonymous_id.strip()
+            if not (u.isascii() and a.isascii() and quick(u) and quick(a)):
+                return None
+            ids = ((rules.user, u), (rules.anon, a))
+        if not properties:
+            if properties is not None and type(properties) is not dict:
+                return None
+            props = None
+        else:
+            if type(properties) is not dict:
+                return None
+            for key in properties:
+                if type(key) is not str:
+                    return None
+            props = _json(properties, "properties")
+        return ts, ids, (TRACK, ts, ids, None, event, props)
+
+
     def track(
         self,
         event: Any,
@@ -401,9 +452,23 @@ class RecordBuilder:
         timestamp: Any,
         event_id: Any,
     ) -> Record:
+        rules = self._rules
+        if (
+            type(event) is str
+            and event
+            and identifiers is None
+            and type(event_id) is str
+            and event_id
+            and event_id.isascii()
+            and type(timestamp) in (float, int)
+            and self._plain_pair
+        ):
+            # The hot path of bulk tracking: same result as below, fewer calls.
+            fast = self._fast_track(event, user_id, anonymous_id, properties, float(timestamp))
+            if fast is not None:
+                return Record(TRACK, fast[0], event_id, fast[1], (), fast[2])
         if not isinstance(event, str) or not event:
             raise InvalidEventError("event", event, "the event name must be a non-empty str")
-        rules = self._rules
         pairs: list[tuple[int, str]] = []
         if user_id is not None:
             pairs.append((rules.user, self.identifier_value("user_id", rules.user, user_id)))
