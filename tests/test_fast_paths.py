@@ -117,3 +117,34 @@ def test_event_objects_build_the_same_record_on_both_paths(event: Any) -> None:
 def test_property_order_does_not_change_the_content(props: dict[str, Any]) -> None:
     rec = FAST.track("Viewed", "anon-1", "user-1", None, props, 1.0, "e1")
     assert rec.content[-1] == '{"a":[1,2],"b":1}'
+
+
+def _answer(graph: ir.IdentityGraph, **kw: Any) -> Any:
+    try:
+        return graph.resolve(**kw)
+    except ValidationError as exc:
+        return (type(exc), exc.field, str(exc))
+
+
+@given(
+    stream=irst.streams(),
+    queries=st.lists(st.tuples(st.sampled_from(["user_id", "anonymous_id"]), _values), max_size=8),
+)
+def test_resolve_fast_path_answers_like_the_general_path(
+    stream: list[Any], queries: list[tuple[str, Any]]
+) -> None:
+    graph = ir.IdentityGraph()
+    graph.ingest(stream)
+    asked = [(kind, value) for kind, value in queries]
+    # and identifiers the graph knows, as written and padded with whitespace
+    for event in stream:
+        for kind in ("user_id", "anonymous_id"):
+            value = getattr(event, kind, None)
+            if value is not None:
+                asked += [(kind, value), (kind, f" {value} ")]
+    fast = [_answer(graph, **{kind: value}) for kind, value in asked]
+    with pytest.raises(ir.errors.InvalidEventError):  # both at once is an error
+        graph.resolve(user_id="u", anonymous_id="a")
+    graph._plain_lookup = False
+    slow = [_answer(graph, **{kind: value}) for kind, value in asked]
+    assert fast == slow
