@@ -187,12 +187,23 @@ class Engine:
         ts = rec.ts
         eid = rec.event_id
         self.seen[eid] = fingerprint
+        etype = rec.etype
+        if (
+            etype <= IDENTIFY
+            and rec.traits is None
+            and rec.set_once is None
+            and not rec.blocked
+            and not self.suppressed
+            and self.refs is None
+        ):
+            fast = self._seen_again(rec, ts, eid, etype)
+            if fast is not None:
+                return fast, False, 0
         if rec.blocked:
             for b in rec.blocked:
                 self.blocked[(b[0], b[1])] += 1
         nodes_by_kind = self.nodes
         ids = rec.ids
-        etype = rec.etype
         if etype == FORGET:
             return self._forget(rec)
         anchor_erased = False
@@ -211,21 +222,13 @@ class Engine:
             (ka, va), (kb, vb) = ids
             if va not in nodes_by_kind[ka] and vb not in nodes_by_kind[kb]:
                 return self._fresh_pair(ka, va, kb, vb, rec), False, 0
-        first_ts = self.first_ts
-        last_ts = self.last_ts
         nodes: list[int] = []
         for kind, value in ids:
             n = nodes_by_kind[kind].get(value)
             if n is None:
                 n = self._new_node(kind, value, ts, eid)
             else:
-                f = first_ts[n]
-                if ts < f or (ts == f and eid < self.first_eid[n]):
-                    first_ts[n] = ts
-                    self.first_eid[n] = eid
-                    self._touch_canon(n)
-                if ts > last_ts[n]:
-                    last_ts[n] = ts
+                self._seen_at(n, ts, eid)
             nodes.append(n)
 
         # Traits and company links belong to the event's anchor (R6, R7); when the anchor is
@@ -251,6 +254,51 @@ class Engine:
                 late, replayed = self._split(nodes[0], (ts, eid))
             decisions = (nodes[0], (), (), ())
         return decisions, late, replayed
+
+    def _seen_again(self, rec: Record, ts: float, eid: str, etype: int) -> Any:
+        """The two commonest events, decided without the general machinery: a track of one
+        known identifier, and a track or identify of two known identifiers already in one
+        profile, newer than everything their link component has seen. Returns the
+        decisions, or ``None`` when the event needs the general path (nothing changed)."""
+        ids = rec.ids
+        if len(ids) == 1:
+            k, v = ids[0]
+            n = self.nodes[k].get(v)
+            if n is None:
+                return None
+            self._seen_at(n, ts, eid)
+            return (n, (), (), ())
+        if len(ids) != 2 or self.splits:
+            return None
+        (ka, va), (kb, vb) = ids
+        a = self.nodes[ka].get(va)
+        if a is None:
+            return None
+        b = self.nodes[kb].get(vb)
+        if b is None:
+            return None
+        root = self.lfind(a)
+        if root != self.lfind(b):
+            return None
+        key = (ts, eid)
+        newest = self.newest.get(root)
+        if newest is None or not newest < key or self.find(a) != self.find(b):
+            return None
+        self._seen_at(a, ts, eid)
+        self._seen_at(b, ts, eid)
+        self.log[root].append((ts, eid, (a, b), etype))
+        self.newest[root] = key
+        return (a, (), (b,), ())
+
+    def _seen_at(self, n: int, ts: float, eid: str) -> None:
+        """Widen a node's first/last seen to include ``(ts, eid)``."""
+        f = self.first_ts[n]
+        if ts < f or (ts == f and eid < self.first_eid[n]):
+            self.first_ts[n] = ts
+            self.first_eid[n] = eid
+            self._touch_canon(n)
+        if ts > self.last_ts[n]:
+            self.last_ts[n] = ts
 
     def _forget(self, rec: Record) -> tuple[Any, bool, int]:
         """GDPR erasure (SPEC §3 forget): remove the identifier, its links, traits and

@@ -441,7 +441,6 @@ class RecordBuilder:
             props = _json(properties, "properties")
         return ts, ids, (TRACK, ts, ids, None, event, props)
 
-
     def track(
         self,
         event: Any,

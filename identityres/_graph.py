@@ -188,10 +188,7 @@ class IdentityGraph(EventWriter[Outcome]):
 
     # -- writing --------------------------------------------------------------------------
 
-    def _submit(self, record: Record) -> Outcome:
-        return self._apply(record)
-
-    def _apply(self, rec: Record) -> Outcome:
+    def _submit(self, rec: Record) -> Outcome:
         engine = self._engine
         if engine is None:
             outcomes, _ = self._write([(0, rec)], raise_errors=True)
@@ -217,13 +214,6 @@ class IdentityGraph(EventWriter[Outcome]):
         order = sorted(
             range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id)
         )
-        if self._engine is not None:
-            # ``ingest`` checked every event id against the graph under this same lock.
-            outcomes: list[Any] = [None] * len(records)
-            with self._lock:
-                for i in order:
-                    outcomes[i] = self._apply(records[i][1])
-            return outcomes, []
         names = self._kinds
         for attempt in range(_RETRIES):
             try:
@@ -292,6 +282,27 @@ class IdentityGraph(EventWriter[Outcome]):
             batch.save(engine.changes(events))
         return [o for o in outcomes if o is not None], errors
 
+    @staticmethod
+    def _apply_in_place(
+        engine: Engine, records: list[tuple[int, Record]], fingerprints: list[int]
+    ) -> list[Outcome]:
+        """Apply checked records to the in-place engine in ``(timestamp, event_id)`` order
+        (late-event replays then stay with the events late against the graph, not against
+        the batch; the result is the same, R8). Outcomes come back in the given order."""
+        keys = [(rec.ts, rec.event_id) for _, rec in records]
+        outcomes: list[Any] = [None] * len(records)
+        seen = engine.seen
+        apply = engine.apply
+        for i in sorted(range(len(records)), key=keys.__getitem__):
+            rec = records[i][1]
+            eid = rec.event_id
+            if eid in seen:  # the same event twice in one batch: the second is a duplicate
+                outcomes[i] = Outcome(eid, engine, None, rec.blocked, duplicate=True)
+            else:
+                decisions, late, replayed = apply(rec, fingerprints[i])
+                outcomes[i] = Outcome(eid, engine, decisions, rec.blocked, False, late, replayed)
+        return outcomes
+
     def ingest(
         self, events: Iterable[Any], *, on_error: Literal["raise", "skip"] = "raise"
     ) -> IngestReport:
@@ -307,6 +318,7 @@ class IdentityGraph(EventWriter[Outcome]):
             raise InvalidEventError("on_error", on_error, 'must be "raise" or "skip"')
         build = self._build
         records: list[tuple[int, Record]] = []
+        fingerprints: list[int] = []
         errors: list[EventError] = []
         batch_seen: dict[str, object] = {}
         events_list = list(events)
@@ -336,6 +348,11 @@ class IdentityGraph(EventWriter[Outcome]):
                     continue
                 batch_seen[rec.event_id] = mine
                 records.append((index, rec))
+                fingerprints.append(mine)
+            if engine is not None:
+                return IngestReport(
+                    tuple(self._apply_in_place(engine, records, fingerprints)), tuple(errors)
+                )
             # Applying in key order keeps late-event replays to the events that are late
             # against the graph, not against the batch; the result is the same (R8).
             outcomes, conflicts = self._write(records, raise_errors=on_error == "raise")

@@ -74,8 +74,7 @@ _props = st.one_of(
     st.just([("not", "a mapping")]),
 )
 _event_ids = st.one_of(
-    _plain,
-    st.none(), st.text(min_size=0, max_size=8), st.just("é-id"), st.integers(), st.just("")
+    _plain, st.none(), st.text(min_size=0, max_size=8), st.just("é-id"), st.integers(), st.just("")
 )
 
 
