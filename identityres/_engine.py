@@ -484,7 +484,12 @@ class Engine:
         if len(roots) > 1:
             # The longest log is kept and the others appended to it, so that each link
             # event is moved O(log n) times over the life of the graph.
-            root = max(roots, key=lambda r: len(log.get(r) or ()))
+            root = roots[0]
+            longest = len(log.get(root) or ())
+            for r in roots[1:]:
+                n = len(log.get(r) or ())
+                if n > longest:
+                    root, longest = r, n
             big = log.get(root)
             for r in roots:
                 if r == root:

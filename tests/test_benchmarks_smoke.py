@@ -56,6 +56,7 @@ def test_report_has_every_target_row(smoke: tuple[Path, str]) -> None:
         assert len(cells) == 4
         assert cells[3] in {"yes", "no", "(yes)", "(no)", "n/a"}
         assert f"| {figure} |" in stdout  # the table is printed too
+    assert "### How far the speed targets are from pure Python's floor" in report
 
 
 def test_results_json_holds_the_measurements(smoke: tuple[Path, str]) -> None:
@@ -63,7 +64,37 @@ def test_results_json_holds_the_measurements(smoke: tuple[Path, str]) -> None:
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     (result,) = data["results"]
     assert result["size"] == 2000
-    assert set(result["eps"]) == {"api", "api_in_order", "ingest", "networkx", "dict"}
+    assert set(result["eps"]) == {
+        "api",
+        "api_in_order",
+        "ingest",
+        "networkx",
+        "dict",
+        "floor_call",
+        "floor_dedup",
+    }
+    assert set(result["lookups"]["times"]) == {"resolve", "dict", "floor"}
     assert result["memory"]["identifiers"] > 1000
     assert result["lookups"]["queries"] > 0
     assert not list(out.glob("*.png"))  # --smoke makes no plots
+
+
+def test_the_dedup_floor_does_the_work_it_claims() -> None:
+    """The floor is honest only if it really validates and deduplicates: a redelivery
+    passes, a reused event_id with other content and a bad timestamp do not."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.floors import DedupFloor, ResolveFloor
+    finally:
+        sys.path.remove(str(ROOT))
+    floor = DedupFloor()
+    floor.track("Viewed", anonymous_id="a1", properties={"p": 1}, timestamp=1.0, event_id="e1")
+    floor.track("Viewed", anonymous_id="a1", properties={"p": 1}, timestamp=1.0, event_id="e1")
+    assert len(floor.seen) == 1
+    with pytest.raises(ValueError, match="e1"):
+        floor.track("Viewed", anonymous_id="a1", properties={"p": 2}, timestamp=1.0, event_id="e1")
+    with pytest.raises(ValueError, match="timestamp"):
+        floor.identify("u1", "a1", timestamp=float("nan"), event_id="e2")
+    with pytest.raises(ValueError, match="ids"):
+        floor.identify(7, "a1", timestamp=1.0, event_id="e3")
+    assert ResolveFloor({"a1": "u1"}).resolve(anonymous_id="a1") == "u1"
