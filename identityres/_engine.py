@@ -256,8 +256,8 @@ class Engine:
         return decisions, late, replayed
 
     def _seen_again(self, rec: Record, ts: float, eid: str, etype: int) -> Any:
-        """The two commonest events, decided without the general machinery: a track of one
-        known identifier, and a track or identify of two known identifiers already in one
+        """The commonest events, decided without the general machinery: a track of one
+        identifier, and a track or identify of two known identifiers already in one
         profile, newer than everything their link component has seen. Returns the
         decisions, or ``None`` when the event needs the general path (nothing changed)."""
         ids = rec.ids
@@ -265,8 +265,9 @@ class Engine:
             k, v = ids[0]
             n = self.nodes[k].get(v)
             if n is None:
-                return None
-            self._seen_at(n, ts, eid)
+                n = self._new_node(k, v, ts, eid)
+            else:
+                self._seen_at(n, ts, eid)
             return (n, (), (), ())
         if len(ids) != 2 or self.splits:
             return None
