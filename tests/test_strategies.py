@@ -537,7 +537,9 @@ def test_streams_are_often_rich() -> None:
     rich = 0
     examples = 0
 
-    @STREAM_SETTINGS
+    # A share is a statistic of the draws: derandomized, so that it is the same figure in
+    # every run rather than a test that fails now and then by chance.
+    @settings(STREAM_SETTINGS, derandomize=True, database=None)
     @given(streams())
     def count(stream: list[Event]) -> None:
         nonlocal rich, examples
