@@ -151,7 +151,10 @@ def to_timestamp(value: Any, field: str = "timestamp") -> float:
     """Validate a timestamp and return epoch seconds (SPEC §3, §9)."""
     t = type(value)
     if t is float or t is int:
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # an int beyond any float
+            ts = math.inf
         if not math.isfinite(ts):
             raise InvalidTimestampError(field, value, "must be a finite number of epoch seconds")
         return ts
@@ -162,7 +165,7 @@ def to_timestamp(value: Any, field: str = "timestamp") -> float:
             )
         return value.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return to_timestamp(float(value), field)
+        return to_timestamp(float(value) if isinstance(value, float) else int(value), field)
     raise InvalidTimestampError(
         field, value, f"must be a tz-aware datetime or epoch seconds, not {t.__name__}"
     )
@@ -397,11 +400,15 @@ class RecordBuilder:
     # -- one builder per operation ---------------------------------------------------------
 
     def _fast_track(
-        self, event: str, user_id: Any, anonymous_id: Any, properties: Any, ts: float
+        self, event: str, user_id: Any, anonymous_id: Any, properties: Any, timestamp: float
     ) -> tuple[float, tuple[tuple[int, str], ...], tuple[Any, ...]] | None:
         """``(ts, ids, content)`` of a track whose values need no more than ``_quick``
         (plain str ids, plain dict properties); ``None``: take the general path, which
-        raises or handles what this one does not."""
+        raises or handles what this one does not, in its own order of checks."""
+        try:
+            ts = float(timestamp)
+        except OverflowError:
+            return None
         if ts - ts != 0.0:  # NaN or infinite
             return None
         rules = self._rules
@@ -463,7 +470,7 @@ class RecordBuilder:
             and self._plain_pair
         ):
             # The hot path of bulk tracking: same result as below, fewer calls.
-            fast = self._fast_track(event, user_id, anonymous_id, properties, float(timestamp))
+            fast = self._fast_track(event, user_id, anonymous_id, properties, timestamp)
             if fast is not None:
                 return Record(TRACK, fast[0], event_id, fast[1], (), fast[2])
         if not isinstance(event, str) or not event:
@@ -511,7 +518,10 @@ class RecordBuilder:
             and self._plain_pair
         ):
             # The hot path of bulk identify: same result as below, fewer calls.
-            ts = float(timestamp)
+            try:
+                ts = float(timestamp)
+            except OverflowError:  # the general path says which field is wrong first
+                ts = math.nan
             u = user_id.strip()
             a = anonymous_id.strip()
             if ts - ts == 0.0 and u.isascii() and a.isascii() and self._quick(u) and self._quick(a):

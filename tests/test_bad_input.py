@@ -59,6 +59,18 @@ def unchanged(g: ir.IdentityGraph, before: Any) -> None:
             "timestamp",
             "inf",
         ),
+        (  # an int beyond any float: not an OverflowError, on the fast path or not
+            lambda g: g.identify("u2", "a2", timestamp=10**400, event_id="e9"),
+            errors.InvalidTimestampError,
+            "timestamp",
+            "1000000",
+        ),
+        (
+            lambda g: g.track("Viewed", anonymous_id="a2", timestamp=-(10**400), event_id="e9"),
+            errors.InvalidTimestampError,
+            "timestamp",
+            "-1000000",
+        ),
         (
             lambda g: g.identify("u2", timestamp="2026"),
             errors.InvalidTimestampError,
