@@ -193,7 +193,6 @@ class Engine:
             and rec.traits is None
             and rec.set_once is None
             and not rec.blocked
-            and not self.suppressed
             and self.refs is None
         ):
             fast = self._seen_again(rec, ts, eid, etype)
@@ -265,11 +264,13 @@ class Engine:
             k, v = ids[0]
             n = self.nodes[k].get(v)
             if n is None:
+                if self.suppressed:  # a new value may be a forgotten one
+                    return None
                 n = self._new_node(k, v, ts, eid)
-            else:
+            else:  # a value in the graph was never forgotten
                 self._seen_at(n, ts, eid)
             return (n, (), (), ())
-        if len(ids) != 2 or self.splits:
+        if len(ids) != 2:
             return None
         (ka, va), (kb, vb) = ids
         a = self.nodes[ka].get(va)
@@ -278,6 +279,9 @@ class Engine:
         b = self.nodes[kb].get(vb)
         if b is None:
             return None
+        splits = self.splits
+        if splits and (a in splits or b in splits):
+            return None  # a split may make this event carry fewer identifiers
         root = self.lfind(a)
         if root != self.lfind(b):
             return None
