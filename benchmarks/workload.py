@@ -165,6 +165,7 @@ class _People:
         self.device_cum = cum
         self.device_total = cum[-1]
         self.companies = max(10, w.identifiers // 50)
+        self.props_pool: dict[tuple[str, str], dict[str, Any]] = {}
 
     def anon(self) -> str:
         self.made += 1
@@ -184,7 +185,14 @@ class _People:
     def _props(self) -> dict[str, Any] | None:
         if self.rnd() >= self.w.properties:
             return None
-        return {"path": _PATHS[self.below(len(_PATHS))], "referrer": self.pick(_PAGES)}
+        path = _PATHS[self.below(len(_PATHS))]
+        referrer = self.pick(_PAGES)
+        # Equal properties share one dict: a 10^7 stream must fit in memory beside the
+        # graphs it feeds (the events are the same; only the harness's memory shrinks).
+        props = self.props_pool.get((path, referrer))
+        if props is None:
+            props = self.props_pool[(path, referrer)] = {"path": path, "referrer": referrer}
+        return props
 
     def _traits(self, user: str) -> dict[str, Any] | None:
         if self.rnd() >= self.w.traits:
