@@ -457,21 +457,19 @@ def measure_lookups(
         for v in qa:
             d[v]
 
-    def with_resolve() -> None:
-        resolve = graph.resolve
+    def lookups(resolve: Callable[..., Any]) -> None:
         for v in qu:
             resolve(user_id=v)
         for v in qa:
             resolve(anonymous_id=v)
+
+    def with_resolve() -> None:
+        lookups(graph.resolve)
 
     floor = ResolveFloor(canonical)
 
     def with_floor() -> None:
-        resolve = floor.resolve
-        for v in qu:
-            resolve(user_id=v)
-        for v in qa:
-            resolve(anonymous_id=v)
+        lookups(floor.resolve)
 
     # lookups are short: more repeats
     times, _ = interleaved(
@@ -1276,12 +1274,17 @@ def method_section(args: argparse.Namespace) -> list[str]:
         " both, `uf[x]` for each event with one. **dict union-find**: the same over a plain"
         " dict, path halving, finds inlined, no ranks. Neither validates anything, keeps event"
         " ids, traits or companies, nor applies a merge rule: they are floors, not equivalents.",
+        "* **floors** (`benchmarks/floors.py`): the per-event calls on stand-ins with the API's"
+        " signatures: *calls only* returns at once; *validate + dedup* checks types and"
+        " remembers each event_id with a hash of its content, no graph. resolve()'s floor is its"
+        " call and a lock over a dict of canonical ids. They bound what pure Python can reach.",
         "* **late events**: the per-event API on the delivered stream (1% late) against the same"
         " delivered events sorted by timestamp.",
         f"* **resolve()**: {args.lookups:,} lookups (or every identifier, if fewer), user ids and"
         " anonymous ids in their proportion, `resolve(user_id=)` / `resolve(anonymous_id=)`,"
         " against `d[value]` over a dict of each identifier's canonical id.",
-        "* **memory**: a separate pass with `tracemalloc` on, the stream made lazily: bytes the"
+        "* **memory** (up to `--side-max`, like SQLite and the CLI): a separate pass with"
+        " `tracemalloc` on, the stream made lazily: bytes the"
         " graph (in-memory store) retains after ingesting, after `gc.collect()`, divided by its"
         " identifiers. tracemalloc counts Python allocations (not allocator overhead or"
         " fragmentation), strings shared with the caller included.",
