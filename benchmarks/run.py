@@ -1472,9 +1472,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sizes {', '.join(_pow10(s) for s in args.sizes_list)}; repeats {args.repeats}; "
         f"report {args.doc}"
     )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes_list:
         results.append(measure_size(size, args, extra))
-    out = Path(args.out)
+        # A checkpoint after each size: a long run that dies at 10^7 (out of memory, a
+        # reboot) keeps what it measured; `--report-from` renders it.
+        partial = {**extra, "results": results, "args": vars(args), "partial": True}
+        (out / "results.json").write_text(
+            json.dumps(partial, indent=1, default=str), encoding="utf-8"
+        )
     write_outputs(results, extra, args, out, Path(args.doc))
     extra["results"] = results
     extra["args"] = vars(args)
