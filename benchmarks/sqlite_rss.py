@@ -12,7 +12,7 @@ grow with the number of identifiers::
     python benchmarks/sqlite_rss.py                        # 2,000,000 identifiers (minutes)
     python benchmarks/sqlite_rss.py --identifiers 50000    # a quick run
 
-``stream()`` and ``batches()`` are also used by ``sqlite_throughput.py``.
+``stream()`` is also used by ``sqlite_throughput.py``; ``batches()`` is the workload's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
+
+from workload import batches  # this directory is on sys.path when run as a script
 
 _PAGES = ("Home", "Pricing", "Docs", "Signup", "Checkout")
 _PLANS = ("free", "pro", "team", "enterprise")
@@ -84,17 +86,6 @@ def stream(identifiers: int, *, seed: int = 1, active: int = 2000) -> Iterator[d
         message["messageId"] = f"msg-{n:010d}"
         message["timestamp"] = round(ts, 3)
         yield message
-
-
-def batches(messages: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for message in messages:
-        batch.append(message)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def peak_rss_mb() -> float:

@@ -21,7 +21,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sqlite_rss import batches, stream
+from sqlite_rss import stream
+from workload import batches
 
 
 def _run(graph: Any, chunks: list[list[dict[str, Any]]]) -> float:
