@@ -109,6 +109,12 @@ class GraphStats:
     replays: int
 
 
+def _key_order(records: list[tuple[int, Record]]) -> list[int]:
+    """Positions of ``records`` in ``(timestamp, event_id)`` order."""
+    keys = [(rec.ts, rec.event_id) for _, rec in records]
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
 def _system_clock() -> float:
     return time.time()
 
@@ -208,12 +214,10 @@ class IdentityGraph(EventWriter[Outcome]):
     def _write(
         self, records: list[tuple[int, Record]], *, raise_errors: bool
     ) -> tuple[list[Outcome], list[tuple[int, ValidationError]]]:
-        """Apply validated records (no repeated event ids among them) as one atomic batch,
+        """Apply validated records (an event id repeats only as a duplicate) as one atomic batch,
         in ``(timestamp, event_id)`` order, returning outcomes in the given order and the
         records refused for reusing a stored event id (raised instead if ``raise_errors``)."""
-        order = sorted(
-            range(len(records)), key=lambda i: (records[i][1].ts, records[i][1].event_id)
-        )
+        order = _key_order(records)
         names = self._kinds
         for attempt in range(_RETRIES):
             try:
@@ -289,11 +293,10 @@ class IdentityGraph(EventWriter[Outcome]):
         """Apply checked records to the in-place engine in ``(timestamp, event_id)`` order
         (late-event replays then stay with the events late against the graph, not against
         the batch; the result is the same, R8). Outcomes come back in the given order."""
-        keys = [(rec.ts, rec.event_id) for _, rec in records]
         outcomes: list[Any] = [None] * len(records)
         seen = engine.seen
         apply = engine.apply
-        for i in sorted(range(len(records)), key=keys.__getitem__):
+        for i in _key_order(records):
             rec = records[i][1]
             eid = rec.event_id
             if eid in seen:  # the same event twice in one batch: the second is a duplicate
