@@ -23,7 +23,7 @@ from typing import Literal
 
 import attrs
 
-from identityres._engine import Engine
+from identityres._engine import Engine, _utc
 from identityres._events import EVENT_TYPES, FORGET, MERGE, RESET, SPLIT
 from identityres._model import Identifier, Reason, Refusal
 from identityres._rows import ComponentRows, LinkRow, NodeRow
@@ -34,10 +34,6 @@ __all__ = ["Decision", "Explanation", "Step", "show_identifier", "show_text"]
 Key = tuple[float, str]
 #: what became of one (anchor, member) pair of a link row
 Status = Literal["accepted", "refused", "severed"]
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
 def iso(dt: datetime) -> str:

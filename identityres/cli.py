@@ -60,12 +60,12 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import IO, Any, BinaryIO, NoReturn
 
 from identityres import export
 from identityres._events import parse_iso_timestamp
-from identityres._explain import Decision, Step, show_identifier, show_text
+from identityres._explain import Decision, Step, iso, show_identifier, show_text
 from identityres._graph import IdentityGraph
 from identityres._model import USER_ID, Identifier, Profile
 from identityres.errors import IdentityResError, ValidationError
@@ -196,10 +196,6 @@ def _short(value: Any) -> str:
 # -- the resolve command -------------------------------------------------------------------
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def profile_to_json(profile: Profile) -> dict[str, Any]:
     """A profile as the JSON object ``--output`` writes: identifier values as sorted lists,
     traits by sorted key, ``first_seen``/``last_seen`` as ISO-8601 UTC (``...Z``)."""
@@ -212,8 +208,8 @@ def profile_to_json(profile: Profile) -> dict[str, Any]:
         "company_id": profile.company_id,
         "company_ids": sorted(profile.company_ids),
         "traits": {k: profile.traits[k] for k in sorted(profile.traits)},
-        "first_seen": _iso(profile.first_seen),
-        "last_seen": _iso(profile.last_seen),
+        "first_seen": iso(profile.first_seen),
+        "last_seen": iso(profile.last_seen),
     }
 
 
@@ -596,8 +592,8 @@ def _profile_text(profile: Profile, kinds: Sequence[str]) -> str:
         for key in sorted(profile.traits):
             value = json.dumps(profile.traits[key], sort_keys=True, default=repr)
             lines.append(f"    {show_text(key):<{width}}  {value}")
-    lines.append(f"  first seen   {_iso(profile.first_seen)}")
-    lines.append(f"  last seen    {_iso(profile.last_seen)}")
+    lines.append(f"  first seen   {iso(profile.first_seen)}")
+    lines.append(f"  last seen    {iso(profile.last_seen)}")
     return "\n".join(lines)
 
 
@@ -614,7 +610,7 @@ def _step_json(step: Step) -> dict[str, Any]:
     return {
         "event_id": step.event_id,
         "etype": step.etype,
-        "timestamp": _iso(step.timestamp),
+        "timestamp": iso(step.timestamp),
         "source": _ident_json(step.source),
         "target": _ident_json(step.target),
     }
@@ -658,7 +654,7 @@ def _decision_json(d: Decision) -> dict[str, Any]:
     return {
         "event_id": d.event_id,
         "etype": d.etype,
-        "timestamp": _iso(d.timestamp),
+        "timestamp": iso(d.timestamp),
         "anchor": _ident_json(d.anchor),
         "joined": [_ident_json(x) for x in d.joined],
         "already_joined": [_ident_json(x) for x in d.already_joined],
@@ -733,11 +729,19 @@ def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
         "erased; only a keyed hash of it is kept, on the suppression list"
     ]
     rest = sorted(before.all_identifiers() - {ident}, key=_priority(graph))
+    # One profile read per resulting profile, not one per identifier: on a store each read
+    # builds the whole profile, so asking identifier by identifier was quadratic.
     now: dict[str, list[Identifier]] = {}
+    placed: dict[Identifier, str] = {}
     for x in rest:
-        canon = graph.resolve(identifier=x)
-        if canon is not None:
-            now.setdefault(canon, []).append(x)
+        canon = placed.get(x)
+        if canon is None:
+            profile = graph.profile(identifier=x)
+            if profile is None:
+                continue
+            canon = profile.user_id
+            placed.update(dict.fromkeys(profile.all_identifiers(), canon))
+        now.setdefault(canon, []).append(x)
     if now:
         lines.append(f"what was profile {show_text(before.user_id)} is now:")
         for canon, xs in now.items():

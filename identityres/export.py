@@ -37,13 +37,13 @@ import heapq
 import importlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from identityres._engine import canonical_row
-from identityres._explain import Edge, component_edges
+from identityres._engine import _utc, canonical_row
+from identityres._explain import Edge, component_edges, iso
 from identityres._model import Identifier, IdLike
 from identityres._rows import ComponentRows, NodeRow
 
@@ -61,14 +61,6 @@ __all__ = [
 
 #: identifiers asked for per ``read_components`` call when exporting the whole graph
 _CHUNK = 2_000
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # -- what an export shows --------------------------------------------------------------------
@@ -288,7 +280,7 @@ def graphml_ready(g: Any) -> Any:
             if v is None:
                 continue
             if isinstance(v, datetime):
-                v = _iso(v)
+                v = iso(v)
             elif isinstance(v, str):
                 v = _xml_text(v)
             done[k] = v
@@ -347,8 +339,8 @@ def to_jsonl_records(
             "id": n.key,
             "kind": n.kind,
             "value": n.value,
-            "first_seen": _iso(n.first_seen),
-            "last_seen": _iso(n.last_seen),
+            "first_seen": iso(n.first_seen),
+            "last_seen": iso(n.last_seen),
             "profile": n.profile,
         }
         for n in view.nodes
@@ -362,7 +354,7 @@ def to_jsonl_records(
                 "target": link.member,
                 "event_id": e.event_id,
                 "etype": e.etype,
-                "timestamp": _iso(_utc(e.ts)),
+                "timestamp": iso(_utc(e.ts)),
                 "accepted": link.accepted,
                 "reason": e.reason,
                 "limit_kind": e.limit_kind,
