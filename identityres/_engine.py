@@ -312,12 +312,17 @@ class Engine:
             return None, False, 0
         k, v = rec.ids[0]
         h = self.erasure_hash(k, v)
+        working_set = self.refs is not None
         if h not in self.suppressed:
             self.suppressed.add(h)
-            self.pending_suppressed.append(h)
+            if working_set:
+                self.pending_suppressed.append(h)
         # a blocked value is counted by value: the count goes too
         self.blocked.pop((self.rules.kind_names[k], v), None)
-        self.pending_unblocked.append((self.rules.kind_names[k], v))
+        if working_set:
+            # Only a working set hands rows to a store; an in-place engine must not keep
+            # the erased value anywhere, not even in a list nobody reads.
+            self.pending_unblocked.append((self.rules.kind_names[k], v))
         n = self.nodes[k].get(v)
         if n is None:
             return None, False, 0

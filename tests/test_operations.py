@@ -256,3 +256,18 @@ def test_a_force_merged_profile_over_the_limit_can_still_gain_other_identifiers(
     # but a third user id is still refused
     g.identify("u3", timestamp=5)
     assert g.alias("u1", "u3", timestamp=6).refused[0].reason is Reason.LIMIT_EXCEEDED
+
+
+def test_forget_keeps_no_copy_of_the_value_in_the_in_place_engine() -> None:
+    """The in-place engine hands no rows to a store: after forget, the erased value must
+    not be anywhere in its state, pending lists included."""
+    graph = ir.IdentityGraph()
+    graph.identify("u1", "a1", identifiers={"email": "alice@example.com"}, timestamp=1)
+    graph.track("Viewed", anonymous_id="undefined", timestamp=2)  # a blocked value
+    graph.forget(("email", "alice@example.com"), timestamp=3)
+    graph.forget(("anonymous_id", "undefined"), timestamp=4)
+    engine = graph._engine
+    assert engine is not None
+    state = repr({k: v for k, v in vars(engine).items() if k != "rules"})
+    assert "alice@example.com" not in state
+    assert "'undefined'" not in state
