@@ -494,7 +494,6 @@ class Engine:
         if len(roots) > 1:
             # The longest log is kept and the others appended to it, so that each link
             # event is moved O(log n) times over the life of the graph.
-            root = roots[0]
             longest = len(log.get(root) or ())
             for r in roots[1:]:
                 n = len(log.get(r) or ())
@@ -942,7 +941,7 @@ class Engine:
         for root, entries in self.log.items():
             links.extend(self.link_row(ts, eid, ms, et, root) for ts, eid, ms, et in entries)
         dead = self.dead
-        gone = {self.ref(n) for n in dead}
+        gone = set(self.pending_deleted)  # the refs of the nodes _forget erased
         return Changes(
             nodes=tuple(self.node_row(n) for n in range(len(self.value)) if n not in dead),
             links=tuple(links),

@@ -168,8 +168,10 @@ class _Fold:
         """The first kind, in priority order, whose limit joining ``pa`` and ``px`` breaks."""
         for kind in range(len(self.rules.kind_names)):
             limit = self.rules.limits[kind]
+            if limit is None:
+                continue
             added = self._count(px, kind)
-            if limit is not None and added and self._count(pa, kind) + added > limit:
+            if added and self._count(pa, kind) + added > limit:
                 return kind
         return None
 
