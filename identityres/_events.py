@@ -212,19 +212,27 @@ def _check_mapping(field: str, value: Any) -> dict[str, Any] | None:
 class RecordBuilder:
     """Validates input against one set of rules and builds :class:`Record` objects."""
 
-    __slots__ = ("_clock", "_plain_pair", "_quick_exact", "_quick_len", "_quick_words", "_rules")
+    __slots__ = (
+        "_clock",
+        "_plain_lookup",
+        "_plain_pair",
+        "_quick_exact",
+        "_quick_len",
+        "_quick_words",
+        "_rules",
+    )
 
     def __init__(self, rules: CompiledRules, clock: Clock) -> None:
         self._rules = rules
         self._clock = clock
         # The fast paths apply when user ids and anonymous ids use the default normalizer
         # and user_id outranks anonymous_id; they then need only ``_quick`` per value.
-        self._plain_pair = (
+        # A lookup needs only the default normalizers; a write also the default priority.
+        self._plain_lookup = (
             rules.normalizers[rules.user] is strip_whitespace
             and rules.normalizers[rules.anon] is strip_whitespace
-            and rules.user < rules.anon
-            and not rules.patterns
         )
+        self._plain_pair = self._plain_lookup and rules.user < rules.anon and not rules.patterns
         self._quick_exact = rules.blocked_exact
         self._quick_words = rules.blocked_insensitive
         self._quick_len = (rules.ci_max_len, rules.max_length)
@@ -289,6 +297,13 @@ class RecordBuilder:
     def lookup(self, user_id: Any, anonymous_id: Any, identifier: Any) -> tuple[int, str]:
         """The identifier a read asks for: exactly one of ``user_id=``, ``anonymous_id=``,
         ``identifier=``, validated and normalized like a write's."""
+        if identifier is None and self._plain_lookup:
+            # The hot path of bulk lookups: a plain ASCII str under the default normalizer
+            # needs no more validation than stripping (the same answer as below).
+            if anonymous_id is None and type(user_id) is str and user_id.isascii():
+                return self._rules.user, user_id.strip()
+            if user_id is None and type(anonymous_id) is str and anonymous_id.isascii():
+                return self._rules.anon, anonymous_id.strip()
         if sum(x is not None for x in (user_id, anonymous_id, identifier)) != 1:
             raise InvalidEventError(
                 "identifier",

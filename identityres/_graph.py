@@ -39,7 +39,7 @@ from identityres._model import (
     Refusal,
 )
 from identityres._rows import ComponentRows
-from identityres._rules import Rules, strip_whitespace
+from identityres._rules import Rules
 from identityres._writes import EventWriter
 from identityres.errors import (
     ConfigurationError,
@@ -145,12 +145,6 @@ class IdentityGraph(EventWriter[Outcome]):
         self._rules = rules
         compiled = rules.compiled
         self._kinds = compiled.kind_names
-        self._user_kind = compiled.user
-        self._anon_kind = compiled.anon
-        self._plain_lookup = (
-            compiled.normalizers[compiled.user] is strip_whitespace
-            and compiled.normalizers[compiled.anon] is strip_whitespace
-        )
         self._build = RecordBuilder(compiled, clock or _system_clock)
         if store is None:
             store = MemoryStore()
@@ -386,22 +380,6 @@ class IdentityGraph(EventWriter[Outcome]):
         """The canonical id (``profile.user_id``) of the profile holding this identifier, or
         ``None`` if the graph has never seen it (or it is blocked)."""
         engine = self._engine
-        if engine is not None and identifier is None and self._plain_lookup:
-            # The hot path of bulk lookups: a plain ASCII str under the default normalizer
-            # needs no more validation than this (same answer as ``lookup`` below).
-            if anonymous_id is None:
-                k, v = self._user_kind, user_id
-            elif user_id is None:
-                k, v = self._anon_kind, anonymous_id
-            else:
-                k = -1
-            if k >= 0 and type(v) is str and v.isascii():
-                v = v.strip()
-                with self._lock:
-                    n = engine.nodes[k].get(v)
-                    if n is None:
-                        return None
-                    return engine.value[engine.canonical(engine.find(n))]
         k, v = self._key(user_id, anonymous_id, identifier)
         if engine is not None:
             with self._lock:

@@ -147,6 +147,6 @@ def test_resolve_fast_path_answers_like_the_general_path(
     fast = [_answer(graph, **{kind: value}) for kind, value in asked]
     with pytest.raises(ir.errors.InvalidEventError):  # both at once is an error
         graph.resolve(user_id="u", anonymous_id="a")
-    graph._plain_lookup = False
+    graph._build._plain_lookup = False
     slow = [_answer(graph, **{kind: value}) for kind, value in asked]
     assert fast == slow
