@@ -26,12 +26,6 @@ def _messages() -> list[dict[str, Any]]:
 
 
 def _sqlite_url(tmp_path: Path) -> str:
-    try:
-        from identityres.storage.sqlite import SQLiteStore
-    except ImportError:
-        pytest.skip("identityres.storage.sqlite is not there yet")
-    if not hasattr(SQLiteStore, "read_components"):
-        pytest.skip("SQLiteStore has no read_components yet: the operator commands need it")
     path = tmp_path / "ids.db"
     url = f"sqlite:///{path}"
     with ir.IdentityGraph(store=url) as g:

@@ -29,12 +29,8 @@ STORES = ["memory", "memory-protocol", "sqlite"]
 
 
 def _sqlite_store(path: Path) -> object:
-    try:
-        from identityres.storage.sqlite import SQLiteStore
-    except ImportError:
-        pytest.skip("identityres.storage.sqlite is not there yet")
-    if not hasattr(SQLiteStore, "read_components"):
-        pytest.skip("SQLiteStore has no read_components yet: explain/history/export need it")
+    from identityres.storage.sqlite import SQLiteStore
+
     return SQLiteStore(path)
 
 
