@@ -949,10 +949,11 @@ class Engine:
             company_links=tuple(c for c in self.pending_company_links if c.node not in gone),
             company_traits=tuple(self.pending_company_traits),
             events=tuple(events),
-            # count 0: an erased blocked value, whose row must go (see ``Changes``)
+            # count 0, first: an erased blocked value, whose stored row goes before this
+            # batch's own counts are added (it may be blocked again after it was erased)
             blocked=(
+                *((k, v, 0) for k, v in dict.fromkeys(self.pending_unblocked)),
                 *((k, v, c) for (k, v), c in self.blocked.items()),
-                *((k, v, 0) for k, v in self.pending_unblocked if (k, v) not in self.blocked),
             ),
             companies=tuple(dict.fromkeys(self.pending_companies)),
             deleted=tuple(r for r in self.pending_deleted if r >= 0),

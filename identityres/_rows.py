@@ -124,7 +124,9 @@ class ProfileRows:
 class Changes:
     """What one batch changes. The trait and company rows merge as their docs say;
     ``events`` adds ``(event_id, fingerprint)``; ``blocked`` adds ``(kind, value, count)``,
-    and a count of 0 deletes that value's row (it was erased).
+    and a count of 0 deletes that value's row (it was erased). Rows apply in order, and the
+    deletions come first: a value erased and then blocked again in one batch keeps only the
+    count after its erasure.
 
     ``nodes`` and ``links`` always hold *whole* link components, as loaded plus what the
     batch created: a store replaces everything it held for those components with them

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -271,3 +272,27 @@ def test_forget_keeps_no_copy_of_the_value_in_the_in_place_engine() -> None:
     state = repr({k: v for k, v in vars(engine).items() if k != "rules"})
     assert "alice@example.com" not in state
     assert "'undefined'" not in state
+
+
+@pytest.mark.parametrize("store", ["in place", "through batches", "sqlite"])
+def test_a_blocked_value_erased_and_blocked_again_in_one_batch_counts_once(
+    store: str, tmp_path: Any
+) -> None:
+    """Every store ends with the in-place count: the erasure's delete goes before the
+    batch's own counts (found in review: batch stores added the old count back)."""
+    from identityres.storage.memory import MemoryStore
+
+    target: Any = {
+        "in place": None,
+        "through batches": MemoryStore(in_place=False),
+        "sqlite": f"sqlite:///{tmp_path / 'ids.db'}",
+    }[store]
+    graph = ir.IdentityGraph(store=target)
+    graph.track("Viewed", anonymous_id="undefined", timestamp=1, event_id="e1")
+    graph.ingest(
+        [
+            ir.Forget(identifier=("anonymous_id", "undefined"), timestamp=10, event_id="e2"),
+            ir.Track(event="Viewed", anonymous_id="undefined", timestamp=20, event_id="e3"),
+        ]
+    )
+    assert graph.stats().blocked_values == {"anonymous_id:undefined": 1}

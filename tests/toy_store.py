@@ -155,7 +155,10 @@ def apply_changes(data: _Data, changes: Changes, loaded_links: Collection[str] =
     for event_id, fingerprint in changes.events:
         data.events[event_id] = fingerprint
     for kind, value, count in changes.blocked:
-        data.blocked[(kind, value)] += count
+        if count == 0:  # an erased blocked value: its count goes (Changes docs)
+            data.blocked.pop((kind, value), None)
+        else:
+            data.blocked[(kind, value)] += count
     data.suppressed.update(changes.suppressed)
 
 

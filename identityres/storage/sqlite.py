@@ -438,12 +438,13 @@ class _SQLiteBatch:
                 "INSERT INTO events (event_id, fingerprint) VALUES (?, ?)", changes.events
             )
         if changes.blocked:
-            # a count of 0 is an erased blocked value: its row goes (Changes docs)
-            conn.executemany(_UPSERT_BLOCKED, [b for b in changes.blocked if b[2]])
+            # a count of 0 is an erased blocked value: its row goes before the batch's own
+            # counts are added (Changes docs)
             conn.executemany(
                 "DELETE FROM blocked WHERE kind = ? AND value = ?",
                 [(k, v) for k, v, c in changes.blocked if not c],
             )
+            conn.executemany(_UPSERT_BLOCKED, [b for b in changes.blocked if b[2]])
         if changes.suppressed:
             conn.executemany(
                 "INSERT OR IGNORE INTO suppressed (hash) VALUES (?)",
