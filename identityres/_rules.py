@@ -253,6 +253,12 @@ class CompiledRules:
             return (Reason.PROFILE_SIZE_LIMIT, None)
         return None
 
+    def decides_like(self, other: CompiledRules) -> bool:
+        """Whether ``other`` decides exactly as these rules do: every table equal, the same
+        normalizer functions. Read from ``__slots__``, so a table added later is compared
+        too."""
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
     def blocked_reason(self, value: str) -> Reason | None:
         """Why a normalized value is blocked, or ``None`` when it may link (SPEC §2)."""
         if len(value) > self.max_length:

@@ -244,3 +244,15 @@ def test_one_memory_store_serves_one_set_of_rules() -> None:
     ir.IdentityGraph(store=store)  # same rules: fine
     with pytest.raises(errors.ConfigurationError):
         ir.IdentityGraph(ir.Rules(limits={"user_id": None}), store=store)
+
+
+def test_a_memory_store_takes_a_second_graph_only_with_the_same_rules() -> None:
+    from identityres.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    ir.IdentityGraph(ir.Rules(blocked_patterns=["^test-"]), store=store)
+    # equal rules, built again: accepted
+    ir.IdentityGraph(ir.Rules(blocked_patterns=["^test-"]), store=store)
+    for other in (ir.Rules(), ir.Rules(blocked_patterns=["^demo-"]), ir.Rules(max_length=50)):
+        with pytest.raises(errors.ConfigurationError, match="other rules"):
+            ir.IdentityGraph(other, store=store)

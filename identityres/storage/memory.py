@@ -59,19 +59,6 @@ class _MemoryBatch:
         self._changes = changes
 
 
-def _signature(rules: CompiledRules) -> tuple[Any, ...]:
-    return (
-        rules.kind_names,
-        rules.limits,
-        rules.max_profile_size,
-        rules.max_length,
-        rules.blocked_exact,
-        rules.blocked_insensitive,
-        tuple((p.pattern, p.flags) for p in rules.patterns),
-        rules.normalizers,
-    )
-
-
 class MemoryStore:
     """Keeps the graph in this process's memory (``memory://``). Not durable."""
 
@@ -90,7 +77,7 @@ class MemoryStore:
         """Bind the store to the rules of the graph using it (one set of kinds per store)."""
         if self._engine is None:
             self._engine = Engine(rules)
-        elif _signature(self._engine.rules) != _signature(rules):
+        elif not self._engine.rules.decides_like(rules):
             # The in-place engine decides with the rules it was made with: a second graph
             # with other rules would silently decide by the first one's.
             raise ConfigurationError(
