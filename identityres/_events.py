@@ -327,7 +327,6 @@ class RecordBuilder:
                 raise InvalidEventError(
                     "event_id", value, "contains lone surrogates; not valid Unicode text"
                 ) from None
-        if isinstance(value, str) and value:
             return str(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
@@ -371,8 +370,6 @@ class RecordBuilder:
         content = (etype, stamped, tuple(dict.fromkeys(pairs)), company_id, *payload)
         if event_id is None:
             eid = derive_event_id(content, rules.kind_names)
-        elif type(event_id) is str and event_id and event_id.isascii():
-            eid = event_id
         else:
             eid = self.event_id(event_id)
         return Record(
