@@ -59,7 +59,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, BinaryIO, NoReturn
 
@@ -213,15 +213,18 @@ def profile_to_json(profile: Profile) -> dict[str, Any]:
     }
 
 
-def _write_profiles(path: str, profiles: list[Profile]) -> None:
-    """Write ``profiles`` as JSONL, through a temporary file renamed into place, so that a
-    failed run leaves no partial file."""
+@contextlib.contextmanager
+def _replacing(path: str, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write ``path`` through: a temporary file renamed into place on success and
+    removed on any failure, so that a failed run leaves no partial file."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            for p in profiles:
-                f.write(json.dumps(profile_to_json(p), ensure_ascii=False))
-                f.write("\n")
+        if binary:
+            with open(tmp, "xb") as f:
+                yield f
+        else:
+            with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+                yield f
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -229,6 +232,14 @@ def _write_profiles(path: str, profiles: list[Profile]) -> None:
         if isinstance(exc, OSError):
             raise _BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+def _write_profiles(path: str, profiles: list[Profile]) -> None:
+    """Write ``profiles`` as JSONL (see :func:`_replacing`)."""
+    with _replacing(path) as f:
+        for p in profiles:
+            f.write(json.dumps(profile_to_json(p), ensure_ascii=False))
+            f.write("\n")
 
 
 class _Run:
@@ -787,18 +798,9 @@ def _cmd_export(args: argparse.Namespace, graph: IdentityGraph) -> int:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` through a temporary file renamed into place (no partial file)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+    """Write ``data`` to ``path`` (see :func:`_replacing`)."""
+    with _replacing(path, binary=True) as f:
+        f.write(data)
 
 
 _OPERATOR_COMMANDS: dict[str, Callable[[argparse.Namespace, IdentityGraph], int]] = {
