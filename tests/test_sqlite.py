@@ -809,3 +809,20 @@ def test_forget_leaves_no_trace_of_the_value_in_the_database_files(tmp_path: Pat
     raw = _file_bytes(db)
     assert secret_user.encode() not in raw
     assert secret_email.encode() not in raw
+
+
+def test_save_refuses_a_ref_that_names_no_stored_node(tmp_path: Path) -> None:
+    """Refs >= 0 come from the store (storage protocol); a made-up one is a caller's bug:
+    StorageError, and the batch leaves nothing behind."""
+    from identityres._rows import Changes, NodeRow
+    from identityres.errors import StorageError
+    from identityres.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "ids.db")
+    row = NodeRow(999, "user_id", "u1", 1.0, "e1", 1.0, None, None, 999, 999, None, None)
+    with pytest.raises(StorageError, match="ref 999"), store.batch() as batch:
+        batch.save(Changes(nodes=(row,), events=(("e1", b"f" * 16),)))
+    assert store.counts()["identifiers"] == 0
+    with store.batch() as batch:
+        assert batch.seen(["e1"]) == {}
+    store.close()

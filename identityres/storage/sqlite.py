@@ -176,11 +176,6 @@ _LINK_COLUMNS = ", ".join(_LINK_NAMES)
 _L_LINK_COLUMNS = ", ".join(f"l.{c}" for c in _LINK_NAMES)
 
 _INSERT_NODE = f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES ({', '.join('?' * 12)})"
-_UPSERT_NODE = (
-    _INSERT_NODE
-    + " ON CONFLICT (ref) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _NODE_NAMES[1:])
-)
 # Most changed nodes only saw another event: leave their indexed columns alone.
 _UPDATE_NODE_TIMES = (
     "UPDATE nodes SET first_ts = ?, first_event_id = ?, last_ts = ?, reset_ts = ?, "
@@ -359,7 +354,6 @@ class _SQLiteBatch:
                     old_identified.add(old.profile)
 
         inserts: list[tuple[Any, ...]] = []
-        upserts: list[tuple[Any, ...]] = []
         times: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         kind_id = store._kind_id
@@ -370,10 +364,13 @@ class _SQLiteBatch:
                 r = refs[r]
             else:
                 old = before.get(r)
-                if old is not None and row == old:  # loaded and unchanged: the usual case
-                    if r == old.profile:
-                        new_roots += 1
-                        old_roots += 1
+                if old is None or old.kind != row.kind or old.value != row.value:
+                    # Refs of stored nodes come from this store, and a node's identifier
+                    # never changes (the protocol on refs): anything else is a caller's bug.
+                    raise StorageError(
+                        f"save: ref {r} is no stored {row.kind} node with that value"
+                    )
+                if row == old:  # loaded and unchanged: the usual case (its root counts cancel)
                     if old.kind == user:
                         new_identified.add(old.profile)
                         old_identified.add(old.profile)
@@ -396,22 +393,22 @@ class _SQLiteBatch:
                 old_roots += old.ref == old.profile
                 if old.kind == user:
                     old_identified.add(old.profile)
-                if old.kind == row.kind and old.value == row.value:
-                    if old.component != component or old.profile != profile:
-                        updates.append((*keys, component, profile, r))
-                    elif keys != (
-                        old.first_ts,
-                        old.first_event_id,
-                        old.last_ts,
-                        old.reset_ts,
-                        old.reset_event_id,
-                        old.split_ts,
-                        old.split_event_id,
-                    ):
-                        times.append((*keys, r))
-                    continue
-            full = (r, kind_id(conn, row.kind), row.value, *keys[:5], component, profile, *keys[5:])
-            (inserts if row.ref < 0 else upserts).append(full)
+                if old.component != component or old.profile != profile:
+                    updates.append((*keys, component, profile, r))
+                elif keys != (
+                    old.first_ts,
+                    old.first_event_id,
+                    old.last_ts,
+                    old.reset_ts,
+                    old.reset_event_id,
+                    old.split_ts,
+                    old.split_event_id,
+                ):
+                    times.append((*keys, r))
+                continue
+            inserts.append(
+                (r, kind_id(conn, row.kind), row.value, *keys[:5], component, profile, *keys[5:])
+            )
         if deleted:
             gone = [(r,) for r in deleted]
             conn.executemany("DELETE FROM nodes WHERE ref = ?", gone)
@@ -419,8 +416,6 @@ class _SQLiteBatch:
             conn.executemany("DELETE FROM company_links WHERE node = ?", gone)
         if inserts:
             conn.executemany(_INSERT_NODE, inserts)
-        if upserts:
-            conn.executemany(_UPSERT_NODE, upserts)
         if times:
             conn.executemany(_UPDATE_NODE_TIMES, times)
         if updates:
@@ -457,7 +452,7 @@ class _SQLiteBatch:
             "profiles": new_roots - old_roots,
             "identified_profiles": len(new_identified) - len(old_identified),
             # past the new refs, and past any ref that a row brought in unasked
-            "next_ref": max([first + len(new_refs), *(u[0] + 1 for u in upserts)]) - first,
+            "next_ref": len(new_refs),
         }
         conn.executemany(
             "UPDATE counters SET value = value + ? WHERE name = ?",
