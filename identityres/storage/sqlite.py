@@ -266,6 +266,30 @@ def _decode_link(row: tuple[Any, ...]) -> LinkRow:
     return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
 
 
+_Row = TypeVar("_Row", TraitRow, CompanyLinkRow, CompanyTraitRow)
+_Key = TypeVar("_Key")
+
+
+def _winners(
+    rows: Iterable[_Row],
+    key: Callable[[_Row], _Key],
+    earliest: Callable[[_Row], bool] = lambda row: False,
+) -> dict[_Key, _Row]:
+    """Per key, the row of the latest ``(ts, event_id)`` (the earliest where ``earliest``
+    says so: set_once traits): a batch's rows merged before one row per key reaches SQL."""
+    best: dict[_Key, _Row] = {}
+    for row in rows:
+        k = key(row)
+        cur = best.get(k)
+        if cur is None:
+            best[k] = row
+            continue
+        mine, theirs = (row.ts, row.event_id), (cur.ts, cur.event_id)
+        if mine < theirs if earliest(row) else mine > theirs:
+            best[k] = row
+    return best
+
+
 class _SQLiteBatch:
     """One ``BEGIN IMMEDIATE`` transaction (see :meth:`SQLiteStore.batch`)."""
 
@@ -502,16 +526,7 @@ class _SQLiteBatch:
 
     def _save_traits(self, traits: Iterable[TraitRow], ref: Callable[[int], int]) -> None:
         # Merge within the batch first: one row per (node, once, key) reaches SQL.
-        best: dict[tuple[int, bool, str], TraitRow] = {}
-        for t in traits:
-            k = (ref(t.node), t.once, t.key)
-            cur = best.get(k)
-            if (
-                cur is None
-                or (t.once and (t.ts, t.event_id) < (cur.ts, cur.event_id))
-                or (not t.once and (t.ts, t.event_id) > (cur.ts, cur.event_id))
-            ):
-                best[k] = t
+        best = _winners(traits, lambda t: (ref(t.node), t.once, t.key), lambda t: t.once)
         latest: list[tuple[Any, ...]] = []
         earliest: list[tuple[Any, ...]] = []
         for (node, once, key), t in best.items():
@@ -530,21 +545,11 @@ class _SQLiteBatch:
         ref: Callable[[int], int],
     ) -> None:
         conn = self._conn
-        companies: dict[str, None] = dict.fromkeys(named)
-        best_links: dict[tuple[int, str], CompanyLinkRow] = {}
-        for c in links:
-            companies[c.company_id] = None
-            k = (ref(c.node), c.company_id)
-            cur = best_links.get(k)
-            if cur is None or (cur.ts, cur.event_id) < (c.ts, c.event_id):
-                best_links[k] = c
-        best_traits: dict[tuple[str, str], CompanyTraitRow] = {}
-        for ct in traits:
-            companies[ct.company_id] = None
-            k2 = (ct.company_id, ct.key)
-            cur2 = best_traits.get(k2)
-            if cur2 is None or (cur2.ts, cur2.event_id) < (ct.ts, ct.event_id):
-                best_traits[k2] = ct
+        best_links = _winners(links, lambda c: (ref(c.node), c.company_id))
+        best_traits = _winners(traits, lambda ct: (ct.company_id, ct.key))
+        companies = dict.fromkeys(
+            [*named, *(cid for _, cid in best_links), *(cid for cid, _ in best_traits)]
+        )
         conn.executemany(
             "INSERT OR IGNORE INTO companies (company_id) VALUES (?)", [(c,) for c in companies]
         )
