@@ -526,13 +526,12 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
     url: str | None = args.store
     if url is None:
         return _read_file(args.input, skip=args.on_error == "skip").graph
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() == "sqlite" and rest.startswith("/"):
-        # Opening an SQLite store creates the file: a mistyped path would read as empty.
-        path = rest[1:].partition("?")[0]
-        if path and path != ":memory:" and not os.path.exists(path):
-            raise _BadInput(f"no store at {url}: {path} does not exist")
     try:
+        if url.partition("://")[0].lower() == "sqlite":
+            from identityres.storage.sqlite import SQLiteStore
+
+            # Opening an SQLite store creates the file: a mistyped path would read as empty.
+            return IdentityGraph(store=SQLiteStore.from_url(url, create=False))
         return IdentityGraph(store=url)
     except IdentityResError as exc:
         raise _BadInput(f"cannot open store {url}: {exc}") from None

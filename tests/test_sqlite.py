@@ -826,3 +826,15 @@ def test_save_refuses_a_ref_that_names_no_stored_node(tmp_path: Path) -> None:
     with store.batch() as batch:
         assert batch.seen(["e1"]) == {}
     store.close()
+
+
+def test_create_false_refuses_a_missing_file_and_creates_none(tmp_path: Path) -> None:
+    from identityres.errors import ConfigurationError
+    from identityres.storage.sqlite import SQLiteStore
+
+    missing = tmp_path / "typo.db"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        SQLiteStore.from_url(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+    SQLiteStore(missing).close()  # created by default
+    SQLiteStore(missing, create=False).close()  # and then opened

@@ -589,7 +589,12 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, retries: int = 3
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        create: bool = True,
     ) -> None:
         if (
             isinstance(timeout, bool)
@@ -626,6 +631,9 @@ class SQLiteStore:
             os.close(fd)
             self._temporary = weakref.finalize(self, _remove_database, temporary)
             self._file = temporary
+        elif not create and not os.path.exists(self.path):
+            # Opening creates the file: a reader with a mistyped path would see an empty store.
+            raise ConfigurationError(f"path={self.path!r}: does not exist")
         else:
             self._file = self.path
         try:
@@ -636,9 +644,10 @@ class SQLiteStore:
             raise
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
-        ``sqlite:///:memory:``; options ``?timeout=SECONDS&retries=N``."""
+        ``sqlite:///:memory:``; options ``?timeout=SECONDS&retries=N``. ``create=False``
+        refuses a database file that does not exist yet."""
         if not isinstance(url, str):
             raise ConfigurationError(f"store={url!r}: not a store URL")
         scheme, sep, rest = url.partition("://")
@@ -671,7 +680,7 @@ class SQLiteStore:
             except ValueError as exc:
                 raise ConfigurationError(f"store={url!r}: bad option {part!r}: {exc}") from None
         try:
-            return cls(path, **options)
+            return cls(path, create=create, **options)
         except ConfigurationError as exc:
             raise ConfigurationError(f"store={url!r}: {exc}") from None
 
