@@ -13,20 +13,10 @@ from hypothesis import strategies as st
 import identityres as ir
 from identityres import strategies as irst
 from identityres.testing import ReferenceResolver, snapshot, snapshot_diff
+from identityres.testing._conformance import _rules_variants
 
-
-def rules_variants() -> st.SearchStrategy[ir.Rules]:
-    """Default rules and tighter ones, so that every refusal reason shows up."""
-    return st.one_of(
-        st.just(ir.Rules()),
-        st.builds(
-            ir.Rules,
-            limits=st.fixed_dictionaries(
-                {"user_id": st.sampled_from([1, 2, None]), "email": st.sampled_from([1, None])}
-            ),
-            max_profile_size=st.sampled_from([2, 3, 5, None]),
-        ),
-    )
+# The kit's own variants: default rules and tighter ones, so every refusal reason shows up.
+rules_variants = _rules_variants
 
 
 def graph_of(events: list[Any], rules: ir.Rules, *, bulk: bool = False) -> ir.IdentityGraph:
