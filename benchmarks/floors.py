@@ -2,16 +2,16 @@
 
 The targets of issue #5 compare identityres with union-finds that take two strings and
 nothing else. These stand-ins take the same calls as ``IdentityGraph`` and do strictly
-less than SPEC.md asks, so their speed bounds what any pure-Python implementation of the
+less than the docs ask, so their speed bounds what any pure-Python implementation of the
 API can reach on this interpreter:
 
 * ``CallFloor``: the write methods with identityres's signatures, doing nothing. The price
   of a Python method call with keyword arguments.
-* ``DedupFloor``: the same, plus the least SPEC §3/R8 demands of every event before the
-  graph is touched: type checks of the ids, the timestamp and the ``event_id``, and
-  remembering each ``event_id`` with a hash of the content so that a redelivery is a
-  duplicate and a reuse with other content is an error. No blocked values, no
-  normalization, no graph, no outcome.
+* ``DedupFloor``: the same, plus the least that docs/concepts.md ("Event ids and duplicates")
+  demands of every event before the graph is touched: type checks of the ids, the timestamp
+  and the ``event_id``, and remembering each ``event_id`` with a hash of the content so that
+  a redelivery is a duplicate and a reuse with other content is an error. No blocked values,
+  no normalization, no graph, no outcome.
 * ``ResolveFloor``: ``resolve(user_id=...)``'s signature over a plain dict of canonical
   ids, under a lock as a thread-safe graph must take one.
 """

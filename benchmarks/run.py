@@ -846,7 +846,7 @@ def headline(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def floors_section(results: list[dict[str, Any]]) -> list[str]:
     """The speed targets next to the floors of benchmarks/floors.py: stand-ins with the
-    API's calls that do strictly less than SPEC.md asks, measured in the same run."""
+    API's calls that do strictly less than the docs ask, measured in the same run."""
     tp = max(
         (r for r in results if "floor_dedup" in r.get("best_cpu", {})),
         default=None,
@@ -864,9 +864,11 @@ def floors_section(results: list[dict[str, Any]]) -> list[str]:
         "### How far the speed targets are from pure Python's floor",
         "",
         "Floors (benchmarks/floors.py) take the very calls the benchmark makes and do strictly",
-        "less than SPEC.md asks: *calls only* returns at once; *validate + dedup* checks the",
-        "types and remembers each event_id with a hash of its content (SPEC §3, R8), with no",
-        "graph at all; resolve()'s floor is its call and lock over a plain dict. No",
+        "less than the docs ask: *calls only* returns at once; *validate + dedup* checks the",
+        "types and remembers each event_id with a hash of its content (see [Event ids and",
+        "duplicates](concepts.md#event-ids-and-duplicates), and R8 in",
+        "[Merge rules](merge-rules.md#r8-determinism-and-convergence)), with no graph at all;",
+        "resolve()'s floor is its call and lock over a plain dict. No",
         "implementation of this API in pure Python can beat its floor, so a target above the",
         "floor's ratio cannot be met on this interpreter by optimizing identityres.",
         "",

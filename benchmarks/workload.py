@@ -35,7 +35,8 @@ What a stream holds (every knob is a field of :class:`Workload`):
 * **companies** (``company`` of the users): ``identify_company`` with a user id, companies
   drawn with a skew from a pool of ``identifiers // 50``;
 * **blocked values** (``blocked``): that share of events has its anonymous id (else its user
-  id) replaced by a value of SPEC §2's blocked list (``null``, ``undefined``, ``0``, ``""``…);
+  id) replaced by a value of the default blocked list of docs/merge-rules.md (``null``,
+  ``undefined``, ``0``, ``""``…);
 * **late deliveries** (``late``): that share of events is held back and delivered after
   ``d`` newer events, ``d`` log-uniform in ``1..max_delay``; the event keeps its timestamp, so
   it arrives older than what was delivered before it;
@@ -81,7 +82,8 @@ OPS = ("identify", "track", "reset", "identify_company")
 
 EventTuple = tuple[int, "str | None", "str | None", "str | None", "Any", float, str]
 
-#: Values of SPEC §2's default blocked list, as broken clients send them.
+#: Values of the default blocked list (docs/merge-rules.md, Blocked values), as broken clients
+#: send them.
 BLOCKED_VALUES = (
     "null",
     "undefined",

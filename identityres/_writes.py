@@ -35,7 +35,8 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """Record an observation; with two or more identifiers it is also a link (SPEC §3)."""
+        """Record an observation; with two or more identifiers it is also a link
+        (docs/concepts.md)."""
         return self._submit(
             self._build.track(
                 event, anonymous_id, user_id, identifiers, properties, timestamp, event_id
@@ -54,7 +55,8 @@ class EventWriter(Generic[R]):
         event_id: str | None = None,
     ) -> R:
         """This device/session (``anonymous_id``) is this user. ``traits`` are written to the
-        user (last write wins); ``set_once`` traits keep their earliest value (SPEC R6)."""
+        user (last write wins); ``set_once`` traits keep their earliest value
+        (docs/merge-rules.md, R6)."""
         return self._submit(
             self._build.identify(
                 user_id, anonymous_id, identifiers, traits, set_once, timestamp, event_id
@@ -84,7 +86,8 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """The session of ``anonymous_id`` ended: from now on it joins nothing (SPEC R4)."""
+        """The session of ``anonymous_id`` ended: from now on it joins nothing
+        (docs/merge-rules.md, R4)."""
         return self._submit(self._build.reset(anonymous_id, timestamp, event_id))
 
     def identify_company(
@@ -97,7 +100,8 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """This person belongs to this company; ``traits`` are the company's (SPEC R7)."""
+        """This person belongs to this company; ``traits`` are the company's
+        (docs/merge-rules.md, R7)."""
         return self._submit(
             self._build.identify_company(
                 company_id, user_id, anonymous_id, traits, timestamp, event_id
@@ -112,11 +116,12 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """Operator's forced merge of the profiles of ``a`` and ``b`` (SPEC §3): it joins what
-        the rules would refuse (two identified users, a full profile, a reset anonymous id),
-        but never a blocked value. The canonical id rule (R5) picks the surviving id. Like
-        every event it is logged and replayed in key order, so it is audited (``history``)
-        and arrival order still does not matter. A plain value means a ``user_id``."""
+        """Operator's forced merge of the profiles of ``a`` and ``b`` (docs/operator-tools.md):
+        it joins what the rules would refuse (two identified users, a full profile, a reset
+        anonymous id), but never a blocked value. The canonical id rule (R5) picks the
+        surviving id. Like every event it is logged and replayed in key order, so it is
+        audited (``history``) and arrival order still does not matter. A plain value means a
+        ``user_id``."""
         return self._submit(self._build.merge(a, b, timestamp, event_id))
 
     def split(
@@ -126,9 +131,9 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """Detach ``identifier`` from its profile (SPEC §3): the links carrying it dated
-        before the split are severed; identifiers held together only through it fall apart;
-        events dated after the split apply normally, so a later identify can rejoin it."""
+        """Detach ``identifier`` from its profile (docs/operator-tools.md): the links carrying
+        it dated before the split are severed; identifiers held together only through it fall
+        apart; events dated after the split apply normally, so a later identify can rejoin it."""
         return self._submit(self._build.split(identifier, timestamp, event_id))
 
     def forget(
@@ -138,7 +143,7 @@ class EventWriter(Generic[R]):
         timestamp: TimestampLike | None = None,
         event_id: str | None = None,
     ) -> R:
-        """GDPR erasure (SPEC §3): remove the identifier, its links, traits and company
-        links. The graph keeps only a keyed hash of it on a suppression list, so no replay
-        or late event brings it back; profiles bridged only by it fall apart."""
+        """GDPR erasure (docs/operator-tools.md): remove the identifier, its links, traits and
+        company links. The graph keeps only a keyed hash of it on a suppression list, so no
+        replay or late event brings it back; profiles bridged only by it fall apart."""
         return self._submit(self._build.forget(identifier, timestamp, event_id))

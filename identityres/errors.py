@@ -2,10 +2,10 @@
 
 Every error the library raises on purpose derives from one root, and each also inherits
 the builtin exception it refines, so ``except ValueError`` keeps working for callers that
-do not know this module::
+do not know this module (docs/concepts.md, Errors)::
 
     IdentityResError
-    ├── ValidationError (ValueError)            bad input to a public entry point (SPEC §9)
+    ├── ValidationError (ValueError)            bad input to a public entry point
     │   ├── IdentifierTypeError (TypeError)     an id that is neither ``str`` nor ``int``
     │   ├── UnknownKindError                    an identifier kind the rules do not declare
     │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type
@@ -18,7 +18,8 @@ Validation errors carry ``field`` (the argument or message key at fault), ``valu
 was given) and ``index`` (the position in a batch given to ``ingest``, else ``None``).
 A call that raises a validation error has changed nothing.
 
-Blocked identifier values are *not* errors (SPEC §2): they are reported in the outcome.
+Blocked identifier values are *not* errors (docs/concepts.md, Blocked values): they are
+reported in the outcome.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class InvalidTimestampError(ValidationError):
 
 
 class EventIdConflictError(ValidationError):
-    """An ``event_id`` already used by an event with different content (SPEC §4 R8)."""
+    """An ``event_id`` already used by an event with different content (docs/merge-rules.md, R8)."""
 
 
 class InvalidEventError(ValidationError):

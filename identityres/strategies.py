@@ -1,10 +1,11 @@
-"""hypothesis strategies for testing code that uses identityres, and identityres itself (SPEC §7).
+"""hypothesis strategies for testing code that uses identityres, and identityres itself
+(docs/merge-rules.md, "Checking it: the reference resolver and property tests").
 
 What lives here:
 
 * :func:`identifier_values`, :func:`blocked_values` and :func:`identifiers`: identifier values
   and ``Identifier`` objects, hostile ones (quotes, SQL, NUL, Unicode, padding, 400-character
-  values) and blocked ones (SPEC §2) on request;
+  values) and blocked ones (docs/merge-rules.md, Blocked values) on request;
 * :func:`events`: single event objects (``Track``, ``Identify``, ``Alias``, ``Reset``,
   ``IdentifyCompany``, and on request the operator's ``Merge``, ``Split``, ``Forget``) with
   explicit timestamps and event ids;
@@ -73,7 +74,7 @@ __all__ = [
     "streams",
 ]
 
-#: The event types services send (SPEC §3), by the name of the graph's write method: what
+#: The event types services send (docs/concepts.md), by the name of the graph's write method: what
 #: :func:`events` makes by default.
 EVENT_TYPES = ("track", "identify", "alias", "reset", "identify_company")
 #: The operator's event types (``Merge``, ``Split``, ``Forget``): :func:`events` makes them
@@ -90,7 +91,7 @@ _KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _MAX_EPOCH = 4_102_444_800
 # Realistic identifiers are ASCII words; shrinking towards "0"/"a" keeps failures readable.
 _WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@+"
-# Every Unicode scalar value except lone surrogates, which are not valid text (SPEC §9).
+# Every Unicode scalar value except lone surrogates, which are not valid text.
 _ANY_CHAR = st.characters(exclude_categories=["Cs"])
 
 # Values that have broken identity systems and storage layers: quoting, SQL, LIKE wildcards,
@@ -296,7 +297,7 @@ def _quoted(draw: st.DrawFn, values: st.SearchStrategy[str]) -> str:
 
 
 def blocked_values(*, too_long: bool = True) -> st.SearchStrategy[str]:
-    """Identifier values that the default rules block (SPEC §2).
+    """Identifier values that the default rules block (docs/merge-rules.md, Blocked values).
 
     Every family of the default list: the empty string and whitespace-only values; the
     case-insensitive words in any mix of case (``Guest``, ``UNDEFINED``); the exact values
@@ -600,7 +601,8 @@ def events(
 _Draft = tuple[Callable[..., Event], dict[str, Any]]
 
 _PAGES = ("page_view", "docs_view", "signup", "login", "api_call", "checkout", "logout")
-# Trait values come from small pools, so that writes to the same key collide (SPEC R6).
+# Trait values come from small pools, so that writes to the same key collide
+# (docs/merge-rules.md, R6).
 _TRAIT_VALUES: dict[str, tuple[Any, ...]] = {
     "name": ("Ada", "Grace", "Alan"),
     "plan": ("free", "pro", "team"),
@@ -755,7 +757,7 @@ class _Population:
         for _ in range(draw(_below(4))):
             yield self.page(anonymous_id=anon, user_id=user)
         if self.traits and has(_TRAIT_UPDATE):
-            # A later server-side update of the profile: last write wins (SPEC R6).
+            # A later server-side update of the profile: last write wins (docs/merge-rules.md, R6).
             yield Identify, {"user_id": user, "traits": draw(_TRAITS)}
         if self.companies is not None and has(_JOINS_COMPANY):
             company: dict[str, Any] = {"company_id": draw(self.companies)}
@@ -978,7 +980,8 @@ def arrival_orders(
     """Other delivery orders of ``stream``: any permutation of it, and with ``duplicates=True``
     some of its events delivered a second time (the same objects).
 
-    For the core promise (SPEC R8): ingesting any arrival order gives the same state.
+    For the core promise (docs/merge-rules.md, R8): ingesting any arrival order gives the
+    same state.
     """
     _check_sequence("stream", stream)
     _check_bool("duplicates", duplicates)

@@ -1,5 +1,5 @@
-"""SPEC §9: every public entry point validates; bad input raises the documented exception
-naming the field and the value, and changes nothing."""
+"""Bad input (docs/concepts.md, Errors): every public entry point validates; bad input
+raises the documented exception naming the field and the value, and changes nothing."""
 
 from __future__ import annotations
 

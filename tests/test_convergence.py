@@ -1,5 +1,5 @@
-"""Property tests (hypothesis) for the merge rules of SPEC §4: the engine equals the
-reference resolver on random streams, and R8's convergence promise holds."""
+"""Property tests (hypothesis) for the merge rules of docs/merge-rules.md: the engine equals
+the reference resolver on random streams, and R8's convergence promise holds."""
 
 from __future__ import annotations
 

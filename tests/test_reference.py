@@ -1,8 +1,8 @@
 """Example tests of the reference resolver (identityres.testing) against hand-worked results.
 
-Every expectation here was worked out by hand from the merge semantics (SPEC §4, R1-R7), not
-by running the resolver: the reference is the oracle for the engine, so it has to be checked
-against something independent of any code.
+Every expectation here was worked out by hand from the merge semantics (docs/merge-rules.md,
+R1-R7), not by running the resolver: the reference is the oracle for the engine, so it has to
+be checked against something independent of any code.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def replay(events: list[Any], rules: Rules | None = None) -> ReferenceResolver:
     return r
 
 
-# -- SPEC §4 R3: the seed scenarios ------------------------------------------------------------
+# -- R3: the seed scenarios ------------------------------------------------------------------------
 
 
 def test_r3_no_user_id_ever_identified() -> None:

@@ -1,5 +1,6 @@
 """Example tests: the R3 seed scenarios and the cases issue #2 lists, worked out by hand
-from SPEC §4 (expected values are written from the rules, not read off the engine)."""
+from docs/merge-rules.md (expected values are written from the rules, not read off the
+engine)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
 :class:`ReferenceResolver` keeps the accepted events and nothing else. Every read recomputes
 the whole state from scratch: it sorts the events by ``(timestamp, event_id)`` and folds them
-one by one exactly as the merge semantics say (SPEC §4, R1-R7), with plain dicts and sets and
-a profile held as an explicit frozenset of its identifiers. There is no union-find, no cache
-and no incremental replay, so there is little that can be wrong; it is the oracle the real
-engine (``IdentityGraph``) is tested against.
+one by one exactly as the merge semantics say (docs/merge-rules.md, R1-R7), with plain dicts
+and sets and a profile held as an explicit frozenset of its identifiers. There is no
+union-find, no cache and no incremental replay, so there is little that can be wrong; it is
+the oracle the real engine (``IdentityGraph``) is tested against.
 
 :func:`snapshot` reads anything with the read API (``profiles()``, ``refusals()``,
 ``companies()``) into a plain, comparable value: two graphs are in the same state iff their
