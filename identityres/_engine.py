@@ -29,12 +29,10 @@ import secrets
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 from identityres._events import (
     COMPANY,
-    EVENT_TYPES,
     FORGET,
     IDENTIFY,
     MERGE,
@@ -42,17 +40,8 @@ from identityres._events import (
     SPLIT,
     Record,
 )
-from identityres._model import ANONYMOUS_ID, USER_ID, Profile, Reason
-from identityres._rows import (
-    Changes,
-    CompanyLinkRow,
-    CompanyTraitRow,
-    ComponentRows,
-    LinkRow,
-    NodeRow,
-    ProfileRows,
-    TraitRow,
-)
+from identityres._merge import keep
+from identityres._model import Reason
 from identityres._rules import CompiledRules
 
 __all__ = ["Engine"]
@@ -69,25 +58,12 @@ _SIZE = Reason.PROFILE_SIZE_LIMIT
 _RESET = Reason.ANONYMOUS_ID_RESET
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
 class Engine:
     """In-memory identity graph state and the merge decisions (not thread-safe by itself;
     ``IdentityGraph`` serializes calls)."""
 
-    def __init__(self, rules: CompiledRules, *, working_set: bool = False) -> None:
+    def __init__(self, rules: CompiledRules) -> None:
         self.rules = rules
-        # A working set is an engine loaded with some components of a store for one batch:
-        # it maps its nodes to the store's refs and collects trait and company writes so the
-        # batch can save them as rows.
-        self.refs: list[int] | None = [] if working_set else None
-        self.pending_traits: list[TraitRow] | None = [] if working_set else None
-        self.pending_company_links: list[CompanyLinkRow] = []
-        self.pending_company_traits: list[CompanyTraitRow] = []
-        self.pending_companies: list[str] = []
-        self.pending_unblocked: list[tuple[str, str]] = []
         nk = len(rules.kind_names)
         #: value -> node, one dict per kind
         self.nodes: list[dict[str, int]] = [{} for _ in range(nk)]
@@ -119,17 +95,16 @@ class Engine:
         self.suppressed: set[bytes] = set()
         self.dead: set[int] = set()
         self.erasures: dict[str, str] = {}
-        self.pending_suppressed: list[bytes] = []
-        self.pending_deleted: list[int] = []
         #: event_id -> (ts, nodes, ((node, reason, limit_kind), ...)) for events with refusals
         self.refusals: dict[str, Refused] = {}
         #: event_id -> content fingerprint: recognizes duplicates and conflicting reuse
-        self.seen: dict[str, object] = {}
+        self.seen: dict[str, bytes] = {}
         #: node -> {trait: (ts, eid, value)}; regular writes keep the newest, set_once the oldest
         self.traits: dict[int, dict[str, tuple[float, str, Any]]] = {}
         self.traits_once: dict[int, dict[str, tuple[float, str, Any]]] = {}
-        #: node -> {company_id: newest key of identify_company linking them}
-        self.company_links: dict[int, dict[str, Key]] = {}
+        #: node -> {company_id: (ts, event_id, None) of the newest identify_company linking
+        #: them}
+        self.company_links: dict[int, dict[str, tuple[float, str, None]]] = {}
         self.company_members: dict[str, set[int]] = {}
         self.company_traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         #: profile root -> canonical node, dropped whenever the profile changes
@@ -142,7 +117,7 @@ class Engine:
     def node(self, kind: int, value: str) -> int | None:
         return self.nodes[kind].get(value)
 
-    def _new_node(self, kind: int, value: str, ts: float, eid: str) -> int:
+    def new_node(self, kind: int, value: str, ts: float, eid: str) -> int:
         n = len(self.value)
         self.nodes[kind][value] = n
         self.kind.append(kind)
@@ -156,9 +131,19 @@ class Engine:
         self.first_eid.append(eid)
         self.last_ts.append(ts)
         self.lparent.append(n)
-        if self.refs is not None:
-            self.refs.append(-(n + 1))
         return n
+
+    def drop_log(self, lroot: int) -> None:
+        """Forget a link component's log, refusals and newest key (rows replace them)."""
+        for _, eid, _, _ in self.log.pop(lroot, ()):
+            self.refusals.pop(eid, None)
+        self.newest.pop(lroot, None)
+
+    def seen_key(self, lroot: int, key: Key) -> None:
+        """Widen a link component's newest key to include ``key``."""
+        top = self.newest.get(lroot)
+        if top is None or top < key:
+            self.newest[lroot] = key
 
     def find(self, n: int) -> int:
         parent = self.parent
@@ -182,19 +167,13 @@ class Engine:
 
     # -- applying one event -----------------------------------------------------------------
 
-    def apply(self, rec: Record, fingerprint: object) -> tuple[Any, bool, int]:
+    def apply(self, rec: Record) -> tuple[Any, bool, int]:
         """Apply a validated, not yet seen record. Returns ``(decisions, late, replayed)``."""
         ts = rec.ts
         eid = rec.event_id
-        self.seen[eid] = fingerprint
+        self.seen[eid] = rec.fingerprint
         etype = rec.etype
-        if (
-            etype <= IDENTIFY
-            and rec.traits is None
-            and rec.set_once is None
-            and not rec.blocked
-            and self.refs is None
-        ):
+        if etype <= IDENTIFY and rec.traits is None and rec.set_once is None and not rec.blocked:
             fast = self._seen_again(rec, ts, eid, etype)
             if fast is not None:
                 return fast, False, 0
@@ -217,7 +196,7 @@ class Engine:
                 self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
         if not ids:
             return None, False, 0
-        if len(ids) == 2 and etype != MERGE and self.refs is None and not anchor_erased:
+        if len(ids) == 2 and etype != MERGE and not anchor_erased:
             (ka, va), (kb, vb) = ids
             if va not in nodes_by_kind[ka] and vb not in nodes_by_kind[kb]:
                 return self._fresh_pair(ka, va, kb, vb, rec), False, 0
@@ -225,7 +204,7 @@ class Engine:
         for kind, value in ids:
             n = nodes_by_kind[kind].get(value)
             if n is None:
-                n = self._new_node(kind, value, ts, eid)
+                n = self.new_node(kind, value, ts, eid)
             else:
                 self._seen_at(n, ts, eid)
             nodes.append(n)
@@ -266,7 +245,7 @@ class Engine:
             if n is None:
                 if self.suppressed:  # a new value may be a forgotten one
                     return None
-                n = self._new_node(k, v, ts, eid)
+                n = self.new_node(k, v, ts, eid)
             else:  # a value in the graph was never forgotten
                 self._seen_at(n, ts, eid)
             return (n, (), (), ())
@@ -312,17 +291,12 @@ class Engine:
             return None, False, 0
         k, v = rec.ids[0]
         h = self.erasure_hash(k, v)
-        working_set = self.refs is not None
         if h not in self.suppressed:
             self.suppressed.add(h)
-            if working_set:
-                self.pending_suppressed.append(h)
+            self._suppressed_hash(h)
         # a blocked value is counted by value: the count goes too
         self.blocked.pop((self.rules.kind_names[k], v), None)
-        if working_set:
-            # Only a working set hands rows to a store; an in-place engine must not keep
-            # the erased value anywhere, not even in a list nobody reads.
-            self.pending_unblocked.append((self.rules.kind_names[k], v))
+        self._unblocked(self.rules.kind_names[k], v)
         n = self.nodes[k].get(v)
         if n is None:
             return None, False, 0
@@ -340,9 +314,8 @@ class Engine:
             kept.append((ts, eid, nodes, etype))
         kept.append((rec.ts, rec.event_id, (), FORGET))
         self.erasures[rec.event_id] = self.rules.kind_names[k]
+        self._erased(n)
         self._erase_node(n)
-        if self.refs is not None:
-            self.pending_deleted.append(self.refs[n])
         live = members - {n}
         self.lparent[n] = n
         replayed = 0
@@ -357,6 +330,18 @@ class Engine:
         else:
             self._replay(n, extra=(n,))
         return None, True, replayed
+
+    # Hooks for a working set, which hands what an erasure changed to its store as rows; the
+    # in-place engine keeps nothing of the erased value, not even in a list nobody reads.
+
+    def _suppressed_hash(self, h: bytes) -> None:
+        """A keyed hash added to the suppression list."""
+
+    def _unblocked(self, kind: str, value: str) -> None:
+        """An erased value's blocked count dropped."""
+
+    def _erased(self, n: int) -> None:
+        """Node ``n`` is about to be erased."""
 
     def _erase_node(self, n: int) -> None:
         """Remove a node's value and everything hanging on it; it stays as a tombstone."""
@@ -449,9 +434,7 @@ class Engine:
         old = self.splits.get(n)
         if old is None or old < key:
             self.splits[n] = key
-        top = self.newest.get(root)
-        if top is None or top < key:
-            self.newest[root] = key
+        self.seen_key(root, key)
         # Links dated before the split change meaning: re-decide the component.
         return True, self._replay(root)[1]
 
@@ -621,11 +604,26 @@ class Engine:
         """Re-decide one link component from its sorted log (R8); returns the decisions of
         the ``target`` event and how many events were replayed. ``extra`` nodes are reset
         to singletons too (an erased node that no log entry names any more)."""
+        events = self._undo(lroot, extra)
+        self.replays += 1
+        decisions: Any = None
+        for ts, eid, nodes, etype in events:
+            if len(nodes) < 2:
+                continue  # resets, splits, erasures: their effect is in resets/splits
+            if eid == target:
+                decisions = self._decide(ts, eid, nodes, etype, True)
+            else:
+                self._decide(ts, eid, nodes, etype, False)
+        return decisions, len(events)
+
+    def _undo(self, lroot: int, extra: Iterable[int] = ()) -> list[LinkEvent]:
+        """Undo every decision of one link component (and its refusals), leaving each member
+        (and each ``extra`` node) a singleton profile; returns its log, sorted, to decide
+        again."""
         events = self.log.get(lroot)
-        if not events:
+        if events is None:
             events = []
         events.sort()
-        self.replays += 1
         members: set[int] = set(extra)
         refusals = self.refusals
         for _, eid, nodes, _ in events:
@@ -647,15 +645,21 @@ class Engine:
             size[n] = 1
             for k, arr in counts:
                 arr[n] = 1 if kind[n] == k else 0
-        decisions: Any = None
-        for ts, eid, nodes, etype in events:
-            if len(nodes) < 2:
-                continue  # resets, splits, erasures: their effect is in resets/splits
-            if eid == target:
-                decisions = self._decide(ts, eid, nodes, etype, True)
-            else:
-                self._decide(ts, eid, nodes, etype, False)
-        return decisions, len(events)
+        return events
+
+    def decisions_in_order(self, lroot: int) -> list[tuple[LinkEvent, Any]]:
+        """Re-decide one link component from its sorted log, as ``_replay`` does, and return
+        every log entry with its decisions, in ``(timestamp, event_id)`` order: what
+        ``IdentityGraph.history`` shows. Link entries (two or more nodes) come with
+        ``(anchor, joined, already, refused)`` as ``apply`` reports them (``None`` when later
+        splits left fewer than two of its identifiers); resets, splits and erasures with
+        ``None``. The state afterwards is the state ``_replay`` leaves."""
+        out: list[tuple[LinkEvent, Any]] = []
+        for entry in self._undo(lroot):
+            ts, eid, nodes, etype = entry
+            decided = self._decide(ts, eid, nodes, etype, True) if len(nodes) > 1 else None
+            out.append((entry, decided))
+        return out
 
     # -- traits and companies (order-independent aggregates) -------------------------------
 
@@ -667,50 +671,28 @@ class Engine:
         traits: dict[str, Any] | None,
         set_once: dict[str, Any] | None,
     ) -> None:
-        pending = self.pending_traits
-        if pending is not None:
-            ref = self.ref(n)
-            for k, v in (traits or {}).items():
-                pending.append(TraitRow(ref, k, ts, eid, v, False))
-            for k, v in (set_once or {}).items():
-                pending.append(TraitRow(ref, k, ts, eid, v, True))
         if traits:
             mine = self.traits.setdefault(n, {})
             for k, v in traits.items():
-                old = mine.get(k)
-                if old is None or (old[0], old[1]) < (ts, eid):
-                    mine[k] = (ts, eid, v)
+                keep(mine, k, ts, eid, v)
         if set_once:
             once = self.traits_once.setdefault(n, {})
             for k, v in set_once.items():
-                old = once.get(k)
-                if old is None or (old[0], old[1]) > (ts, eid):
-                    once[k] = (ts, eid, v)
+                keep(once, k, ts, eid, v, True)
 
     def _write_company(
         self, n: int | None, ts: float, eid: str, cid: str, traits: dict[str, Any] | None
     ) -> None:
         """Link node ``n`` (``None``: no one, the anchor was erased) to company ``cid`` and
         write the company's traits."""
-        if self.refs is not None:
-            self.pending_companies.append(cid)
-            if n is not None:
-                self.pending_company_links.append(CompanyLinkRow(self.ref(n), cid, ts, eid))
-            for k, v in (traits or {}).items():
-                self.pending_company_traits.append(CompanyTraitRow(cid, k, ts, eid, v))
         holders = self.company_members.setdefault(cid, set())
         if n is not None:
-            links = self.company_links.setdefault(n, {})
-            old = links.get(cid)
-            if old is None or old < (ts, eid):
-                links[cid] = (ts, eid)
+            keep(self.company_links.setdefault(n, {}), cid, ts, eid, None)
             holders.add(n)
         ctraits = self.company_traits.setdefault(cid, {})
         if traits:
             for k, v in traits.items():
-                prev = ctraits.get(k)
-                if prev is None or (prev[0], prev[1]) < (ts, eid):
-                    ctraits[k] = (ts, eid, v)
+                keep(ctraits, k, ts, eid, v)
 
     def _touch_canon(self, n: int) -> None:
         if self.canon:
@@ -748,308 +730,3 @@ class Engine:
         for n in range(len(parent)):
             if parent[n] == n and n not in dead:
                 yield n
-
-    # -- rows: the storage protocol's view of this state -----------------------------------
-
-    def ref(self, n: int) -> int:
-        refs = self.refs
-        return n if refs is None else refs[n]
-
-    def node_row(self, n: int) -> NodeRow:
-        ref = self.ref
-        reset = self.resets.get(n)
-        split = self.splits.get(n)
-        return NodeRow(
-            ref(n),
-            self.rules.kind_names[self.kind[n]],
-            self.value[n],
-            self.first_ts[n],
-            self.first_eid[n],
-            self.last_ts[n],
-            None if reset is None else reset[0],
-            None if reset is None else reset[1],
-            ref(self.lfind(n)),
-            ref(self.find(n)),
-            None if split is None else split[0],
-            None if split is None else split[1],
-        )
-
-    def link_row(
-        self, ts: float, eid: str, nodes: tuple[int, ...], etype: int, lroot: int
-    ) -> LinkRow:
-        ref = self.ref
-        names = self.rules.kind_names
-        refused = self.refusals.get(eid)
-        items: tuple[tuple[int, str, str | None], ...] = ()
-        if refused is not None:
-            items = tuple(
-                (nodes.index(x), reason.value, None if lk is None else names[lk])
-                for x, reason, lk in refused[2]
-            )
-        return LinkRow(
-            eid,
-            ts,
-            ref(lroot),
-            tuple(ref(n) for n in nodes),
-            items,
-            EVENT_TYPES[etype],
-            self.erasures.get(eid) if etype == FORGET else None,
-        )
-
-    def refused_link_rows(self) -> Iterator[LinkRow]:
-        for eid, (ts, nodes, _) in list(self.refusals.items()):
-            root = self.lfind(nodes[0])
-            etype = next((e[3] for e in self.log.get(root, ()) if e[1] == eid), 0)
-            yield self.link_row(ts, eid, nodes, etype, root)
-
-    def component_rows(self, lroots: Iterable[int]) -> ComponentRows:
-        """Every node and link row of the given link components."""
-        nodes: set[int] = set()
-        links: list[LinkRow] = []
-        for r in set(lroots):
-            if r not in self.dead:
-                nodes.add(r)
-            for ts, eid, members, etype in self.log.get(r, ()):
-                nodes.update(members)
-                links.append(self.link_row(ts, eid, members, etype, r))
-        return ComponentRows(tuple(self.node_row(n) for n in sorted(nodes)), tuple(links))
-
-    def load_rows(self, nodes: Iterable[NodeRow], links: Iterable[LinkRow]) -> dict[int, int]:
-        """Make these rows the state of their components: whole components, as ``load``
-        returns and ``changes`` gives. Returns ``{ref: node}`` for the rows' refs."""
-        kind_index = self.rules.kind_index
-        by_kind = self.nodes
-        local: dict[int, int] = {}
-        rows = list(nodes)
-        # Drop the old logs of every component these nodes were in: the rows replace them.
-        for row in rows:
-            n = by_kind[kind_index[row.kind]].get(row.value)
-            if n is not None:
-                old = self.lfind(n)
-                for _, eid, _, _ in self.log.pop(old, ()):
-                    self.refusals.pop(eid, None)
-                self.newest.pop(old, None)
-        for row in rows:
-            k = kind_index[row.kind]
-            n = by_kind[k].get(row.value)
-            if n is None:
-                n = self._new_node(k, row.value, row.first_ts, row.first_event_id)
-            else:
-                self.first_ts[n] = row.first_ts
-                self.first_eid[n] = row.first_event_id
-            self.last_ts[n] = row.last_ts
-            if self.refs is not None and row.ref >= 0:
-                self.refs[n] = row.ref
-            if row.reset_ts is None or row.reset_event_id is None:
-                self.resets.pop(n, None)
-            else:
-                self.resets[n] = (row.reset_ts, row.reset_event_id)
-            if row.split_ts is None or row.split_event_id is None:
-                self.splits.pop(n, None)
-            else:
-                self.splits[n] = (row.split_ts, row.split_event_id)
-            local[row.ref] = n
-        groups: dict[int, list[int]] = {}
-        for row in rows:
-            n = local[row.ref]
-            root = local[row.profile]
-            self.parent[n] = root
-            self.lparent[n] = local[row.component]
-            groups.setdefault(root, []).append(n)
-        kind = self.kind
-        for root, members in groups.items():
-            members.remove(root)
-            members.insert(0, root)
-            for i, n in enumerate(members):
-                self.nxt[n] = members[(i + 1) % len(members)]
-                self.canon.pop(n, None)
-            self.size[root] = len(members)
-            for k, arr in self.counts.items():
-                arr[root] = sum(1 for n in members if kind[n] == k)
-        etypes = {name: i for i, name in enumerate(EVENT_TYPES)}
-        for link in links:
-            members_t = tuple(local[m] for m in link.members)
-            lroot = local[link.component]
-            etype = etypes.get(link.etype, 0)
-            self.log.setdefault(lroot, []).append((link.ts, link.event_id, members_t, etype))
-            if etype == FORGET and link.erased_kind is not None:
-                self.erasures[link.event_id] = link.erased_kind
-            if link.refused:
-                self.refusals[link.event_id] = (
-                    link.ts,
-                    members_t,
-                    tuple(
-                        (members_t[pos], Reason(code), None if lk is None else kind_index[lk])
-                        for pos, code, lk in link.refused
-                    ),
-                )
-            key = (link.ts, link.event_id)
-            top = self.newest.get(lroot)
-            if top is None or top < key:
-                self.newest[lroot] = key
-        for row in rows:
-            if row.reset_ts is not None and row.reset_event_id is not None:
-                n = local[row.ref]
-                lroot = self.lfind(n)
-                key = (row.reset_ts, row.reset_event_id)
-                top = self.newest.get(lroot)
-                if top is None or top < key:
-                    self.newest[lroot] = key
-        return local
-
-    def save_changes(self, changes: Changes) -> None:
-        """Apply a batch's rows to this (store-owned) engine."""
-        for ref in changes.deleted:
-            if 0 <= ref < len(self.value) and ref not in self.dead:
-                # its component's log goes too; the batch re-sends what is left of it
-                old = self.lfind(ref)
-                for _, eid, _, _ in self.log.pop(old, ()):
-                    self.refusals.pop(eid, None)
-                self.newest.pop(old, None)
-            self._erase_node(ref)
-        self.suppressed.update(changes.suppressed)
-        local = self.load_rows(changes.nodes, changes.links)
-
-        def node_of(ref: int) -> int:
-            return local.get(ref, ref)
-
-        for t in changes.traits:
-            if t.once:
-                self._write_traits(node_of(t.node), t.ts, t.event_id, None, {t.key: t.value})
-            else:
-                self._write_traits(node_of(t.node), t.ts, t.event_id, {t.key: t.value}, None)
-        for cid in changes.companies:
-            self.company_members.setdefault(cid, set())
-        for c in changes.company_links:
-            self._write_company(node_of(c.node), c.ts, c.event_id, c.company_id, None)
-        for ct in changes.company_traits:
-            ctraits = self.company_traits.setdefault(ct.company_id, {})
-            prev = ctraits.get(ct.key)
-            if prev is None or (prev[0], prev[1]) < (ct.ts, ct.event_id):
-                ctraits[ct.key] = (ct.ts, ct.event_id, ct.value)
-        for eid, fp in changes.events:
-            self.seen[eid] = fp
-        for kind_name, value, count in changes.blocked:
-            if count == 0:
-                self.blocked.pop((kind_name, value), None)
-            else:
-                self.blocked[(kind_name, value)] += count
-
-    def changes(self, events: Iterable[tuple[str, bytes]]) -> Changes:
-        """Everything in this working set, as rows to save."""
-        links: list[LinkRow] = []
-        for root, entries in self.log.items():
-            links.extend(self.link_row(ts, eid, ms, et, root) for ts, eid, ms, et in entries)
-        dead = self.dead
-        gone = set(self.pending_deleted)  # the refs of the nodes _forget erased
-        return Changes(
-            nodes=tuple(self.node_row(n) for n in range(len(self.value)) if n not in dead),
-            links=tuple(links),
-            traits=tuple(t for t in self.pending_traits or () if t.node not in gone),
-            company_links=tuple(c for c in self.pending_company_links if c.node not in gone),
-            company_traits=tuple(self.pending_company_traits),
-            events=tuple(events),
-            # count 0, first: an erased blocked value, whose stored row goes before this
-            # batch's own counts are added (it may be blocked again after it was erased)
-            blocked=(
-                *((k, v, 0) for k, v in dict.fromkeys(self.pending_unblocked)),
-                *((k, v, c) for (k, v), c in self.blocked.items()),
-            ),
-            companies=tuple(dict.fromkeys(self.pending_companies)),
-            deleted=tuple(r for r in self.pending_deleted if r >= 0),
-            suppressed=tuple(self.pending_suppressed),
-        )
-
-    def profile_rows(self, root: int) -> ProfileRows:
-        members = self.members(root)
-        ref = self.ref
-        traits: list[TraitRow] = []
-        links: list[CompanyLinkRow] = []
-        for n in members:
-            for k, (ts, eid, v) in self.traits.get(n, {}).items():
-                traits.append(TraitRow(ref(n), k, ts, eid, v, False))
-            for k, (ts, eid, v) in self.traits_once.get(n, {}).items():
-                traits.append(TraitRow(ref(n), k, ts, eid, v, True))
-            for cid, (ts, eid) in self.company_links.get(n, {}).items():
-                links.append(CompanyLinkRow(ref(n), cid, ts, eid))
-        return ProfileRows(tuple(self.node_row(n) for n in members), tuple(traits), tuple(links))
-
-    def decisions_in_order(self, lroot: int) -> list[tuple[LinkEvent, Any]]:
-        """Re-decide one link component from its sorted log, as ``_replay`` does, and return
-        every log entry with its decisions, in ``(timestamp, event_id)`` order: what
-        ``IdentityGraph.history`` shows. Link entries (two or more nodes) come with
-        ``(anchor, joined, already, refused)`` as ``apply`` reports them (``None`` when later
-        splits left fewer than two of its identifiers); resets, splits and erasures with
-        ``None``. The state afterwards is the state ``_replay`` leaves. Meant for a working
-        set loaded with ``load_rows``."""
-        events = self.log.get(lroot) or []
-        events.sort()
-        members: set[int] = set()
-        refusals = self.refusals
-        for _, eid, nodes, _ in events:
-            members.update(nodes)
-            refusals.pop(eid, None)
-        parent = self.parent
-        kind = self.kind
-        counts = self.counts.items()
-        for n in members:  # as in ``_replay``: every member back to a singleton
-            if parent[n] == n:
-                self.canon.pop(n, None)
-            parent[n] = n
-            self.nxt[n] = n
-            self.size[n] = 1
-            for k, arr in counts:
-                arr[n] = 1 if kind[n] == k else 0
-        out: list[tuple[LinkEvent, Any]] = []
-        for entry in events:
-            ts, eid, nodes, etype = entry
-            decided = self._decide(ts, eid, nodes, etype, True) if len(nodes) > 1 else None
-            out.append((entry, decided))
-        return out
-
-
-def canonical_row(nodes: Iterable[NodeRow], rules: CompiledRules) -> NodeRow:
-    """R5 on rows: highest-priority kind, then earliest key, then value."""
-    kind_index = rules.kind_index
-    return min(nodes, key=lambda r: (kind_index[r.kind], r.first_ts, r.first_event_id, r.value))
-
-
-def build_profile(rows: ProfileRows, rules: CompiledRules) -> Profile:
-    """Present a profile from its rows (SPEC §5, R5-R7). One implementation for every store."""
-    by_kind: dict[str, set[str]] = {}
-    for r in rows.nodes:
-        by_kind.setdefault(r.kind, set()).add(r.value)
-    c = canonical_row(rows.nodes, rules)
-    users = [r for r in rows.nodes if r.kind == USER_ID]
-    identified = (
-        min(users, key=lambda r: (r.first_ts, r.first_event_id, r.value)).value if users else None
-    )
-    newest: dict[str, TraitRow] = {}
-    oldest: dict[str, TraitRow] = {}
-    for t in rows.traits:
-        if t.once:
-            cur = oldest.get(t.key)
-            if cur is None or (cur.ts, cur.event_id) > (t.ts, t.event_id):
-                oldest[t.key] = t
-        else:
-            cur = newest.get(t.key)
-            if cur is None or (cur.ts, cur.event_id) < (t.ts, t.event_id):
-                newest[t.key] = t
-    traits: dict[str, Any] = {k: t.value for k, t in oldest.items()}
-    traits.update((k, t.value) for k, t in newest.items())
-    latest: CompanyLinkRow | None = None
-    for link in rows.company_links:
-        if latest is None or (latest.ts, latest.event_id) < (link.ts, link.event_id):
-            latest = link
-    return Profile(
-        user_id=c.value,
-        user_id_kind=c.kind,
-        identified_user_id=identified,
-        anonymous_ids=frozenset(by_kind.get(ANONYMOUS_ID, ())),
-        identifiers={k: frozenset(v) for k, v in sorted(by_kind.items())},
-        company_id=None if latest is None else latest.company_id,
-        company_ids=frozenset(link.company_id for link in rows.company_links),
-        traits=traits,
-        first_seen=_utc(min(r.first_ts for r in rows.nodes)),
-        last_seen=_utc(max(r.last_ts for r in rows.nodes)),
-    )

@@ -79,6 +79,7 @@ class Record:
         "content",
         "etype",
         "event_id",
+        "fingerprint",
         "ids",
         "set_once",
         "traits",
@@ -93,6 +94,7 @@ class Record:
         ids: tuple[tuple[int, str], ...],
         blocked: tuple[tuple[str, str, Reason], ...],
         content: tuple[Any, ...],
+        fingerprint: bytes,
         traits: dict[str, Any] | None = None,
         set_once: dict[str, Any] | None = None,
         company_id: str | None = None,
@@ -108,6 +110,8 @@ class Record:
         #: everything that makes the event what it is, as a hashable tuple: equal content
         #: with an equal ``event_id`` is a duplicate, other content is a conflict
         self.content = content
+        #: :func:`fingerprint` of ``content``: what stores keep to recognize a redelivery
+        self.fingerprint = fingerprint
         self.traits = traits
         self.set_once = set_once
         self.company_id = company_id
@@ -132,19 +136,57 @@ def _kind_of(pair: tuple[int, str]) -> int:
     return pair[0]
 
 
-def stable_fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
+def _tagged(value: Any) -> str:
+    # One payload item of a fingerprint's text: the length makes the text unambiguous
+    # whatever characters the value holds.
+    if value is None:
+        return "\x1d~"
+    if type(value) is str:
+        return f"\x1d{len(value)}:{value}"
+    return f"\x1d#{value!r}"
+
+
+def fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
     """A digest of an event's content that is the same in every process (``hash()`` of
-    strings is not): used for derived event ids and by stores that persist fingerprints.
-    Kinds are named, not numbered, so the digest does not depend on the rules' priority."""
+    strings is not) and does not depend on the rules' priority (kinds are named, not
+    numbered). Equal digests under one ``event_id``: a redelivery; different: a conflict.
+
+    One function for every writer: the in-place engine, batches and every store keep these
+    bytes. ``RecordBuilder``'s track fast path writes the same text inline (checked by
+    ``tests/test_fast_paths.py``)."""
+    etype, ts, pairs, *rest = content
+    text = (
+        EVENT_TYPES[etype]
+        + ("~" if ts is None else repr(ts))
+        + "".join([f"\x1f{kind_names[k]}\x1e{len(v)}:{v}" for k, v in pairs])
+        + "".join([_tagged(r) for r in rest])
+    )
+    return _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_digest = hashlib.blake2b
+
+
+def legacy_fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
+    """The digest identityres 0.1 stored as a fingerprint, and still the digest a derived
+    ``event_id`` is made of (so that events sent without an id keep their ids). Computed
+    only when a stored fingerprint differs from :func:`fingerprint`'s, to recognize a
+    redelivery of an event that a store written by 0.1 holds."""
     etype, ts, pairs, *rest = content
     named = (EVENT_TYPES[etype], ts, tuple((kind_names[k], v) for k, v in pairs), *rest)
-    return hashlib.blake2b(repr(named).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return _digest(repr(named).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def same_content(stored: bytes, rec: Record, kind_names: tuple[str, ...]) -> bool:
+    """Whether ``stored`` (a fingerprint a store holds under ``rec.event_id``) is this
+    record's: a redelivery rather than a conflicting reuse of the id."""
+    return stored == rec.fingerprint or stored == legacy_fingerprint(rec.content, kind_names)
 
 
 def derive_event_id(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> str:
     """The ``event_id`` of an event written without one: a digest of its content, so the
-    same event sent twice is recognized as a duplicate (SPEC §3)."""
-    return "ev-" + stable_fingerprint(content, kind_names).hex()
+    same event sent twice is recognized as a duplicate (docs/concepts.md, event ids)."""
+    return "ev-" + legacy_fingerprint(content, kind_names).hex()
 
 
 def to_timestamp(value: Any, field: str = "timestamp") -> float:
@@ -379,6 +421,7 @@ class RecordBuilder:
             tuple(valid),
             tuple(blocked),
             content,
+            fingerprint(content, rules.kind_names),
             traits,
             set_once,
             company_id,
@@ -412,9 +455,15 @@ class RecordBuilder:
     # -- one builder per operation ---------------------------------------------------------
 
     def _fast_track(
-        self, event: str, user_id: Any, anonymous_id: Any, properties: Any, timestamp: float
-    ) -> tuple[float, tuple[tuple[int, str], ...], tuple[Any, ...]] | None:
-        """``(ts, ids, content)`` of a track whose values need no more than ``_quick``
+        self,
+        event: str,
+        user_id: Any,
+        anonymous_id: Any,
+        properties: Any,
+        timestamp: float,
+        event_id: str,
+    ) -> Record | None:
+        """The record of a track whose values need no more than ``_quick``
         (plain str ids, plain dict properties); ``None``: take the general path, which
         raises or handles what this one does not, in its own order of checks."""
         try:
@@ -432,6 +481,7 @@ class RecordBuilder:
             if not (a.isascii() and quick(a)):
                 return None
             ids: tuple[tuple[int, str], ...] = ((rules.anon, a),)
+            text = f"\x1fanonymous_id\x1e{len(a)}:{a}"
         elif anonymous_id is None:
             if type(user_id) is not str:
                 return None
@@ -439,6 +489,7 @@ class RecordBuilder:
             if not (u.isascii() and quick(u)):
                 return None
             ids = ((rules.user, u),)
+            text = f"\x1fuser_id\x1e{len(u)}:{u}"
         else:
             if type(user_id) is not str or type(anonymous_id) is not str:
                 return None
@@ -447,6 +498,7 @@ class RecordBuilder:
             if not (u.isascii() and a.isascii() and quick(u) and quick(a)):
                 return None
             ids = ((rules.user, u), (rules.anon, a))
+            text = f"\x1fuser_id\x1e{len(u)}:{u}\x1fanonymous_id\x1e{len(a)}:{a}"
         if not properties:
             if properties is not None and type(properties) is not dict:
                 return None
@@ -458,7 +510,12 @@ class RecordBuilder:
                 if type(key) is not str:
                     return None
             props = _json(properties, "properties")
-        return ts, ids, (TRACK, ts, ids, None, event, props)
+        # ``fingerprint``'s text for this content, written out (the general path's result)
+        text = f"track{ts!r}{text}\x1d~\x1d{len(event)}:{event}" + (
+            "\x1d~" if props is None else f"\x1d{len(props)}:{props}"
+        )
+        digest = _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return Record(TRACK, ts, event_id, ids, (), (TRACK, ts, ids, None, event, props), digest)
 
     def track(
         self,
@@ -482,9 +539,9 @@ class RecordBuilder:
             and self._plain_pair
         ):
             # The hot path of bulk tracking: same result as below, fewer calls.
-            fast = self._fast_track(event, user_id, anonymous_id, properties, timestamp)
+            fast = self._fast_track(event, user_id, anonymous_id, properties, timestamp, event_id)
             if fast is not None:
-                return Record(TRACK, fast[0], event_id, fast[1], (), fast[2])
+                return fast
         if not isinstance(event, str) or not event:
             raise InvalidEventError("event", event, "the event name must be a non-empty str")
         pairs: list[tuple[int, str]] = []
@@ -538,9 +595,14 @@ class RecordBuilder:
             a = anonymous_id.strip()
             if ts - ts == 0.0 and u.isascii() and a.isascii() and self._quick(u) and self._quick(a):
                 fast = ((rules.user, u), (rules.anon, a))
-                return Record(
-                    IDENTIFY, ts, event_id, fast, (), (IDENTIFY, ts, fast, None, None, None)
+                # ``fingerprint``'s text for this content, written out
+                text = (
+                    f"identify{ts!r}\x1fuser_id\x1e{len(u)}:{u}"
+                    f"\x1fanonymous_id\x1e{len(a)}:{a}\x1d~\x1d~\x1d~"
                 )
+                digest = _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                content = (IDENTIFY, ts, fast, None, None, None)
+                return Record(IDENTIFY, ts, event_id, fast, (), content, digest)
         if user_id is None:
             raise InvalidEventError("user_id", None, "identify needs a user_id")
         pairs = [(rules.user, self.identifier_value("user_id", rules.user, user_id))]

@@ -23,11 +23,13 @@ from typing import Literal
 
 import attrs
 
-from identityres._engine import Engine, _utc
+from identityres._engine import Engine
 from identityres._events import EVENT_TYPES, FORGET, MERGE, RESET, SPLIT
 from identityres._model import Identifier, Reason, Refusal
+from identityres._profiles import utc as _utc
 from identityres._rows import ComponentRows, LinkRow, NodeRow
 from identityres._rules import CompiledRules
+from identityres._state_rows import load_rows
 
 __all__ = ["Decision", "Explanation", "Step", "show_identifier", "show_text"]
 
@@ -268,8 +270,8 @@ def profile_history(
     the splits of identifiers that took part in its links, and the component's erasures, in
     key order, re-decided to tell joins from identifiers already joined
     (``Engine.decisions_in_order``)."""
-    engine = Engine(rules, working_set=True)
-    local = engine.load_rows(rows.nodes, rows.links)
+    engine = Engine(rules)
+    local = load_rows(engine, rows.nodes, rows.links)
     names = rules.kind_names
     members = {local[r.ref] for r in rows.nodes if r.profile == start.profile}
     lroot = engine.lfind(local[start.ref])

@@ -5,23 +5,21 @@ records to the engine (``_engine``); reads turn engine state into ``Profile`` va
 
 from __future__ import annotations
 
-import threading
+import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 import attrs
 
-from identityres._engine import Engine, build_profile, canonical_row
 from identityres._events import (
     COMPANY_KIND,
     MESSAGE_FIELDS,
     Record,
     RecordBuilder,
     relabel,
-    stable_fingerprint,
 )
 from identityres._explain import (
     Decision,
@@ -38,23 +36,19 @@ from identityres._model import (
     Reason,
     Refusal,
 )
+from identityres._profiles import build_company, build_profile, canonical_row
 from identityres._rows import ComponentRows
 from identityres._rules import Rules
+from identityres._writers import CONFLICT, BatchWriter, InPlaceWriter, admit, conflict
 from identityres._writes import EventWriter
 from identityres.errors import (
     ConfigurationError,
-    EventIdConflictError,
-    IdentityResError,
     InvalidEventError,
-    StorageError,
     ValidationError,
 )
-from identityres.storage._protocol import RetryBatch, Store
+from identityres.storage._protocol import Store
 from identityres.storage._registry import store_from_url
 from identityres.storage.memory import MemoryStore
-
-#: How often a batch is retried when a store reports a conflicting concurrent batch.
-_RETRIES = 20
 
 __all__ = ["EventError", "GraphStats", "IdentityGraph", "IngestReport"]
 
@@ -104,15 +98,36 @@ class GraphStats:
     anonymous_profiles: int
     #: accepted joins in effect (identifiers - profiles)
     joins: int
+    #: refusals in effect by reason code
     refusals: Counter[str]
+    #: how often each blocked value was seen, by ``"kind:value"``
     blocked_values: Counter[str]
+    #: component replays this graph object did (late events, resets, splits, erasures);
+    #: not kept by the store, so it starts at 0 for each graph
     replays: int
+    #: number of identifiers -> number of profiles that size, by size ascending
+    sizes: Mapping[int, int] = attrs.field(factory=dict)
+    #: the largest profiles as ``(canonical id, number of identifiers)``, largest first;
+    #: among equal sizes by the priority of the canonical id's kind, then the id
+    largest: tuple[tuple[str, int], ...] = ()
+    #: ``limit_exceeded`` refusals by the kind whose limit they kept
+    refusals_by_kind: Mapping[str, int] = attrs.field(factory=dict)
 
+    def __str__(self) -> str:
+        from identityres.export import visible
 
-def _key_order(records: list[tuple[int, Record]]) -> list[int]:
-    """Positions of ``records`` in ``(timestamp, event_id)`` order."""
-    keys = [(rec.ts, rec.event_id) for _, rec in records]
-    return sorted(range(len(keys)), key=keys.__getitem__)
+        lines = [f"{self.profiles} profiles, {self.identifiers} identifiers"]
+        lines.append("profile sizes (identifiers: profiles)")
+        lines.extend(f"  {size:>6}: {count}" for size, count in self.sizes.items())
+        if self.largest:
+            lines.append("largest profiles")
+            width = max(len(visible(c)) for c, _ in self.largest)
+            lines.extend(f"  {visible(c):<{width}}  {n}" for c, n in self.largest)
+        total = sum(self.refusals.values())
+        lines.append(f"refusals {total}")
+        lines.extend(f"  {reason}: {n}" for reason, n in self.refusals.items())
+        lines.extend(f"    {kind}: {n}" for kind, n in self.refusals_by_kind.items())
+        return "\n".join(lines)
 
 
 def _system_clock() -> float:
@@ -155,16 +170,26 @@ class IdentityGraph(EventWriter[Outcome]):
                 f"store={store!r}: must be a store URL or an object implementing "
                 "identityres.storage.Store"
             )
-        attach = getattr(store, "attach", None)
-        if attach is not None:
-            attach(compiled)
-        self._store: Any = store
-        # The in-memory store lets the engine decide in place: the fast path.
-        self._engine: Engine | None = (
-            store.engine if isinstance(store, MemoryStore) and store.in_place else None
+        # A store remembers the rules it was written with: other rules would decide its
+        # components differently from how they were decided (docs/storage.md).
+        proposed = rules.record()
+        recorded = store.bind_rules(proposed)
+        if recorded.digest != proposed.digest:
+            raise ConfigurationError(
+                f"store={store!r}: written with other rules; {proposed.difference(recorded)}. "
+                "Open it with the rules it was written with, or resolve the events again "
+                "into a new store"
+            )
+        self._store: Store = store
+        # The one place the graph looks at what kind of store it has: the in-memory store
+        # lets the engine decide in place (the fast path), every other store is written
+        # through batches.
+        self._writer: InPlaceWriter | BatchWriter = (
+            InPlaceWriter(store.engine, store.lock)
+            if isinstance(store, MemoryStore) and store.in_place
+            else BatchWriter(store, compiled)
         )
-        self._lock = threading.RLock()
-        self.replays = 0
+        self._lock = self._writer.lock
 
     @property
     def rules(self) -> Rules:
@@ -189,116 +214,7 @@ class IdentityGraph(EventWriter[Outcome]):
     # -- writing --------------------------------------------------------------------------
 
     def _submit(self, rec: Record) -> Outcome:
-        engine = self._engine
-        if engine is None:
-            outcomes, _ = self._write([(0, rec)], raise_errors=True)
-            return outcomes[0]
-        fingerprint = hash(rec.content)
-        with self._lock:
-            seen = engine.seen.get(rec.event_id)
-            if seen is not None:
-                if seen != fingerprint:
-                    raise EventIdConflictError(
-                        "event_id", rec.event_id, "already used by an event with other content"
-                    )
-                return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-            decisions, late, replayed = engine.apply(rec, fingerprint)
-        return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
-
-    def _write(
-        self, records: list[tuple[int, Record]], *, raise_errors: bool
-    ) -> tuple[list[Outcome], list[tuple[int, ValidationError]]]:
-        """Apply validated records (an event id repeats only as a duplicate) as one atomic batch,
-        in ``(timestamp, event_id)`` order, returning outcomes in the given order and the
-        records refused for reusing a stored event id (raised instead if ``raise_errors``)."""
-        order = _key_order(records)
-        names = self._kinds
-        for attempt in range(_RETRIES):
-            try:
-                with self._lock, self._store.batch() as batch:
-                    return self._write_batch(batch, records, order, names, raise_errors)
-            except RetryBatch:
-                time.sleep(min(0.001 * 2**attempt, 0.1))
-            except IdentityResError:
-                raise
-            except Exception as exc:
-                raise StorageError(f"store {self._store!r} failed: {exc}") from exc
-        raise StorageError(f"store {self._store!r}: batch still conflicting after {_RETRIES} tries")
-
-    def _write_batch(
-        self,
-        batch: Any,
-        records: list[tuple[int, Record]],
-        order: list[int],
-        names: tuple[str, ...],
-        raise_errors: bool,
-    ) -> tuple[list[Outcome], list[tuple[int, ValidationError]]]:
-        fingerprints = [stable_fingerprint(rec.content, names) for _, rec in records]
-        stored = batch.seen([rec.event_id for _, rec in records])
-        errors: list[tuple[int, ValidationError]] = []
-        fresh: list[int] = []
-        for i in order:
-            index, rec = records[i]
-            fp = stored.get(rec.event_id)
-            if fp is not None and fp != fingerprints[i]:
-                exc = EventIdConflictError(
-                    "event_id", rec.event_id, "already used by an event with other content"
-                )
-                if raise_errors:
-                    raise exc
-                errors.append((index, exc))
-            elif fp is None:
-                fresh.append(i)
-        identifiers = {(names[k], v) for i in fresh for k, v in records[i][1].ids}
-        engine = Engine(self._rules.compiled, working_set=True)
-        # Erased identifiers are known to the store only by keyed hash: ask for the hashes
-        # of this batch's identifiers, in one call.
-        engine.erasure_key = self._store.erasure_key()
-        kinds = self._rules.compiled.kind_index
-        hashes = {engine.erasure_hash(kinds[k], v): None for k, v in identifiers}
-        engine.suppressed = set(batch.suppressed(list(hashes)))
-        rows = batch.load(identifiers)
-        engine.load_rows(rows.nodes, rows.links)
-        outcomes: list[Any] = [None] * len(records)
-        events: list[tuple[str, bytes]] = []
-        fresh_set = set(fresh)
-        for i in order:
-            rec = records[i][1]
-            if i in fresh_set and rec.event_id in engine.seen:
-                # the same event twice in one batch: the second is a duplicate
-                outcomes[i] = Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-            elif i in fresh_set:
-                decisions, late, replayed = engine.apply(rec, fingerprints[i])
-                self.replays += late
-                outcomes[i] = Outcome(
-                    rec.event_id, engine, decisions, rec.blocked, False, late, replayed
-                )
-                events.append((rec.event_id, fingerprints[i]))
-            elif rec.event_id in stored and stored[rec.event_id] == fingerprints[i]:
-                outcomes[i] = Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-        if events:
-            batch.save(engine.changes(events))
-        return [o for o in outcomes if o is not None], errors
-
-    @staticmethod
-    def _apply_in_place(
-        engine: Engine, records: list[tuple[int, Record]], fingerprints: list[int]
-    ) -> list[Outcome]:
-        """Apply checked records to the in-place engine in ``(timestamp, event_id)`` order
-        (late-event replays then stay with the events late against the graph, not against
-        the batch; the result is the same, R8). Outcomes come back in the given order."""
-        outcomes: list[Any] = [None] * len(records)
-        seen = engine.seen
-        apply = engine.apply
-        for i in _key_order(records):
-            rec = records[i][1]
-            eid = rec.event_id
-            if eid in seen:  # the same event twice in one batch: the second is a duplicate
-                outcomes[i] = Outcome(eid, engine, None, rec.blocked, duplicate=True)
-            else:
-                decisions, late, replayed = apply(rec, fingerprints[i])
-                outcomes[i] = Outcome(eid, engine, decisions, rec.blocked, False, late, replayed)
-        return outcomes
+        return self._writer.submit(rec)
 
     def ingest(
         self, events: Iterable[Any], *, on_error: Literal["raise", "skip"] = "raise"
@@ -309,32 +225,29 @@ class IdentityGraph(EventWriter[Outcome]):
         ``on_error="raise"``: the first bad event raises its :class:`ValidationError` (with
         ``index`` set) and nothing of the batch is applied. ``"skip"``: the good events are
         applied and the bad ones reported in :attr:`IngestReport.errors`. Either way the
-        state equals applying the good events one by one, in any order (SPEC R8).
+        state equals applying the good events one by one, in any order (R8 in
+        docs/merge-rules.md).
         """
         if on_error not in ("raise", "skip"):
             raise InvalidEventError("on_error", on_error, 'must be "raise" or "skip"')
         build = self._build
+        writer = self._writer
+        names = self._kinds
         records: list[tuple[int, Record]] = []
-        fingerprints: list[int] = []
         errors: list[EventError] = []
-        batch_seen: dict[str, object] = {}
+        in_batch: dict[str, bytes] = {}
         events_list = list(events)
-        engine = self._engine
-        seen: dict[str, object] = engine.seen if engine is not None else {}
         with self._lock:
             for index, event in enumerate(events_list):
                 try:
                     rec = build.from_object(event)
-                    mine = hash(rec.content)
-                    fp = batch_seen.get(rec.event_id)
-                    if fp is None:
-                        fp = seen.get(rec.event_id)
-                    if fp is not None and fp != mine:
-                        # (stores other than the in-place memory store check stored event
-                        # ids inside the batch, against stable fingerprints)
-                        raise EventIdConflictError(
-                            "event_id", rec.event_id, "already used by an event with other content"
-                        )
+                    eid = rec.event_id
+                    held = in_batch.get(eid)
+                    if held is None:
+                        # (a batch writer asks its store inside the batch instead)
+                        held = writer.known(eid)
+                    if admit(held, rec, names) == CONFLICT:
+                        raise conflict(rec)
                 except ValidationError as exc:
                     if isinstance(event, dict):
                         relabel(exc, MESSAGE_FIELDS)
@@ -343,32 +256,33 @@ class IdentityGraph(EventWriter[Outcome]):
                         raise
                     errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
                     continue
-                batch_seen[rec.event_id] = mine
+                in_batch.setdefault(eid, rec.fingerprint)
                 records.append((index, rec))
-                fingerprints.append(mine)
-            if engine is not None:
-                return IngestReport(
-                    tuple(self._apply_in_place(engine, records, fingerprints)), tuple(errors)
-                )
-            # Applying in key order keeps late-event replays to the events that are late
-            # against the graph, not against the batch; the result is the same (R8).
-            outcomes, conflicts = self._write(records, raise_errors=on_error == "raise")
-            for index, conflict in conflicts:
-                if isinstance(events_list[index], dict):
-                    relabel(conflict, MESSAGE_FIELDS)
-                conflict.at_index(index)
-                errors.append(
-                    EventError(index, conflict.field, conflict.value, conflict.reason, conflict)
-                )
+            outcomes, conflicts = writer.write(records, raise_errors=on_error == "raise")
+        for index, reused in conflicts:
+            if isinstance(events_list[index], dict):
+                relabel(reused, MESSAGE_FIELDS)
+            reused.at_index(index)
+            errors.append(EventError(index, reused.field, reused.value, reused.reason, reused))
         errors.sort(key=lambda e: e.index)
         return IngestReport(tuple(outcomes), tuple(errors))
 
     # -- reading --------------------------------------------------------------------------
+    #
+    # Every read goes through the store's read calls, which the in-memory store answers from
+    # its engine; ``resolve`` alone reads an in-place engine directly, being the hot read.
 
-    def _key(
-        self, user_id: IdLike | None, anonymous_id: IdLike | None, identifier: Any
-    ) -> tuple[int, str]:
-        return self._build.lookup(user_id, anonymous_id, identifier)
+    def identifier(
+        self,
+        *,
+        user_id: IdLike | None = None,
+        anonymous_id: IdLike | None = None,
+        identifier: Identifier | tuple[str, IdLike] | None = None,
+    ) -> Identifier:
+        """The one identifier these arguments name, validated and normalized as every read
+        does (exactly one of them must be given); raises a ``ValidationError`` otherwise."""
+        k, v = self._build.lookup(user_id, anonymous_id, identifier)
+        return Identifier(self._kinds[k], v)
 
     def resolve(
         self,
@@ -378,24 +292,25 @@ class IdentityGraph(EventWriter[Outcome]):
         identifier: Identifier | tuple[str, IdLike] | None = None,
     ) -> str | None:
         """The canonical id (``profile.user_id``) of the profile holding this identifier, or
-        ``None`` if the graph has never seen it (or it is blocked)."""
-        engine = self._engine
-        k, v = self._key(user_id, anonymous_id, identifier)
-        if engine is not None:
+        ``None`` if the graph has never seen it (or it is blocked). Two profiles of
+        different kinds can have the same canonical id: count people by
+        :attr:`Profile.id` (see :meth:`identity_map`)."""
+        k, v = self._build.lookup(user_id, anonymous_id, identifier)
+        writer = self._writer
+        if isinstance(writer, InPlaceWriter):
+            engine = writer.engine
             with self._lock:
                 n = engine.nodes[k].get(v)
                 if n is None:
                     return None
                 return engine.value[engine.canonical(engine.find(n))]
-        profile = self._profile_of(k, v)
+        profile = self._profile_of(self._kinds[k], v)
         return None if profile is None else profile.user_id
 
-    def _profile_of(self, k: int, v: str) -> Profile | None:
+    def _profile_of(self, kind: str, value: str) -> Profile | None:
         with self._lock:
-            row = self._store.node(self._kinds[k], v)
-            if row is None:
-                return None
-            return build_profile(self._store.profile_rows(row.profile), self._rules.compiled)
+            rows = self._store.profile_of(kind, value)
+        return None if rows is None else build_profile(rows, self._rules.compiled)
 
     def profile(
         self,
@@ -405,20 +320,45 @@ class IdentityGraph(EventWriter[Outcome]):
         identifier: Identifier | tuple[str, IdLike] | None = None,
     ) -> Profile | None:
         """The profile holding this identifier, or ``None``."""
-        k, v = self._key(user_id, anonymous_id, identifier)
-        return self._profile_of(k, v)
+        k, v = self._build.lookup(user_id, anonymous_id, identifier)
+        return self._profile_of(self._kinds[k], v)
 
     def profiles(self) -> Iterator[Profile]:
-        """Every profile, ordered by the priority of the canonical id's kind, then by the
-        canonical id."""
+        """Every profile, one at a time as the store pages them (never all in memory), in the
+        store's order: sort them if you need an order. On a store that other processes
+        write, profiles committed during the iteration may or may not show."""
         rules = self._rules.compiled
+        for rows in self._store.iter_profiles():
+            yield build_profile(rows, rules)
+
+    def identity_map(self) -> Iterator[tuple[Identifier, str]]:
+        """``(identifier, profile id)`` for every identifier of the graph, streamed from the
+        store without building profiles: the join table that turns events under any
+        identifier into events of a person (:attr:`Profile.id`)."""
+        rules = self._rules.compiled
+        for rows in self._store.iter_profiles():
+            c = canonical_row(rows.nodes, rules)
+            pid = f"{c.kind}:{c.value}"
+            for node in rows.nodes:
+                yield Identifier(node.kind, node.value), pid
+
+    def components(self, identifiers: Iterable[Identifier | tuple[str, str]]) -> ComponentRows:
+        """The storage rows (nodes and link log) of the link components holding these
+        identifiers (``Identifier`` values or normalized ``(kind, value)`` pairs; unknown
+        ones are ignored), in one consistent read: what ``explain``, ``history`` and export
+        are built from."""
+        wanted = list(
+            dict.fromkeys(
+                (i.kind, i.value) if isinstance(i, Identifier) else (str(i[0]), str(i[1]))
+                for i in identifiers
+            )
+        )
         with self._lock:
-            result = [build_profile(rows, rules) for rows in self._store.iter_profiles()]
-        result.sort(key=lambda p: (rules.kind_index[p.user_id_kind], p.user_id))
-        return iter(result)
+            return self._store.read_components(wanted)
 
     def refusals(self) -> Iterator[Refusal]:
-        """Every refusal in effect, by event key (SPEC R1: demoted identifiers)."""
+        """Every refusal in effect, by event key (R1 in docs/merge-rules.md: demoted
+        identifiers)."""
         with self._lock:
             links = list(self._store.iter_refused_links())
             refs = {m for link in links for m in link.members}
@@ -433,15 +373,15 @@ class IdentityGraph(EventWriter[Outcome]):
                 for node in (nodes[m] for m in link.members)
                 if node.split_ts is None or not key < (node.split_ts, node.split_event_id or "")
             )
-            for pos, code, kind in link.refused:
-                node = nodes[link.members[pos]]
+            for refused in link.refused:
+                node = nodes[link.members[refused.position]]
                 out.append(
                     Refusal(
                         link.event_id,
                         Identifier(node.kind, node.value),
                         Identifier(anchor.kind, anchor.value),
-                        Reason(code),
-                        kind,
+                        Reason(refused.reason),
+                        refused.limit_kind,
                     )
                 )
         return iter(out)
@@ -457,19 +397,12 @@ class IdentityGraph(EventWriter[Outcome]):
             found = self._store.company_rows(cid)
             if found is None:
                 return None
-            trait_rows, members = found
-            nodes = self._store.nodes_by_ref(members)
-            profiles = {n.profile for n in nodes.values()}
-            canon = frozenset(
-                canonical_row(self._store.profile_rows(p).nodes, rules).value for p in profiles
-            )
-        traits: dict[str, Any] = {}
-        newest: dict[str, tuple[float, str]] = {}
-        for t in trait_rows:
-            if t.key not in newest or newest[t.key] < (t.ts, t.event_id):
-                newest[t.key] = (t.ts, t.event_id)
-                traits[t.key] = t.value
-        return Company(company_id=cid, traits=traits, profiles=canon)
+            nodes = self._store.nodes_by_ref(found.members)
+            canon = [
+                canonical_row(self._store.profile_rows(p).nodes, rules).value
+                for p in {n.profile for n in nodes.values()}
+            ]
+        return build_company(cid, found.traits, canon)
 
     def companies(self) -> Iterator[Company]:
         """Every company, by id."""
@@ -478,43 +411,69 @@ class IdentityGraph(EventWriter[Outcome]):
             result = [self._company(cid) for cid in ids]
         return iter(c for c in result if c is not None)
 
-    def stats(self) -> GraphStats:
-        """Counts for operators: profiles, joins, refusals by reason, blocked values."""
+    def stats(self, *, top: int = 10) -> GraphStats:
+        """Counts for operators: events, identifiers, profiles, joins, the profile size
+        distribution and the ``top`` largest profiles (to spot a super-profile), refusals by
+        reason and by kind, blocked values. Reads every profile once."""
+        if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+            raise ConfigurationError(f"top={top!r}: must be an int >= 0")
+        rules = self._rules.compiled
+        kind_index = rules.kind_index
+        sizes: Counter[int] = Counter()
         with self._lock:
             counts = self._store.counts()
-            refusals: Counter[str] = Counter()
-            for link in self._store.iter_refused_links():
-                for _, code, _ in link.refused:
-                    refusals[code] += 1
+            refused = list(self._store.iter_refused_links())
+
+        def ranked() -> Iterator[tuple[int, int, str]]:
+            # (minus the size, priority of the canonical id's kind, canonical id): the
+            # smallest are the largest profiles
+            for rows in self._store.iter_profiles():
+                size = len(rows.nodes)
+                sizes[size] += 1
+                c = canonical_row(rows.nodes, rules)
+                yield -size, kind_index.get(c.kind, len(kind_index)), c.value
+
+        entries = ranked()
+        largest = heapq.nsmallest(top, entries)  # keeps ``top`` entries at a time
+        for _ in entries:  # (``nsmallest`` reads nothing when ``top`` is 0)
+            pass
+        refusals: Counter[str] = Counter()
+        by_kind: Counter[str] = Counter()
+        for link in refused:
+            for r in link.refused:
+                refusals[r.reason] += 1
+                if r.limit_kind is not None:
+                    by_kind[r.limit_kind] += 1
         blocked: Counter[str] = Counter()
-        for (kind, value), count in counts["blocked"].items():
+        for (kind, value), count in counts.blocked.items():
             blocked[f"{kind}:{value}"] += count
         return GraphStats(
-            events=counts["events"],
-            identifiers=counts["identifiers"],
-            profiles=counts["profiles"],
-            identified_profiles=counts["identified_profiles"],
-            anonymous_profiles=counts["profiles"] - counts["identified_profiles"],
-            joins=counts["identifiers"] - counts["profiles"],
-            refusals=refusals,
+            events=counts.events,
+            identifiers=counts.identifiers,
+            profiles=counts.profiles,
+            identified_profiles=counts.identified_profiles,
+            anonymous_profiles=counts.profiles - counts.identified_profiles,
+            joins=counts.identifiers - counts.profiles,
+            refusals=Counter(dict(sorted(refusals.items()))),
             blocked_values=blocked,
-            replays=self.replays + (self._engine.replays if self._engine is not None else 0),
+            replays=self._writer.replays,
+            sizes=dict(sorted(sizes.items())),
+            largest=tuple((c, -size) for size, _, c in largest),
+            refusals_by_kind={k: by_kind[k] for k in rules.kind_names if by_kind[k]},
         )
+
+    def profile_sizes(self) -> dict[int, int]:
+        """How many profiles have each size (number of identifiers), by size ascending: a
+        super-profile built from a bad identifier shows as a lone large size
+        (``stats().sizes``)."""
+        return dict(self.stats(top=0).sizes)
 
     def __len__(self) -> int:
         """Number of identifiers in the graph."""
         with self._lock:
-            return int(self._store.counts()["identifiers"])
+            return self._store.counts().identifiers
 
-    # -- explaining and exporting (SPEC §5) -------------------------------------------------
-
-    def _read_components(self, identifiers: Iterable[tuple[str, str]]) -> ComponentRows:
-        """Node and log rows of the link components holding ``identifiers`` (``(kind name,
-        value)`` pairs), in one read."""
-        wanted = list(dict.fromkeys(identifiers))
-        with self._lock:
-            rows: ComponentRows = self._store.read_components(wanted)
-        return rows
+    # -- explaining and exporting (docs/operator-tools.md) ---------------------------------
 
     def explain(
         self,
@@ -532,7 +491,7 @@ class IdentityGraph(EventWriter[Outcome]):
         ka, va = build.operator_identifier("a", a)
         kb, vb = build.operator_identifier("b", b)
         pa, pb = (self._kinds[ka], va), (self._kinds[kb], vb)
-        rows = self._read_components([pa, pb])
+        rows = self.components([pa, pb])
         by_id = {(n.kind, n.value): n for n in rows.nodes}
         na, nb = by_id.get(pa), by_id.get(pb)
         if na is None or nb is None or na.profile != nb.profile:
@@ -558,9 +517,9 @@ class IdentityGraph(EventWriter[Outcome]):
         profile, the splits of identifiers that took part in its links (a split is how a
         profile loses one), and the erasures in its link component. Empty for an identifier
         the graph does not hold."""
-        k, v = self._key(user_id, anonymous_id, identifier)
+        k, v = self._build.lookup(user_id, anonymous_id, identifier)
         pair = (self._kinds[k], v)
-        rows = self._read_components([pair])
+        rows = self.components([pair])
         start = next((n for n in rows.nodes if (n.kind, n.value) == pair), None)
         if start is None:
             return ()
@@ -579,12 +538,3 @@ class IdentityGraph(EventWriter[Outcome]):
         from identityres.export import to_networkx
 
         return to_networkx(self, user_id=user_id, anonymous_id=anonymous_id, identifier=identifier)
-
-    def profile_sizes(self) -> dict[int, int]:
-        """How many profiles have each size (number of identifiers), by size ascending: a
-        super-profile built from a bad identifier shows as a lone large size."""
-        sizes: Counter[int] = Counter()
-        with self._lock:
-            for rows in self._store.iter_profiles():
-                sizes[len(rows.nodes)] += 1
-        return dict(sorted(sizes.items()))

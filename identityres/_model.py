@@ -207,6 +207,15 @@ class Profile:
     last_seen: datetime
 
     @property
+    def id(self) -> str:
+        """The profile's unique id: its canonical identifier as ``"kind:value"``
+        (``"user_id:1001"``, ``"anonymous_id:a-7f3a"``). Unlike ``user_id`` it never names two
+        profiles at once, whatever their kinds: count people by it. It is deterministic and
+        changes only when the canonical identifier does (docs/merge-rules.md, R5): when an
+        anonymous profile is identified, or profiles join."""
+        return f"{self.user_id_kind}:{self.user_id}"
+
+    @property
     def is_identified(self) -> bool:
         """True when the profile holds a ``user_id``."""
         return self.identified_user_id is not None

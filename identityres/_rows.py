@@ -6,18 +6,25 @@ without importing the stores.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import attrs
 
 __all__ = [
+    "BlockedCount",
     "Changes",
     "CompanyLinkRow",
+    "CompanyRows",
     "CompanyTraitRow",
     "ComponentRows",
+    "CountDeltas",
+    "Counts",
+    "EventRow",
     "LinkRow",
     "NodeRow",
     "ProfileRows",
+    "RefusedMember",
     "RetryBatch",
     "TraitRow",
 ]
@@ -50,6 +57,33 @@ class NodeRow:
     split_event_id: str | None = None
 
 
+class RefusedMember(NamedTuple):
+    """One identifier a link event did not join, and why (``LinkRow.refused``)."""
+
+    #: its position in ``LinkRow.members``
+    position: int
+    #: the reason code (``identityres.Reason`` values: ``limit_exceeded``, ...)
+    reason: str
+    #: for ``limit_exceeded``: the kind whose limit it would have broken
+    limit_kind: str | None
+
+
+class EventRow(NamedTuple):
+    """An applied event: its id and content fingerprint (``Changes.events``)."""
+
+    event_id: str
+    fingerprint: bytes
+
+
+class BlockedCount(NamedTuple):
+    """How many more times a batch saw a blocked value (``Changes.blocked``)."""
+
+    kind: str
+    value: str
+    #: how many more times it was seen
+    added: int
+
+
 @attrs.frozen
 class LinkRow:
     """One entry of a component's log and its decision: a link event (two or more valid
@@ -61,8 +95,8 @@ class LinkRow:
     component: int
     #: refs of the event's identifiers in priority order; ``members[0]`` is the anchor
     members: tuple[int, ...]
-    #: ``(position in members, reason code, limit kind or None)`` for each demoted member
-    refused: tuple[tuple[int, str, str | None], ...] = ()
+    #: each member the event did not join, and why
+    refused: tuple[RefusedMember, ...] = ()
     #: the event type: track, identify, alias, identify_company, merge, reset, split, forget
     etype: str = "link"
     #: for ``forget``: the kind of the erased identifier (its value is never kept)
@@ -121,24 +155,69 @@ class ProfileRows:
 
 
 @attrs.frozen
+class CompanyRows:
+    """A company as a store keeps it (``Store.company_rows``)."""
+
+    traits: tuple[CompanyTraitRow, ...]
+    #: refs of the nodes linked to it, ascending
+    members: tuple[int, ...]
+
+
+@attrs.frozen
+class CountDeltas:
+    """How one batch changes the counters a store keeps (``Changes.counts``): the engine
+    works them out; a store adds them to what it holds, in the batch's transaction."""
+
+    events: int = 0
+    identifiers: int = 0
+    profiles: int = 0
+    #: profiles holding a ``user_id``
+    identified_profiles: int = 0
+
+
+@attrs.frozen
+class Counts:
+    """The counters of a store (``Store.counts``)."""
+
+    events: int
+    identifiers: int
+    profiles: int
+    identified_profiles: int
+    #: how often each blocked ``(kind, value)`` was seen
+    blocked: Mapping[tuple[str, str], int]
+
+
+@attrs.frozen
 class Changes:
-    """What one batch changes. The trait and company rows merge as their docs say;
-    ``events`` adds ``(event_id, fingerprint)``; ``blocked`` adds ``(kind, value, count)``,
-    and a count of 0 deletes that value's row (it was erased). Rows apply in order, and the
-    deletions come first: a value erased and then blocked again in one batch keeps only the
-    count after its erasure.
+    """What one batch changed, worked out by the engine: a store writes it as given, in the
+    batch's transaction, and decides nothing (``docs/storage.md``, saving a batch).
 
-    ``nodes`` and ``links`` always hold *whole* link components, as loaded plus what the
-    batch created: a store replaces everything it held for those components with them
-    (links of theirs that are not re-sent are gone, as after an erasure)."""
+    Node rows are the *changed* ones only: new nodes (negative refs, which the store maps to
+    refs of its own, the same ref for every mention of one negative ref in these changes)
+    and stored nodes whose row differs from the one ``load`` returned. Link rows likewise:
+    new ones and changed ones, written over the stored row with the same ``event_id``;
+    ``deleted_links`` lists those to remove. The trait and company rows merge as their docs
+    say (newest wins). ``unblocked`` rows go before ``blocked`` counts are added: a value
+    erased and then blocked again in one batch keeps only the count after its erasure."""
 
+    #: new nodes (ref < 0) and changed stored nodes, whole rows
     nodes: tuple[NodeRow, ...] = ()
+    #: refs of the stored nodes among ``nodes`` whose ``component`` or ``profile`` changed
+    #: (the others changed only first/last seen, resets or splits)
+    regrouped: tuple[int, ...] = ()
+    #: new and changed link rows
     links: tuple[LinkRow, ...] = ()
+    #: event ids of stored link rows to delete (an erasure removed them from the log)
+    deleted_links: tuple[str, ...] = ()
     traits: tuple[TraitRow, ...] = ()
     company_links: tuple[CompanyLinkRow, ...] = ()
     company_traits: tuple[CompanyTraitRow, ...] = ()
-    events: tuple[tuple[str, bytes], ...] = ()
-    blocked: tuple[tuple[str, str, int], ...] = ()
+    #: the events the batch applied
+    events: tuple[EventRow, ...] = ()
+    #: ``(kind, value)`` of blocked values erased: delete their counts first
+    unblocked: tuple[tuple[str, str], ...] = ()
+    #: blocked values seen: add these counts
+    blocked: tuple[BlockedCount, ...] = ()
     #: ids of companies written to (a company exists once any event names it, even when
     #: it has no traits and its only member was erased)
     companies: tuple[str, ...] = ()
@@ -146,3 +225,5 @@ class Changes:
     deleted: tuple[int, ...] = ()
     #: keyed hashes of erased identifiers, to add to the suppression list
     suppressed: tuple[bytes, ...] = ()
+    #: how the store's counters move
+    counts: CountDeltas = CountDeltas()

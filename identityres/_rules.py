@@ -8,6 +8,8 @@ decisions themselves live in ``_engine``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -17,7 +19,13 @@ import attrs
 from identityres._model import ANONYMOUS_ID, USER_ID, Reason
 from identityres.errors import ConfigurationError
 
-__all__ = ["DEFAULT_BLOCKED_EXACT", "DEFAULT_BLOCKED_INSENSITIVE", "Rules", "normalize_email"]
+__all__ = [
+    "DEFAULT_BLOCKED_EXACT",
+    "DEFAULT_BLOCKED_INSENSITIVE",
+    "Rules",
+    "RulesRecord",
+    "normalize_email",
+]
 
 #: Blocked whatever their case (SPEC §2).
 DEFAULT_BLOCKED_INSENSITIVE = frozenset(
@@ -139,6 +147,65 @@ class Rules:
     def all_kinds(self) -> tuple[str, ...]:
         """Every kind, highest priority first."""
         return self._compiled.kind_names
+
+    def record(self) -> RulesRecord:
+        """What a store records of these rules (see :class:`RulesRecord`)."""
+        return RulesRecord.of(self)
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+@attrs.frozen
+class RulesRecord:
+    """The rules a store was written with, as the store keeps them: ``description`` is a
+    readable JSON object of everything that decides (kinds in priority order, limits, the
+    profile cap, blocked values and patterns, normalizers by qualified name) and ``digest``
+    its SHA-256. A graph opened on a store recorded with another digest raises
+    :class:`~identityres.errors.ConfigurationError` naming what differs.
+
+    ``rules`` is the ``Rules`` object itself, for an in-process store (``MemoryStore``)
+    that decides with it; it is never stored and not compared."""
+
+    digest: str
+    description: str
+    rules: Rules | None = attrs.field(default=None, eq=False, repr=False)
+
+    @classmethod
+    def of(cls, rules: Rules) -> RulesRecord:
+        c = rules.compiled
+        data = {
+            "priority": list(c.kind_names),
+            "limits": {k: c.limits[i] for i, k in enumerate(c.kind_names)},
+            "max_profile_size": c.max_profile_size,
+            "max_length": c.max_length,
+            "blocked_values": sorted(c.blocked_exact),
+            "blocked_values_any_case": sorted(c.blocked_insensitive),
+            "blocked_patterns": [[p.pattern, p.flags] for p in c.patterns],
+            "normalizers": {
+                k: _callable_name(fn) for k, fn in zip(c.kind_names, c.normalizers, strict=True)
+            },
+        }
+        text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return cls(digest, text, rules)
+
+    def difference(self, other: RulesRecord) -> str:
+        """What differs between these rules and ``other`` (the recorded ones), in words."""
+        try:
+            mine = json.loads(self.description)
+            theirs = json.loads(other.description)
+        except ValueError:
+            return f"the recorded rules are unreadable: {other.description[:200]!r}"
+        if not isinstance(mine, dict) or not isinstance(theirs, dict):
+            return f"the recorded rules are unreadable: {other.description[:200]!r}"
+        parts = [
+            f"{key}: recorded {theirs.get(key)!r}, given {mine.get(key)!r}"
+            for key in sorted({*mine, *theirs})
+            if mine.get(key) != theirs.get(key)
+        ]
+        return "; ".join(parts) or "the recorded digest differs"
 
 
 class CompiledRules:

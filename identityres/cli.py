@@ -315,7 +315,9 @@ def _read_file(path: str, *, skip: bool) -> _Run:
 def _resolve(args: argparse.Namespace) -> int:
     run = _read_file(args.events, skip=args.on_error == "skip")
 
-    profiles = list(run.graph.profiles())
+    # the documented order of the output: by the priority of the canonical id's kind, then id
+    kind_index = run.graph.rules.compiled.kind_index
+    profiles = sorted(run.graph.profiles(), key=lambda p: (kind_index[p.user_id_kind], p.user_id))
     if args.output is not None:
         _write_profiles(args.output, profiles)
     summary = _summary(run, profiles, top=args.top, output=args.output)
@@ -338,8 +340,6 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
             by_kind[kind] += len(values)
 
     refusals = list(graph.refusals())
-    by_reason: Counter[str] = Counter(r.reason.value for r in refusals)
-    by_limit_kind: Counter[str] = Counter(r.kind for r in refusals if r.kind is not None)
 
     def size(p: Profile) -> int:
         return sum(len(v) for v in p.identifiers.values())
@@ -371,8 +371,8 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
         "joins": stats.joins,
         "refusals": {
             "total": len(refusals),
-            "by_reason": dict(sorted(by_reason.items())),
-            "limit_exceeded_by_kind": {k: by_limit_kind[k] for k in kinds if by_limit_kind[k]},
+            "by_reason": dict(stats.refusals),
+            "limit_exceeded_by_kind": dict(stats.refusals_by_kind),
             "items": [
                 {
                     "line": run.line_of_event.get(r.event_id),
@@ -553,10 +553,9 @@ def _parse_id(text: str, graph: IdentityGraph, what: str) -> Identifier:
     else:
         ident = Identifier(USER_ID, text)
     try:
-        k, v = graph._key(None, None, ident)
+        return graph.identifier(identifier=ident)
     except ValidationError as exc:
         raise _Usage(f"{what} {_short(text)}: {exc.reason}") from None
-    return Identifier(graph.rules.all_kinds[k], v)
 
 
 def _missing(graph: IdentityGraph, ident: Identifier) -> str:

@@ -7,8 +7,9 @@
   Mermaid flowchart (no extra needed);
 * :func:`to_jsonl_records`: nodes and edges as plain JSON-ready dicts (``identityres export
   --format jsonl``);
-* :func:`graph_stats`: profile sizes, the largest profiles and refusals by reason — the
-  numbers to check for a super-profile built from a bad identifier.
+
+Profile sizes, the largest profiles and refusals by reason — the numbers to check for a
+super-profile built from a bad identifier — are ``IdentityGraph.stats()``.
 
 **Nodes** are identifiers, keyed ``"kind:value"`` (kind names hold no ``:``, so the first
 ``:`` splits the key), with attributes ``kind``, ``value``, ``first_seen``, ``last_seen``
@@ -33,26 +34,24 @@ store that is written to meanwhile may show the writes in part).
 
 from __future__ import annotations
 
-import heapq
 import importlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from identityres._engine import _utc, canonical_row
 from identityres._explain import Edge, component_edges, iso
 from identityres._model import Identifier, IdLike
+from identityres._profiles import canonical_row
+from identityres._profiles import utc as _utc
 from identityres._rows import ComponentRows, NodeRow
 
 if TYPE_CHECKING:
     from identityres._graph import IdentityGraph
 
 __all__ = [
-    "ProfileStats",
-    "graph_stats",
     "to_dot",
     "to_jsonl_records",
     "to_mermaid",
@@ -165,9 +164,9 @@ def _collect(
 ) -> _View:
     if user_id is None and anonymous_id is None and identifier is None:
         return _view_of(graph, _whole_graph(graph), None, None)
-    k, v = graph._key(user_id, anonymous_id, identifier)
-    pair = (graph.rules.compiled.kind_names[k], v)
-    rows = graph._read_components([pair])
+    ident = graph.identifier(user_id=user_id, anonymous_id=anonymous_id, identifier=identifier)
+    pair = (ident.kind, ident.value)
+    rows = graph.components([pair])
     start = next((n for n in rows.nodes if (n.kind, n.value) == pair), None)
     if start is None:
         return _View((), (), None)
@@ -184,7 +183,7 @@ def _whole_graph(graph: IdentityGraph) -> ComponentRows:
     pending: list[tuple[str, str]] = []
 
     def read() -> None:
-        rows = graph._read_components(pending)
+        rows = graph.components(pending)
         pending.clear()
         for n in rows.nodes:
             nodes[n.ref] = n
@@ -192,9 +191,8 @@ def _whole_graph(graph: IdentityGraph) -> ComponentRows:
         for link in rows.links:
             links[link.event_id] = link
 
-    for profile in _profiles(graph):
-        first = profile[0]
-        pair = (first.kind, first.value)
+    for ident, _ in graph.identity_map():
+        pair = (ident.kind, ident.value)
         if pair in covered:
             continue  # its component was read with an earlier profile's
         covered.add(pair)
@@ -204,12 +202,6 @@ def _whole_graph(graph: IdentityGraph) -> ComponentRows:
     if pending:
         read()
     return ComponentRows(tuple(nodes.values()), tuple(links.values()))
-
-
-def _profiles(graph: IdentityGraph) -> Iterator[tuple[NodeRow, ...]]:
-    with graph._lock:
-        rows = [p.nodes for p in graph.store.iter_profiles() if p.nodes]
-    yield from rows
 
 
 # -- networkx --------------------------------------------------------------------------------
@@ -535,71 +527,3 @@ def to_mermaid(
     if refused:
         lines.append(f"  linkStyle {','.join(refused)} stroke:#d00,color:#d00")
     return "\n".join(lines) + "\n"
-
-
-# -- statistics ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class ProfileStats:
-    """Profile sizes and refusals: what an operator checks to spot a super-profile (one
-    profile far larger than the rest, usually stitched through a shared or junk identifier)
-    and rules that refuse too much or too little."""
-
-    profiles: int
-    identifiers: int
-    #: number of identifiers -> number of profiles that size, by size ascending
-    sizes: Mapping[int, int]
-    #: the largest profiles as ``(canonical id, number of identifiers)``, largest first
-    largest: tuple[tuple[str, int], ...]
-    #: refusals in effect by reason code
-    refusals: Mapping[str, int]
-    #: ``limit_exceeded`` refusals by the kind whose limit they kept
-    refusals_by_kind: Mapping[str, int]
-
-    def __str__(self) -> str:
-        lines = [f"{self.profiles} profiles, {self.identifiers} identifiers"]
-        lines.append("profile sizes (identifiers: profiles)")
-        lines.extend(f"  {size:>6}: {count}" for size, count in self.sizes.items())
-        if self.largest:
-            lines.append("largest profiles")
-            width = max(len(visible(c)) for c, _ in self.largest)
-            lines.extend(f"  {visible(c):<{width}}  {n}" for c, n in self.largest)
-        total = sum(self.refusals.values())
-        lines.append(f"refusals {total}")
-        lines.extend(f"  {reason}: {n}" for reason, n in self.refusals.items())
-        lines.extend(f"    {kind}: {n}" for kind, n in self.refusals_by_kind.items())
-        return "\n".join(lines)
-
-
-def graph_stats(graph: IdentityGraph, *, top: int = 10) -> ProfileStats:
-    """Profile size distribution, the ``top`` largest profiles and refusal counts by reason
-    (see :class:`ProfileStats`). Reads every profile once."""
-    rules = graph.rules.compiled
-    kind_index = rules.kind_index
-    sizes: Counter[int] = Counter()
-    #: (size, priority of the canonical id's kind, canonical id) per profile
-    entries: list[tuple[int, int, str]] = []
-    for nodes in _profiles(graph):
-        sizes[len(nodes)] += 1
-        c = canonical_row(nodes, rules)
-        entries.append((len(nodes), kind_index.get(c.kind, len(kind_index)), c.value))
-    # the largest first; among equal sizes the order of ``profiles()``
-    largest = heapq.nsmallest(max(top, 0), entries, key=lambda t: (-t[0], t[1], t[2]))
-    refusals: Counter[str] = Counter()
-    by_kind: Counter[str] = Counter()
-    with graph._lock:
-        refused_links = list(graph.store.iter_refused_links())
-    for link in refused_links:
-        for _, code, kind in link.refused:
-            refusals[code] += 1
-            if kind is not None:
-                by_kind[kind] += 1
-    return ProfileStats(
-        profiles=sum(sizes.values()),
-        identifiers=sum(size * n for size, n in sizes.items()),
-        sizes=dict(sorted(sizes.items())),
-        largest=tuple((c, size) for size, _, c in largest),
-        refusals=dict(sorted(refusals.items())),
-        refusals_by_kind={k: by_kind[k] for k in rules.kind_names if by_kind[k]},
-    )

@@ -1,8 +1,8 @@
 """Tests of the command line (``identityres resolve``) and of the shipped example.
 
 The expectations for ``examples/journeys.jsonl`` were worked out by hand from the merge rules
-(SPEC §2-§4, notes/semantics.md) before running the command; examples/README.md explains each
-of them person by person.
+(docs/concepts.md, docs/merge-rules.md, notes/semantics.md) before running the command;
+examples/README.md explains each of them person by person.
 """
 
 from __future__ import annotations
@@ -224,11 +224,15 @@ def test_example_output_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[s
     written = read_jsonl(out)
     assert {p["user_id"]: p["identifiers"] for p in written} == EXPECTED_PROFILES
 
-    # The same file ingested directly, in one batch: the profiles and their order agree.
+    # The same file ingested directly, in one batch: the profiles agree, and the file lists
+    # them by the priority of the canonical id's kind, then by the id (profiles() streams in
+    # the store's order).
     graph = IdentityGraph()
     report = graph.ingest(messages(EXAMPLE))
     assert (report.applied, report.duplicates, report.errors) == (45, 1, ())
-    assert written == [as_record(p) for p in graph.profiles()]
+    rank = graph.rules.compiled.kind_index
+    ordered = sorted(graph.profiles(), key=lambda p: (rank[p.user_id_kind], p.user_id))
+    assert written == [as_record(p) for p in ordered]
     assert [p["user_id"] for p in written] == [
         "usr_1001",
         "usr_1002",

@@ -11,7 +11,16 @@ from hypothesis import Phase, settings
 
 from identityres.storage import MemoryStore, Store
 from identityres.storage.sqlite import SQLiteStore
-from identityres.testing import StoreConformance, run_conformance
+from identityres.testing import (
+    ConcurrencySuite,
+    GraphSuite,
+    RowSuite,
+    StateMachineSuite,
+    StoreConformance,
+    run_conformance,
+    server_url,
+)
+from identityres.testing.conformance import SuiteBase
 from tests.toy_store import (
     ToyStore,
     ToyStoreDroppingRefusals,
@@ -23,37 +32,27 @@ from tests.toy_store import (
 # --- the built-in stores -----------------------------------------------------------------------
 
 
-# Known flaw: MemoryStore.batch() takes no lock, and two in-place graphs on one store each hold
-# only their own lock, so two graphs writing one MemoryStore from two threads lose writes or
-# corrupt the union-find (the kit's serialization case hangs). No second handle to test yet.
-_MEMORY_HANDLES = "MemoryStore gives no second handle: one store shared by two graphs is not safe"
-
-
 class TestMemoryStore(StoreConformance):
-    """The default store; the graph decides in place (the fast path)."""
-
-    no_reopen_reason = _MEMORY_HANDLES
+    """The default store; the graph decides in place (the fast path). A second handle shares
+    the state and the lock (``MemoryStore.handle()``)."""
 
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="known flaw: written in place, MemoryStore keeps hash(content) (an int, salted "
-        "per process) as an event's fingerprint, so Batch.seen returns no stable bytes and a "
-        "graph writing the same store through batches takes re-deliveries for conflicts",
-    )
-    def test_fingerprints_written_by_the_graph_are_seen_by_batches(self, tmp_path: Path) -> None:
-        super().test_fingerprints_written_by_the_graph_are_seen_by_batches(tmp_path)
+    def reopen(self, store: Store, tmp_path: Path) -> Store:
+        assert isinstance(store, MemoryStore)
+        return store.handle()
 
 
 class TestMemoryStoreThroughTheProtocol(StoreConformance):
     """The in-memory store with every batch sent through seen → load → save."""
 
-    no_reopen_reason = _MEMORY_HANDLES
-
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore(in_place=False)
+
+    def reopen(self, store: Store, tmp_path: Path) -> Store:
+        assert isinstance(store, MemoryStore)
+        return store.handle()
 
 
 class TestSQLiteStore(StoreConformance):
@@ -71,6 +70,113 @@ class TestSQLiteStore(StoreConformance):
 
 class TestToyStore(StoreConformance, factory=ToyStore, reopen=ToyStore.reopen):
     """A store written from the protocol's documentation alone: the class line is all."""
+
+
+# --- the suites, alone or combined -------------------------------------------------------------
+
+
+class TestToyStoreRowSuiteAlone(RowSuite, factory=ToyStore):
+    """A store author may inherit only some suites: here the row cases alone."""
+
+
+_SUITES: tuple[type[SuiteBase], ...] = (RowSuite, GraphSuite, ConcurrencySuite, StateMachineSuite)
+
+
+def _cases(suite: type) -> set[str]:
+    return {name for name in dir(suite) if name.startswith("test_")}
+
+
+def test_store_conformance_is_the_suites_together() -> None:
+    # Every case is in exactly one suite, and StoreConformance has them all.
+    names = [name for suite in _SUITES for name in _cases(suite)]
+    assert len(names) == len(set(names))
+    assert _cases(StoreConformance) == set(names)
+    assert all(issubclass(StoreConformance, suite) for suite in _SUITES)
+    assert all(_cases(suite) for suite in _SUITES)
+
+
+@pytest.mark.parametrize(
+    ("suite", "case"),
+    [
+        (RowSuite, "test_load_returns_whole_components"),
+        (GraphSuite, "test_graph_traits_and_companies"),
+        (ConcurrencySuite, "test_batches_on_one_component_are_serialized"),
+        (StateMachineSuite, "test_random_streams_agree_with_the_memory_graph"),
+    ],
+)
+def test_each_suite_runs_alone(suite: type[SuiteBase], case: str, tmp_path: Path) -> None:
+    # Each suite carries the plumbing (make_store, reopen, factory=/reopen=) by itself.
+    class Alone(suite, factory=ToyStore, reopen=ToyStore.reopen):  # type: ignore[valid-type,misc]
+        max_examples = 2
+
+    assert issubclass(Alone, SuiteBase)
+    getattr(Alone(), case)(tmp_path)
+
+
+def test_a_suite_alone_still_rejects_a_broken_store(tmp_path: Path) -> None:
+    class Rows(RowSuite, factory=ToyStoreWithoutRollback):
+        pass
+
+    with pytest.raises(AssertionError):
+        Rows().test_exception_in_batch_discards_everything(tmp_path)
+
+
+# --- server_url: skip when not configured, fail when broken -------------------------------------
+
+_VARIABLE = "IDENTITYRES_CONFORMANCE_TEST_URL"
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_server_url_skips_when_the_variable_is_not_set(
+    value: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv(_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(_VARIABLE, value)
+    checked: list[str] = []
+    with pytest.raises(pytest.skip.Exception, match=f"{_VARIABLE} is not set") as info:
+        server_url(_VARIABLE, check=checked.append, what="PostgreSQL")
+    assert "the PostgreSQL conformance tests need a server; set it to run them" in str(info.value)
+    assert checked == []
+
+
+def test_server_url_fails_when_the_server_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://kit@db.invalid:5432/conformance"
+    monkeypatch.setenv(_VARIABLE, url)
+
+    def refuse(url: str) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    with pytest.raises(pytest.fail.Exception) as info:
+        server_url(_VARIABLE, check=refuse, what="PostgreSQL")
+    message = str(info.value)
+    assert _VARIABLE in message
+    assert url in message
+    assert "ConnectionRefusedError: connection refused" in message
+
+
+def test_server_url_hides_the_password_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_VARIABLE, "redis://kit:s3cret@cache.invalid:6379/0")
+
+    def refuse(url: str) -> None:
+        raise OSError("no route to host")
+
+    with pytest.raises(pytest.fail.Exception) as info:
+        server_url(_VARIABLE, check=refuse)
+    assert "redis://kit:***@cache.invalid:6379/0" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_server_url_returns_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://kit@localhost:5432/conformance"
+    monkeypatch.setenv(_VARIABLE, url)
+    checked: list[str] = []
+    assert server_url(_VARIABLE, check=checked.append, what="PostgreSQL") == url
+    assert checked == [url]
+    assert server_url(_VARIABLE) == url
 
 
 # --- the kit catches broken stores -------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""``explain``, ``history`` and the exports (SPEC §5; issue #4 §2-§4).
+"""``explain``, ``history`` and the exports (docs/operator-tools.md; issue #4 §2-§4).
 
-Every expectation here was worked out by hand from the merge rules (SPEC §4,
+Every expectation here was worked out by hand from the merge rules (docs/merge-rules.md,
 notes/semantics.md) and the definition of an accepted link: in a link event at key
 ``(ts, event_id)``, the identifiers not split off after it are the event's *effective*
 identifiers, the first of them is the anchor, and each other one not refused is linked to it.
@@ -359,7 +359,7 @@ def test_networkx_is_imported_only_when_asked_for() -> None:
         "import sys, identityres, identityres.export as ex\n"
         "g = identityres.IdentityGraph()\n"
         "g.identify('u1', 'a1', timestamp=1)\n"
-        "ex.to_dot(g, user_id='u1'); ex.to_mermaid(g, user_id='u1'); ex.graph_stats(g)\n"
+        "ex.to_dot(g, user_id='u1'); ex.to_mermaid(g, user_id='u1'); g.stats()\n"
         "g.explain('u1', ('anonymous_id', 'a1')); g.history(user_id='u1')\n"
         "assert 'networkx' not in sys.modules, 'networkx imported'\n"
         "sys.modules['networkx'] = None\n"
@@ -444,7 +444,7 @@ def test_drawings_escape_hostile_values() -> None:
 
 def test_graph_stats_and_profile_sizes(graph: ir.IdentityGraph) -> None:
     _small(graph)
-    stats = ex.graph_stats(graph, top=2)
+    stats = graph.stats(top=2)
     # profiles: {u1, email, a1}, {u2}, {a9}
     assert stats.profiles == 3 and stats.identifiers == 5
     assert stats.sizes == {1: 2, 3: 1}
@@ -455,7 +455,7 @@ def test_graph_stats_and_profile_sizes(graph: ir.IdentityGraph) -> None:
     assert graph.profile_sizes() == {1: 2, 3: 1}
     text = str(stats)
     assert "3 profiles, 5 identifiers" in text and "limit_exceeded: 1" in text
-    assert ex.graph_stats(graph, top=0).largest == ()
+    assert graph.stats(top=0).largest == ()
 
 
 def test_jsonl_records(graph: ir.IdentityGraph) -> None:

@@ -1,5 +1,5 @@
-"""Operator tools as events (SPEC §3 merge, split, forget): example tests for each
-operation's edge cases, and property tests that they keep the convergence promise (R8)
+"""Operator tools as events (docs/operator-tools.md: merge, split, forget): example tests for
+each operation's edge cases, and property tests that they keep the convergence promise (R8)
 and agree with the reference resolver."""
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def test_forget_keeps_no_copy_of_the_value_in_the_in_place_engine() -> None:
     graph.track("Viewed", anonymous_id="undefined", timestamp=2)  # a blocked value
     graph.forget(("email", "alice@example.com"), timestamp=3)
     graph.forget(("anonymous_id", "undefined"), timestamp=4)
-    engine = graph._engine
+    engine = graph.store.engine
     assert engine is not None
     state = repr({k: v for k, v in vars(engine).items() if k != "rules"})
     assert "alice@example.com" not in state

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,7 +130,7 @@ def assert_same(expected: Any, actual: Any) -> None:
 
 
 def counts_of(graph: IdentityGraph) -> dict[str, Any]:
-    counts = dict(graph.store.counts())
+    counts = attrs.asdict(graph.store.counts())
     return {
         k: counts[k]
         for k in ("events", "identifiers", "profiles", "identified_profiles", "blocked")
@@ -316,7 +317,7 @@ def test_streaming_reads_page_through_everything(
         graph.ingest(events)
         assert_same(expected, graph)  # profiles() and refusals() read through the pages
         profiles = list(graph.store.iter_profiles())
-        assert len(profiles) == graph.store.counts()["profiles"] == len(list(expected.profiles()))
+        assert len(profiles) == graph.store.counts().profiles == len(list(expected.profiles()))
         assert sorted(n.ref for p in profiles for n in p.nodes) == sorted(
             n.ref for p in profiles for n in graph.store.profile_rows(p.nodes[0].profile).nodes
         )
@@ -426,7 +427,7 @@ def test_concurrent_processes_end_in_the_reference_state(tmp_path: Path) -> None
     reference.ingest(list(union.values()))
     with IdentityGraph(store=SQLiteStore(path)) as graph:
         assert_same(reference, graph)
-        assert graph.store.counts()["events"] == len(union)
+        assert graph.store.counts().events == len(union)
 
 
 def test_threads_sharing_one_graph(tmp_path: Path) -> None:
@@ -820,9 +821,9 @@ def test_save_refuses_a_ref_that_names_no_stored_node(tmp_path: Path) -> None:
 
     store = SQLiteStore(tmp_path / "ids.db")
     row = NodeRow(999, "user_id", "u1", 1.0, "e1", 1.0, None, None, 999, 999, None, None)
-    with pytest.raises(StorageError, match="ref 999"), store.batch() as batch:
+    with pytest.raises(StorageError, match="name no stored node"), store.batch() as batch:
         batch.save(Changes(nodes=(row,), events=(("e1", b"f" * 16),)))
-    assert store.counts()["identifiers"] == 0
+    assert store.counts().identifiers == 0
     with store.batch() as batch:
         assert batch.seen(["e1"]) == {}
     store.close()

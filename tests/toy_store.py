@@ -16,10 +16,11 @@ How it keeps the promises:
   serializable schedule: one writer at a time);
 * **reads see committed batches only**: a read takes the current data once and reads that
   (copy-on-write), without the lock;
-* **save rewrites whole components**: the links of the components a batch loaded that it does
-  not save again are dropped; ``Changes.deleted`` drops nodes with their traits and company
-  links; erased identifiers are remembered by keyed hash only (``erasure_key``,
-  ``suppressed``).
+* **save writes what it is given**: the changed node and link rows over the stored ones,
+  ``Changes.deleted_links`` dropped, ``Changes.deleted`` nodes dropped with their traits and
+  company links; erased identifiers are remembered by keyed hash only (``erasure_key``,
+  ``suppressed``); counts are counted from the rows (a store may keep the deltas instead);
+* **rules**: the first ``bind_rules`` is recorded, later ones get it back.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ import attrs
 from identityres.storage import (
     Changes,
     CompanyLinkRow,
+    CompanyRows,
     CompanyTraitRow,
     ComponentRows,
+    Counts,
     LinkRow,
     NodeRow,
     ProfileRows,
+    RulesRecord,
     TraitRow,
 )
 
@@ -93,6 +97,7 @@ class _Database:
         self.data = _Data()
         self.lock = threading.Lock()
         self.erasure_key = secrets.token_bytes(32)
+        self.rules: RulesRecord | None = None
 
 
 def _newer(key: tuple[float, str], old: Any) -> bool:
@@ -103,9 +108,8 @@ def _older(key: tuple[float, str], old: Any) -> bool:
     return old is None or key < (old.ts, old.event_id)
 
 
-def apply_changes(data: _Data, changes: Changes, loaded_links: Collection[str] = ()) -> None:
-    """Write ``changes`` into ``data`` (a private copy), as the protocol says;
-    ``loaded_links``: event ids of the links the batch loaded (replaced by the saved ones)."""
+def apply_changes(data: _Data, changes: Changes) -> None:
+    """Write ``changes`` into ``data`` (a private copy), as the protocol says."""
     # Negative refs are this batch's new nodes: give each a fresh ref, the same in every row.
     new: dict[int, int] = {}
     for row in changes.nodes:
@@ -122,10 +126,8 @@ def apply_changes(data: _Data, changes: Changes, loaded_links: Collection[str] =
             del data.refs[(old.kind, old.value)]
         data.traits = {k: t for k, t in data.traits.items() if t.node != r}
         data.company_links = {k: c for k, c in data.company_links.items() if c.node != r}
-    saved = {link.event_id for link in changes.links}
-    for event_id in loaded_links:
-        if event_id not in saved:
-            data.links.pop(event_id, None)
+    for event_id in changes.deleted_links:
+        data.links.pop(event_id, None)
     for row in changes.nodes:
         row = attrs.evolve(
             row, ref=ref(row.ref), component=ref(row.component), profile=ref(row.profile)
@@ -154,11 +156,10 @@ def apply_changes(data: _Data, changes: Changes, loaded_links: Collection[str] =
     data.companies.update(changes.companies)
     for event_id, fingerprint in changes.events:
         data.events[event_id] = fingerprint
+    for kind, value in changes.unblocked:  # erased blocked values: their counts go first
+        data.blocked.pop((kind, value), None)
     for kind, value, count in changes.blocked:
-        if count == 0:  # an erased blocked value: its count goes (Changes docs)
-            data.blocked.pop((kind, value), None)
-        else:
-            data.blocked[(kind, value)] += count
+        data.blocked[(kind, value)] += count
     data.suppressed.update(changes.suppressed)
 
 
@@ -175,15 +176,12 @@ class _ToyBatch:
     def __init__(self, data: _Data) -> None:
         self.data = data
         self.changes: Changes | None = None
-        self.loaded_links: set[str] = set()
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         return {e: self.data.events[e] for e in event_ids if e in self.data.events}
 
     def load(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
-        rows = components(self.data, identifiers)
-        self.loaded_links.update(link.event_id for link in rows.links)
-        return rows
+        return components(self.data, identifiers)
 
     def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
         return {h for h in hashes if h in self.data.suppressed}
@@ -210,12 +208,18 @@ class ToyStore:
             batch = _ToyBatch(self._db.data)
             yield batch  # an exception here leaves the data as it was
             if batch.changes is not None:
-                self._commit(batch.changes, batch.loaded_links)
+                self._commit(batch.changes)
 
-    def _commit(self, changes: Changes, loaded_links: Collection[str] = ()) -> None:
+    def _commit(self, changes: Changes) -> None:
         data = self._db.data.copy()
-        apply_changes(data, changes, loaded_links)
+        apply_changes(data, changes)
         self._db.data = data
+
+    def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
+        with self._db.lock:
+            if self._db.rules is None:
+                self._db.rules = RulesRecord(proposed.digest, proposed.description)
+            return self._db.rules
 
     def erasure_key(self) -> bytes:
         """The secret erased identifiers are hashed with: one per database."""
@@ -248,6 +252,14 @@ class ToyStore:
         data = self._db.data
         return self._profile(data, [n for n in data.nodes.values() if n.profile == profile])
 
+    def profile_of(self, kind: str, value: str) -> ProfileRows | None:
+        data = self._db.data
+        ref = data.refs.get((kind, value))
+        if ref is None:
+            return None
+        profile = data.nodes[ref].profile
+        return self._profile(data, [n for n in data.nodes.values() if n.profile == profile])
+
     def iter_profiles(self) -> Iterator[ProfileRows]:
         data = self._db.data
         by_profile: dict[int, list[NodeRow]] = {}
@@ -262,25 +274,25 @@ class ToyStore:
     def company_ids(self) -> list[str]:
         return sorted(self._db.data.companies)
 
-    def company_rows(self, company_id: str) -> tuple[list[CompanyTraitRow], list[int]] | None:
+    def company_rows(self, company_id: str) -> CompanyRows | None:
         data = self._db.data
         if company_id not in data.companies:
             return None
         members = sorted(n for n, cid in data.company_links if cid == company_id)
         traits = [t for (cid, _), t in data.company_traits.items() if cid == company_id]
-        return traits, members
+        return CompanyRows(tuple(traits), tuple(members))
 
-    def counts(self) -> Mapping[str, Any]:
+    def counts(self) -> Counts:
         data = self._db.data
         profiles = {n.profile for n in data.nodes.values()}
         identified = {n.profile for n in data.nodes.values() if n.kind == "user_id"}
-        return {
-            "events": len(data.events),
-            "identifiers": len(data.nodes),
-            "profiles": len(profiles),
-            "identified_profiles": len(identified),
-            "blocked": dict(data.blocked),
-        }
+        return Counts(
+            events=len(data.events),
+            identifiers=len(data.nodes),
+            profiles=len(profiles),
+            identified_profiles=len(identified),
+            blocked=dict(data.blocked),
+        )
 
     def close(self) -> None:
         pass
@@ -292,16 +304,16 @@ class ToyStore:
 class ToyStoreDroppingTraits(ToyStore):
     """Silently ignores trait rows (a forgotten table in an INSERT loop)."""
 
-    def _commit(self, changes: Changes, loaded_links: Collection[str] = ()) -> None:
-        super()._commit(attrs.evolve(changes, traits=()), loaded_links)
+    def _commit(self, changes: Changes) -> None:
+        super()._commit(attrs.evolve(changes, traits=()))
 
 
 class ToyStoreDroppingRefusals(ToyStore):
     """Keeps link rows but not their ``refused`` column."""
 
-    def _commit(self, changes: Changes, loaded_links: Collection[str] = ()) -> None:
+    def _commit(self, changes: Changes) -> None:
         links = tuple(attrs.evolve(link, refused=()) for link in changes.links)
-        super()._commit(attrs.evolve(changes, links=links), loaded_links)
+        super()._commit(attrs.evolve(changes, links=links))
 
 
 class ToyStoreWithoutRollback(ToyStore):
@@ -321,7 +333,7 @@ class _EagerBatch(_ToyBatch):
         self.store = store
 
     def save(self, changes: Changes) -> None:
-        self.store._commit(changes, self.loaded_links)
+        self.store._commit(changes)
 
 
 class ToyStoreLoadingPartialComponents(ToyStore):
@@ -335,7 +347,7 @@ class ToyStoreLoadingPartialComponents(ToyStore):
             batch = _ProfileLoadingBatch(self._db.data)
             yield batch
             if batch.changes is not None:
-                self._commit(batch.changes, batch.loaded_links)
+                self._commit(batch.changes)
 
 
 class _ProfileLoadingBatch(_ToyBatch):
@@ -351,5 +363,4 @@ class _ProfileLoadingBatch(_ToyBatch):
             for link in data.links.values()
             if link.members and set(link.members) <= refs
         )
-        self.loaded_links.update(link.event_id for link in links)
         return ComponentRows(nodes, links)

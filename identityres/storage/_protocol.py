@@ -1,63 +1,74 @@
-"""The storage protocol (SPEC §6): the rows a store keeps and the calls the graph makes.
+"""The storage protocol: the rows a store keeps and the calls the graph makes. The whole
+contract, with a worked adapter, is ``docs/storage.md``.
 
 A store persists the state of the identity graph as rows; it never decides anything. The
 graph's write path is, for each batch of events:
 
 1. open a **batch** (``Store.batch()``): an atomic unit of work;
 2. ask which of the batch's event ids are already stored (``Batch.seen``), in one call;
-3. **load** the link components that hold the batch's identifiers (``Batch.load``), in one
+3. ask which keyed hashes of its identifiers are erased (``Batch.suppressed``), in one call;
+4. **load** the link components that hold the batch's identifiers (``Batch.load``), in one
    call: every node row and every link row of those components;
-4. decide in memory (the engine re-decides a component from its link log when an event is
-   late, SPEC R8);
-5. **save** what changed (``Batch.save``), in one call; leaving the ``with`` block commits.
-
-Erasure (``forget``): ``Changes.deleted`` lists refs whose rows — and their traits and
-company links — the store must delete so that the value is gone from storage; the store
-keeps only the keyed hashes of ``Changes.suppressed`` (see ``Store.erasure_key``).
+5. decide in memory (the engine re-decides a component from its link log when an event is
+   late, R8 in docs/merge-rules.md);
+6. **save** what changed (``Batch.save``), in one call: the changed rows, the link rows to
+   delete and how the counters move (``Changes``); leaving the ``with`` block commits.
 
 Rows refer to nodes by *ref*: a store-assigned integer ``>= 0`` for a stored node, or a
 negative integer for a node created in this batch (the store maps it to a new ref on save,
 consistently within one ``Changes``). A component's or profile's ref is the ref of its root
 node; a root's own ``component``/``profile`` is itself.
 
-Concurrency model: the store guarantees that batches are **serializable** with respect to
-the components they load — between ``load`` and the end of ``save`` no other batch may
-change those components (SQLite takes the database's write lock, ``BEGIN IMMEDIATE``; a
-multi-machine store locks the component roots in ascending ref order). A store that detects
-a conflict instead of preventing it raises :class:`RetryBatch` from ``load`` or ``save``;
-the graph then rolls back and replays the whole batch, a bounded number of times, before
-raising :class:`~identityres.errors.StorageError`. Reads take no lock and see committed
-batches only.
+Concurrency model: batches are **serializable** with respect to the components they load —
+between ``load`` and the end of ``save`` no other batch may change those components. A store
+that detects a conflict instead of preventing it raises :class:`RetryBatch` from ``load``,
+``save`` or the commit; the graph then discards the batch and replays it, a bounded number
+of times, before raising :class:`~identityres.errors.StorageError`. Each read call sees one
+committed state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from identityres._rows import (
+    BlockedCount,
     Changes,
     CompanyLinkRow,
+    CompanyRows,
     CompanyTraitRow,
     ComponentRows,
+    CountDeltas,
+    Counts,
+    EventRow,
     LinkRow,
     NodeRow,
     ProfileRows,
+    RefusedMember,
     RetryBatch,
     TraitRow,
 )
+from identityres._rules import RulesRecord
 
 __all__ = [
     "Batch",
+    "BlockedCount",
     "Changes",
     "CompanyLinkRow",
+    "CompanyRows",
     "CompanyTraitRow",
     "ComponentRows",
+    "CountDeltas",
+    "Counts",
+    "EventRow",
     "LinkRow",
     "NodeRow",
     "ProfileRows",
+    "RefusedMember",
     "RetryBatch",
+    "RulesRecord",
     "Store",
     "TraitRow",
 ]
@@ -83,8 +94,10 @@ class Batch(Protocol):
         ...
 
     def save(self, changes: Changes) -> None:
-        """Write ``changes``; visible to others only once the batch commits. Called at most
-        once per batch."""
+        """Write ``changes`` as given (see :class:`Changes`): insert the new nodes, write
+        over the changed ones, upsert the link rows and delete ``deleted_links``, merge the
+        trait and company rows (newest wins), add the counter deltas. Visible to others
+        only once the batch commits. Called at most once per batch."""
         ...
 
 
@@ -92,7 +105,7 @@ class Batch(Protocol):
 class Store(Protocol):
     """A place the identity graph lives. Implementations: ``MemoryStore``, ``SQLiteStore``;
     third-party ones register a URL scheme in the ``identityres.stores`` entry-point group and
-    prove themselves with :mod:`identityres.testing`'s conformance kit."""
+    prove themselves with :mod:`identityres.testing`'s conformance kit (docs/storage.md)."""
 
     def batch(self) -> AbstractContextManager[Batch]:
         """An atomic batch: everything saved in it is committed when the ``with`` block exits
@@ -100,9 +113,16 @@ class Store(Protocol):
         absent. Batches touching the same components are serialized (see module docs)."""
         ...
 
+    def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
+        """The rules this store was written with. A store that holds none yet records
+        ``proposed`` (durably, before returning) and returns it; one that holds some returns
+        those, unchanged: the graph compares them and refuses other rules."""
+        ...
+
     def erasure_key(self) -> bytes:
-        """The secret this store's erased identifiers are hashed with (SPEC §3 forget):
-        created once, kept with the data, the same for every handle on the store."""
+        """The secret this store's erased identifiers are hashed with (``forget``, see
+        docs/operator-tools.md): created once, kept with the data, the same for every handle
+        on the store."""
         ...
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
@@ -122,6 +142,11 @@ class Store(Protocol):
         """The rows of the profile whose root has ref ``profile``."""
         ...
 
+    def profile_of(self, kind: str, value: str) -> ProfileRows | None:
+        """The rows of the profile holding this identifier, in one consistent read, or
+        ``None``."""
+        ...
+
     def iter_profiles(self) -> Iterator[ProfileRows]:
         """The rows of every profile, one profile at a time (not all in memory at once)."""
         ...
@@ -134,13 +159,14 @@ class Store(Protocol):
         """Every company id, sorted."""
         ...
 
-    def company_rows(self, company_id: str) -> tuple[list[CompanyTraitRow], list[int]] | None:
-        """A company's trait rows and the refs of the nodes linked to it, or ``None``."""
+    def company_rows(self, company_id: str) -> CompanyRows | None:
+        """A company's trait rows and the refs of the nodes linked to it, or ``None`` for a
+        company no event named."""
         ...
 
-    def counts(self) -> Mapping[str, Any]:
-        """``{"events": int, "identifiers": int, "profiles": int, "identified_profiles": int,
-        "blocked": {(kind, value): count}}``."""
+    def counts(self) -> Counts:
+        """The counters: the sums of every saved batch's ``Changes.counts`` and blocked
+        counts."""
         ...
 
     def close(self) -> None:

@@ -1,30 +1,55 @@
 """The in-memory store, the default: the engine's own arrays are the storage.
 
-``MemoryStore`` implements the storage protocol (so the conformance kit can check it like
-any adapter), and in addition lets the graph decide events *in place* — no load, no save,
-no row objects — which is what makes the default fast. ``MemoryStore(in_place=False)``
-sends every batch through the protocol instead (the conformance kit uses both).
+``MemoryStore`` implements the storage protocol (so the conformance kit checks it like any
+adapter), and in addition lets the graph decide events *in place* — no load, no save, no
+row objects — which is what makes the default fast. ``MemoryStore(in_place=False)`` sends
+every batch through the protocol instead.
+
+One lock per store, shared by every handle (:meth:`MemoryStore.handle`) and every graph
+using it: writes in place, batches and reads all take it, so several graphs on one store in
+several threads are as safe as one.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 from identityres._engine import Engine
-from identityres._rules import CompiledRules
-from identityres.errors import ConfigurationError
-from identityres.storage._protocol import (
+from identityres._merge import keep
+from identityres._rows import (
     Changes,
+    CompanyRows,
     CompanyTraitRow,
     ComponentRows,
+    Counts,
     LinkRow,
     NodeRow,
     ProfileRows,
 )
+from identityres._rules import RulesRecord
+from identityres._state_rows import (
+    component_rows,
+    load_rows,
+    node_row,
+    profile_rows,
+    refused_link_rows,
+)
+from identityres.errors import ConfigurationError, StorageError
 
 __all__ = ["MemoryStore"]
+
+
+class _State:
+    """What every handle on one memory store shares."""
+
+    __slots__ = ("engine", "lock", "rules")
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.rules: RulesRecord | None = None
+        self.lock = threading.RLock()
 
 
 class _MemoryBatch:
@@ -36,18 +61,10 @@ class _MemoryBatch:
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         seen = self._store.engine.seen
-        return {e: seen[e] for e in event_ids if e in seen}  # type: ignore[misc]
+        return {e: seen[e] for e in event_ids if e in seen}
 
     def load(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
-        engine = self._store.engine
-        kind_index = engine.rules.kind_index
-        roots = []
-        for kind, value in identifiers:
-            k = kind_index.get(kind)
-            n = None if k is None else engine.node(k, value)
-            if n is not None:
-                roots.append(engine.lfind(n))
-        return engine.component_rows(roots)
+        return self._store.read_components(identifiers)
 
     def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
         held = self._store.engine.suppressed
@@ -64,108 +81,235 @@ class MemoryStore:
 
     def __init__(self, *, in_place: bool = True) -> None:
         self.in_place = in_place
-        self._engine: Engine | None = None
+        self._state = _State()
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
-        """``memory://`` (nothing may follow the scheme)."""
-        if url.lower() not in ("memory://", "memory:///"):
+    def from_url(cls, url: str, **options: object) -> MemoryStore:
+        """``memory://`` (nothing may follow the scheme); option ``in_place`` (bool)."""
+        if not isinstance(url, str) or url.lower() not in ("memory://", "memory:///"):
             raise ConfigurationError(f"store={url!r}: a memory store URL is just 'memory://'")
-        return cls()
-
-    def attach(self, rules: CompiledRules) -> None:
-        """Bind the store to the rules of the graph using it (one set of kinds per store)."""
-        if self._engine is None:
-            self._engine = Engine(rules)
-        elif not self._engine.rules.decides_like(rules):
-            # The in-place engine decides with the rules it was made with: a second graph
-            # with other rules would silently decide by the first one's.
+        in_place = options.pop("in_place", True)
+        if options:
             raise ConfigurationError(
-                "store: this MemoryStore is already used by a graph with other rules; "
-                "give each set of rules its own store"
+                f"store={url!r}: unknown options {sorted(options)!r}; the option is in_place"
             )
+        if not isinstance(in_place, bool):
+            raise ConfigurationError(f"in_place={in_place!r}: must be a bool")
+        return cls(in_place=in_place)
+
+    def handle(self, *, in_place: bool | None = None) -> MemoryStore:
+        """Another handle on this store's data (as a second connection is to a database):
+        graphs on either see one state, serialized by one lock."""
+        other = MemoryStore(in_place=self.in_place if in_place is None else in_place)
+        other._state = self._state
+        return other
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(in_place={self.in_place})"
+
+    def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
+        state = self._state
+        with state.lock:
+            if state.rules is None:
+                if proposed.rules is None:
+                    raise ConfigurationError(
+                        "store: a MemoryStore decides in memory and needs the Rules object "
+                        "itself (RulesRecord.rules)"
+                    )
+                state.engine = Engine(proposed.rules.compiled)
+                state.rules = proposed
+            return state.rules
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            raise ConfigurationError("store: MemoryStore is not attached to a graph yet")
-        return self._engine
+        """The engine that holds the state (internal)."""
+        engine = self._state.engine
+        if engine is None:
+            raise ConfigurationError("store: no graph has used this MemoryStore yet")
+        return engine
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every graph and handle on this store shares (internal)."""
+        return self._state.lock
 
     @contextmanager
     def batch(self) -> Iterator[_MemoryBatch]:
-        batch = _MemoryBatch(self)
-        yield batch
-        # Only a batch that ran to the end is applied: an exception above discards it.
-        if batch._changes is not None:
-            self.engine.save_changes(batch._changes)
+        with self.lock:
+            batch = _MemoryBatch(self)
+            yield batch
+            # Only a batch that ran to the end is applied: an exception above discards it.
+            if batch._changes is not None:
+                _apply(self.engine, batch._changes)
 
     # -- reading --------------------------------------------------------------------------
 
     def node(self, kind: str, value: str) -> NodeRow | None:
-        engine = self.engine
-        k = engine.rules.kind_index.get(kind)
-        n = None if k is None else engine.node(k, value)
-        return None if n is None else engine.node_row(n)
+        with self.lock:
+            engine = self.engine
+            k = engine.rules.kind_index.get(kind)
+            n = None if k is None else engine.node(k, value)
+            return None if n is None else node_row(engine, n)
 
     def nodes_by_ref(self, refs: Collection[int]) -> Mapping[int, NodeRow]:
-        engine = self.engine
-        size = len(engine.value)
-        dead = engine.dead
-        return {r: engine.node_row(r) for r in refs if 0 <= r < size and r not in dead}
+        with self.lock:
+            engine = self.engine
+            size = len(engine.value)
+            dead = engine.dead
+            return {r: node_row(engine, r) for r in refs if 0 <= r < size and r not in dead}
 
     def profile_rows(self, profile: int) -> ProfileRows:
-        engine = self.engine
-        return engine.profile_rows(engine.find(profile))
+        with self.lock:
+            engine = self.engine
+            if not 0 <= profile < len(engine.value) or profile in engine.dead:
+                return ProfileRows((), (), ())
+            return profile_rows(engine, engine.find(profile))
+
+    def profile_of(self, kind: str, value: str) -> ProfileRows | None:
+        with self.lock:
+            engine = self.engine
+            k = engine.rules.kind_index.get(kind)
+            n = None if k is None else engine.node(k, value)
+            return None if n is None else profile_rows(engine, engine.find(n))
 
     def iter_profiles(self) -> Iterator[ProfileRows]:
-        engine = self.engine
-        for root in list(engine.roots()):
-            yield engine.profile_rows(root)
+        # One profile per hold of the lock: writers on other threads go on meanwhile.
+        n = 0
+        while True:
+            with self.lock:
+                engine = self.engine
+                parent = engine.parent
+                dead = engine.dead
+                end = len(parent)
+                while n < end and (parent[n] != n or n in dead):
+                    n += 1
+                if n >= end:
+                    return
+                rows = profile_rows(engine, n)
+            yield rows
+            n += 1
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
-        yield from self.engine.refused_link_rows()
+        with self.lock:
+            rows = list(refused_link_rows(self.engine))
+        yield from rows
 
     def erasure_key(self) -> bytes:
         """The secret that erased identifiers are hashed with (kept with the data)."""
         return self.engine.erasure_key
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
-        """Node and log rows of the components holding ``identifiers`` (no lock taken)."""
-        return _MemoryBatch(self).load(identifiers)
+        """Node and log rows of the components holding ``identifiers``."""
+        with self.lock:
+            engine = self.engine
+            kind_index = engine.rules.kind_index
+            roots = []
+            for kind, value in identifiers:
+                k = kind_index.get(kind)
+                n = None if k is None else engine.node(k, value)
+                if n is not None:
+                    roots.append(engine.lfind(n))
+            return component_rows(engine, roots)
 
     def company_ids(self) -> list[str]:
-        return sorted(self.engine.company_members)
+        with self.lock:
+            return sorted(self.engine.company_members)
 
-    def company_rows(self, company_id: str) -> tuple[list[CompanyTraitRow], list[int]] | None:
-        engine = self.engine
-        members = engine.company_members.get(company_id)
-        if members is None:
-            return None
-        traits = [
-            CompanyTraitRow(company_id, k, ts, eid, v)
-            for k, (ts, eid, v) in engine.company_traits.get(company_id, {}).items()
-        ]
-        return traits, sorted(members)
+    def company_rows(self, company_id: str) -> CompanyRows | None:
+        with self.lock:
+            engine = self.engine
+            members = engine.company_members.get(company_id)
+            if members is None:
+                return None
+            traits = tuple(
+                CompanyTraitRow(company_id, k, ts, eid, v)
+                for k, (ts, eid, v) in engine.company_traits.get(company_id, {}).items()
+            )
+            return CompanyRows(traits, tuple(sorted(members)))
 
-    def counts(self) -> Mapping[str, Any]:
-        engine = self.engine
-        user = engine.rules.user
-        user_counts = engine.counts.get(user)
-        profiles = identified = 0
-        live = len(engine.value) - len(engine.dead)
-        for r in engine.roots():
-            profiles += 1
-            if user_counts is not None:
-                identified += user_counts[r] > 0
-            else:
-                identified += any(engine.kind[n] == user for n in engine.members(r))
-        return {
-            "events": len(engine.seen),
-            "identifiers": live,
-            "profiles": profiles,
-            "identified_profiles": identified,
-            "blocked": dict(engine.blocked),
-        }
+    def counts(self) -> Counts:
+        # The engine is the state: count it exactly rather than keep counters beside it.
+        with self.lock:
+            engine = self.engine
+            user = engine.rules.user
+            user_counts = engine.counts.get(user)
+            profiles = identified = 0
+            for r in engine.roots():
+                profiles += 1
+                if user_counts is not None:
+                    identified += user_counts[r] > 0
+                else:
+                    identified += any(engine.kind[n] == user for n in engine.members(r))
+            return Counts(
+                events=len(engine.seen),
+                identifiers=len(engine.value) - len(engine.dead),
+                profiles=profiles,
+                identified_profiles=identified,
+                blocked=dict(engine.blocked),
+            )
 
     def close(self) -> None:
         pass
+
+
+def _apply(engine: Engine, changes: Changes) -> None:
+    """Store a batch's rows in the engine that holds this store's state: rebuild each
+    component the changes touch from its current rows with the changed ones laid over."""
+    size = len(engine.value)
+    roots: set[int] = set()
+
+    def stored(ref: int) -> bool:
+        return 0 <= ref < size and ref not in engine.dead
+
+    for row in changes.nodes:
+        for ref in (row.ref, row.component, row.profile):
+            if stored(ref):
+                roots.add(engine.lfind(ref))
+    for ref in changes.deleted:
+        if stored(ref):
+            roots.add(engine.lfind(ref))
+    for link in changes.links:
+        for ref in (link.component, *link.members):
+            if stored(ref):
+                roots.add(engine.lfind(ref))
+    gone_links = set(changes.deleted_links)
+    for eid in gone_links:
+        for root, entries in engine.log.items():
+            if any(e[1] == eid for e in entries):
+                roots.add(root)
+    current = component_rows(engine, roots)
+    deleted = set(changes.deleted)
+    nodes = {row.ref: row for row in current.nodes if row.ref not in deleted}
+    nodes.update((row.ref, row) for row in changes.nodes)
+    links = {link.event_id: link for link in current.links if link.event_id not in gone_links}
+    links.update((link.event_id, link) for link in changes.links)
+    for root in roots:
+        engine.drop_log(root)
+    for ref in deleted:
+        if not stored(ref):
+            raise StorageError(f"save: ref {ref} names no stored node")
+        engine._erase_node(ref)
+    engine.suppressed.update(changes.suppressed)
+    local = load_rows(engine, nodes.values(), links.values())
+
+    def node_of(ref: int) -> int:
+        return local.get(ref, ref)
+
+    for t in changes.traits:
+        if t.once:
+            engine._write_traits(node_of(t.node), t.ts, t.event_id, None, {t.key: t.value})
+        else:
+            engine._write_traits(node_of(t.node), t.ts, t.event_id, {t.key: t.value}, None)
+    for cid in changes.companies:
+        engine.company_members.setdefault(cid, set())
+    for c in changes.company_links:
+        engine._write_company(node_of(c.node), c.ts, c.event_id, c.company_id, None)
+    for ct in changes.company_traits:
+        traits = engine.company_traits.setdefault(ct.company_id, {})
+        keep(traits, ct.key, ct.ts, ct.event_id, ct.value)
+    for event_id, fingerprint in changes.events:
+        engine.seen[event_id] = fingerprint
+    for kind_name, value in changes.unblocked:
+        engine.blocked.pop((kind_name, value), None)
+    for kind, value, count in changes.blocked:
+        engine.blocked[(kind, value)] += count

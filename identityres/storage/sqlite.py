@@ -53,17 +53,21 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from identityres._model import USER_ID
+from identityres._merge import winners
 from identityres._rows import (
     Changes,
     CompanyLinkRow,
+    CompanyRows,
     CompanyTraitRow,
     ComponentRows,
+    Counts,
     LinkRow,
     NodeRow,
     ProfileRows,
+    RefusedMember,
     TraitRow,
 )
+from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, StorageError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -191,7 +195,6 @@ _UPSERT_LINK = (
     "ON CONFLICT (event_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _LINK_NAMES[1:])
 )
-_UPDATE_LINK = "UPDATE links SET component = ?, refused = ? WHERE event_id = ?"
 # A write replaces the stored one when its (ts, event_id) is greater (``once``: smaller).
 _UPSERT_TRAIT = (
     "INSERT INTO traits (node, once, key, ts, event_id, value) VALUES (?, 0, ?, ?, ?, ?) "
@@ -253,55 +256,29 @@ def _encode_json(what: str, value: Any) -> str:
         raise StorageError(f"{what}={value!r}: cannot be stored as JSON: {exc}") from exc
 
 
-def _encode_refused(refused: tuple[tuple[int, str, str | None], ...]) -> str | None:
+def _encode_refused(refused: tuple[RefusedMember, ...]) -> str | None:
     return json.dumps([list(r) for r in refused]) if refused else None
 
 
 def _decode_link(row: tuple[Any, ...]) -> LinkRow:
     eid, ts, component, members, refused, etype, erased_kind = row
-    items: tuple[tuple[int, str, str | None], ...] = ()
+    items: tuple[RefusedMember, ...] = ()
     if refused is not None:
-        items = tuple((int(p), str(code), kind) for p, code, kind in json.loads(refused))
+        items = tuple(
+            RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
+        )
     refs = tuple(map(int, members.split(","))) if members else ()
     return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
-
-
-_Row = TypeVar("_Row", TraitRow, CompanyLinkRow, CompanyTraitRow)
-_Key = TypeVar("_Key")
-
-
-def _winners(
-    rows: Iterable[_Row],
-    key: Callable[[_Row], _Key],
-    earliest: Callable[[_Row], bool] = lambda row: False,
-) -> dict[_Key, _Row]:
-    """Per key, the row of the latest ``(ts, event_id)`` (the earliest where ``earliest``
-    says so: set_once traits): a batch's rows merged before one row per key reaches SQL."""
-    best: dict[_Key, _Row] = {}
-    for row in rows:
-        k = key(row)
-        cur = best.get(k)
-        if cur is None:
-            best[k] = row
-            continue
-        mine, theirs = (row.ts, row.event_id), (cur.ts, cur.event_id)
-        if mine < theirs if earliest(row) else mine > theirs:
-            best[k] = row
-    return best
 
 
 class _SQLiteBatch:
     """One ``BEGIN IMMEDIATE`` transaction (see :meth:`SQLiteStore.batch`)."""
 
-    __slots__ = ("_conn", "_loaded_links", "_loaded_nodes", "_saved", "_store", "erased")
+    __slots__ = ("_conn", "_saved", "_store", "erased")
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
         self._store = store
         self._conn = conn
-        # What ``load`` returned, so that ``save`` writes only the rows that changed and
-        # removes the log entries its components no longer hold.
-        self._loaded_nodes: dict[int, NodeRow] = {}
-        self._loaded_links: dict[str, LinkRow] = {}
         self._saved = False
         #: the batch erased something (see ``SQLiteStore.batch``)
         self.erased = False
@@ -324,15 +301,10 @@ class _SQLiteBatch:
 
     def load(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
         with self._store._errors("load"):
-            rows = self._store._components(self._conn, identifiers)
-        self._loaded_nodes.update((n.ref, n) for n in rows.nodes)
-        self._loaded_links.update((link.event_id, link) for link in rows.links)
-        return rows
+            return self._store._components(self._conn, identifiers)
 
     def save(self, changes: Changes) -> None:
-        self.erased = bool(
-            changes.deleted or changes.suppressed or any(not c for _, _, c in changes.blocked)
-        )
+        self.erased = bool(changes.deleted or changes.suppressed or changes.unblocked)
         if self._saved:
             raise RuntimeError("save() called twice in one batch")
         self._saved = True
@@ -356,54 +328,12 @@ class _SQLiteBatch:
             except KeyError:
                 raise StorageError(f"save: ref {r} names no node of this batch") from None
 
-        # The stored rows of what this save replaces (``load`` returned most of them).
-        before = self._loaded_nodes
-        deleted = sorted(set(changes.deleted))
-        missing = [
-            r for r in (*(n.ref for n in changes.nodes), *deleted) if r >= 0 and r not in before
-        ]
-        if missing:
-            before = {**before, **store._nodes_by_ref(conn, missing)}
-        # Profiles never cross link components and a batch saves whole components, so the
-        # rows before and after the save tell how the counts change.
-        user = USER_ID
-        old_roots = new_roots = 0
-        old_identified: set[int] = set()
-        new_identified: set[int] = set()
-        for r in deleted:
-            old = before.get(r)
-            if old is not None:
-                old_roots += old.ref == old.profile
-                if old.kind == user:
-                    old_identified.add(old.profile)
-
+        regrouped = set(changes.regrouped)
         inserts: list[tuple[Any, ...]] = []
         times: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         kind_id = store._kind_id
         for row in changes.nodes:
-            r = row.ref
-            old = None
-            if r < 0:
-                r = refs[r]
-            else:
-                old = before.get(r)
-                if old is None or old.kind != row.kind or old.value != row.value:
-                    # Refs of stored nodes come from this store, and a node's identifier
-                    # never changes (the protocol on refs): anything else is a caller's bug.
-                    raise StorageError(
-                        f"save: ref {r} is no stored {row.kind} node with that value"
-                    )
-                if row == old:  # loaded and unchanged: the usual case (its root counts cancel)
-                    if old.kind == user:
-                        new_identified.add(old.profile)
-                        old_identified.add(old.profile)
-                    continue
-            component = row.component if row.component >= 0 else ref(row.component)
-            profile = row.profile if row.profile >= 0 else ref(row.profile)
-            new_roots += r == profile
-            if row.kind == user:
-                new_identified.add(profile)
             keys = (
                 row.first_ts,
                 row.first_event_id,
@@ -413,26 +343,18 @@ class _SQLiteBatch:
                 row.split_ts,
                 row.split_event_id,
             )
-            if old is not None:
-                old_roots += old.ref == old.profile
-                if old.kind == user:
-                    old_identified.add(old.profile)
-                if old.component != component or old.profile != profile:
-                    updates.append((*keys, component, profile, r))
-                elif keys != (
-                    old.first_ts,
-                    old.first_event_id,
-                    old.last_ts,
-                    old.reset_ts,
-                    old.reset_event_id,
-                    old.split_ts,
-                    old.split_event_id,
-                ):
-                    times.append((*keys, r))
-                continue
-            inserts.append(
-                (r, kind_id(conn, row.kind), row.value, *keys[:5], component, profile, *keys[5:])
-            )
+            component = ref(row.component)
+            profile = ref(row.profile)
+            if row.ref < 0:
+                inserts.append(
+                    (refs[row.ref], kind_id(conn, row.kind), row.value, *keys[:5], component,
+                     profile, *keys[5:])
+                )  # fmt: skip
+            elif row.ref in regrouped:
+                updates.append((*keys, component, profile, row.ref))
+            else:  # only first/last seen, resets or splits: leave the indexed columns alone
+                times.append((*keys, row.ref))
+        deleted = sorted(set(changes.deleted))
         if deleted:
             gone = [(r,) for r in deleted]
             conn.executemany("DELETE FROM nodes WHERE ref = ?", gone)
@@ -440,12 +362,34 @@ class _SQLiteBatch:
             conn.executemany("DELETE FROM company_links WHERE node = ?", gone)
         if inserts:
             conn.executemany(_INSERT_NODE, inserts)
-        if times:
-            conn.executemany(_UPDATE_NODE_TIMES, times)
-        if updates:
-            conn.executemany(_UPDATE_NODE, updates)
-
-        self._save_links(changes.links, ref)
+        for statement, rows in ((_UPDATE_NODE_TIMES, times), (_UPDATE_NODE, updates)):
+            if rows:
+                cursor = conn.executemany(statement, rows)
+                if cursor.rowcount != len(rows):
+                    # A ref the store never gave out, or one erased since: a caller's bug.
+                    raise StorageError(
+                        f"save: {len(rows) - cursor.rowcount} changed node rows name no stored node"
+                    )
+        if changes.deleted_links:
+            conn.executemany(
+                "DELETE FROM links WHERE event_id = ?", [(e,) for e in changes.deleted_links]
+            )
+        if changes.links:
+            conn.executemany(
+                _UPSERT_LINK,
+                [
+                    (
+                        link.event_id,
+                        link.ts,
+                        ref(link.component),
+                        ",".join(str(ref(m)) for m in link.members),
+                        _encode_refused(link.refused),
+                        link.etype,
+                        link.erased_kind,
+                    )
+                    for link in changes.links
+                ],
+            )
         if changes.traits:
             self._save_traits(changes.traits, ref)
         if changes.companies or changes.company_links or changes.company_traits:
@@ -456,26 +400,21 @@ class _SQLiteBatch:
             conn.executemany(
                 "INSERT INTO events (event_id, fingerprint) VALUES (?, ?)", changes.events
             )
+        if changes.unblocked:
+            conn.executemany("DELETE FROM blocked WHERE kind = ? AND value = ?", changes.unblocked)
         if changes.blocked:
-            # a count of 0 is an erased blocked value: its row goes before the batch's own
-            # counts are added (Changes docs)
-            conn.executemany(
-                "DELETE FROM blocked WHERE kind = ? AND value = ?",
-                [(k, v) for k, v, c in changes.blocked if not c],
-            )
-            conn.executemany(_UPSERT_BLOCKED, [b for b in changes.blocked if b[2]])
+            conn.executemany(_UPSERT_BLOCKED, changes.blocked)
         if changes.suppressed:
             conn.executemany(
                 "INSERT OR IGNORE INTO suppressed (hash) VALUES (?)",
                 [(h,) for h in changes.suppressed],
             )
-
+        counts = changes.counts
         deltas = {
-            "events": len(changes.events),
-            "identifiers": len(new_refs) - sum(1 for r in deleted if r in before),
-            "profiles": new_roots - old_roots,
-            "identified_profiles": len(new_identified) - len(old_identified),
-            # past the new refs, and past any ref that a row brought in unasked
+            "events": counts.events,
+            "identifiers": counts.identifiers,
+            "profiles": counts.profiles,
+            "identified_profiles": counts.identified_profiles,
             "next_ref": len(new_refs),
         }
         conn.executemany(
@@ -483,50 +422,9 @@ class _SQLiteBatch:
             [(d, name) for name, d in deltas.items() if d],
         )
 
-    def _save_links(self, links: Iterable[LinkRow], ref: Callable[[int], int]) -> None:
-        loaded = self._loaded_links
-        # The links of the loaded components are replaced by ``links``: an entry that the
-        # engine dropped (an erased identifier's own reset or split) goes.
-        stale = dict.fromkeys(loaded)
-        upserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for link in links:
-            stale.pop(link.event_id, None)
-            members = tuple(map(ref, link.members))
-            component = ref(link.component)
-            old = loaded.get(link.event_id)
-            if (
-                old is not None
-                and old.members == members
-                and old.ts == link.ts
-                and old.etype == link.etype
-                and old.erased_kind == link.erased_kind
-            ):
-                if old.component != component or old.refused != link.refused:
-                    updates.append((component, _encode_refused(link.refused), link.event_id))
-                continue
-            upserts.append(
-                (
-                    link.event_id,
-                    link.ts,
-                    component,
-                    ",".join(map(str, members)),
-                    _encode_refused(link.refused),
-                    link.etype,
-                    link.erased_kind,
-                )
-            )
-        conn = self._conn
-        if stale:
-            conn.executemany("DELETE FROM links WHERE event_id = ?", [(e,) for e in stale])
-        if upserts:
-            conn.executemany(_UPSERT_LINK, upserts)
-        if updates:
-            conn.executemany(_UPDATE_LINK, updates)
-
     def _save_traits(self, traits: Iterable[TraitRow], ref: Callable[[int], int]) -> None:
         # Merge within the batch first: one row per (node, once, key) reaches SQL.
-        best = _winners(traits, lambda t: (ref(t.node), t.once, t.key), lambda t: t.once)
+        best = winners(traits, lambda t: (ref(t.node), t.once, t.key), lambda t: t.once)
         latest: list[tuple[Any, ...]] = []
         earliest: list[tuple[Any, ...]] = []
         for (node, once, key), t in best.items():
@@ -545,8 +443,8 @@ class _SQLiteBatch:
         ref: Callable[[int], int],
     ) -> None:
         conn = self._conn
-        best_links = _winners(links, lambda c: (ref(c.node), c.company_id))
-        best_traits = _winners(traits, lambda ct: (ct.company_id, ct.key))
+        best_links = winners(links, lambda c: (ref(c.node), c.company_id))
+        best_traits = winners(traits, lambda ct: (ct.company_id, ct.key))
         companies = dict.fromkeys(
             [*named, *(cid for _, cid in best_links), *(cid for cid, _ in best_traits)]
         )
@@ -623,6 +521,8 @@ class SQLiteStore:
         self._new_kinds: list[str] = []
         self._max_variables = 999
         self._erasure_key = b""
+        #: rules to record with the next batch (``bind_rules`` on a file that has none)
+        self._pending_rules: RulesRecord | None = None
         self._temporary: Callable[[], Any] | None = None
         if self.path == ":memory:":
             # A private database that lives as long as the store. It is kept in a temporary
@@ -644,10 +544,17 @@ class SQLiteStore:
             raise
 
     @classmethod
-    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
-        ``sqlite:///:memory:``; options ``?timeout=SECONDS&retries=N``. ``create=False``
-        refuses a database file that does not exist yet."""
+        ``sqlite:///:memory:``; options ``?timeout=SECONDS&retries=N`` in the URL, or as
+        keyword arguments (``timeout``, ``retries``, ``create``), which win over the URL's.
+        ``create=False`` refuses a database file that does not exist yet."""
+        unknown = sorted(set(options) - {"timeout", "retries", "create"})
+        if unknown:
+            raise ConfigurationError(
+                f"store={url!r}: unknown options {unknown!r}; the options are timeout, "
+                "retries and create"
+            )
         if not isinstance(url, str):
             raise ConfigurationError(f"store={url!r}: not a store URL")
         scheme, sep, rest = url.partition("://")
@@ -665,7 +572,8 @@ class SQLiteStore:
             )
         if "#" in path or "\x00" in path:
             raise ConfigurationError(f"store={url!r}: the database path may not hold '#' or NUL")
-        options: dict[str, Any] = {}
+        given = options
+        options = {}
         for part in query.split("&") if query else ():
             name, eq, raw = part.partition("=")
             try:
@@ -679,8 +587,9 @@ class SQLiteStore:
                     raise ValueError("the options are timeout and retries")
             except ValueError as exc:
                 raise ConfigurationError(f"store={url!r}: bad option {part!r}: {exc}") from None
+        options.update(given)
         try:
-            return cls(path, create=create, **options)
+            return cls(path, **options)
         except ConfigurationError as exc:
             raise ConfigurationError(f"store={url!r}: {exc}") from None
 
@@ -938,11 +847,15 @@ class SQLiteStore:
             self._new_kinds.clear()
             batch = _SQLiteBatch(self, conn)
             try:
+                pending = self._pending_rules
+                if pending is not None:
+                    self._record_rules(conn, pending)
                 yield batch
                 self._retrying("commit", lambda: conn.execute("COMMIT"))
             except BaseException:
                 self._rollback(conn)
                 raise
+            self._pending_rules = None
             self._new_kinds.clear()
             if batch.erased:
                 # The WAL still holds the pages as they were before the erasure: copy the
@@ -951,6 +864,20 @@ class SQLiteStore:
                     "checkpoint after an erasure",
                     lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
                 )
+
+    def _record_rules(self, conn: sqlite3.Connection, proposed: RulesRecord) -> None:
+        with self._errors("record the rules"):
+            found = _read_rules(conn)
+            if found is None:
+                conn.executemany(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)",
+                    [("rules_digest", proposed.digest), ("rules", proposed.description)],
+                )
+        if found is not None and found.digest != proposed.digest:
+            raise ConfigurationError(
+                f"{self!r}: another handle recorded other rules since this one was opened; "
+                f"{proposed.difference(found)}"
+            )
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         for name in self._new_kinds:
@@ -967,6 +894,19 @@ class SQLiteStore:
     def erasure_key(self) -> bytes:
         """The secret that erased identifiers are hashed with, kept in the file."""
         return self._erasure_key
+
+    def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
+        """The rules recorded in the file (``meta`` rows ``rules`` and ``rules_digest``). A
+        file that has none (a new one, or one written by 0.1) records ``proposed`` in the
+        transaction of its next batch, so that opening needs no write lock; that batch
+        raises :class:`~identityres.errors.ConfigurationError` if another handle recorded
+        other rules meanwhile."""
+        with self._reading("bind_rules") as conn:
+            found = _read_rules(conn)
+        if found is not None:
+            return found
+        self._pending_rules = proposed
+        return proposed
 
     # -- reading --------------------------------------------------------------------------
 
@@ -1018,23 +958,42 @@ class SQLiteStore:
             found = conn.execute(
                 "SELECT component, profile FROM nodes WHERE ref = ?", (profile,)
             ).fetchone()
+            return self._profile_rows(conn, found)
+
+    def profile_of(self, kind: str, value: str) -> ProfileRows | None:
+        with self._reading("profile_of") as conn:
+            kind_id = self._kind_ids.get(kind)
+            if kind_id is None:
+                self._read_kinds(conn)
+                kind_id = self._kind_ids.get(kind)
+                if kind_id is None:
+                    return None
+            found = conn.execute(
+                "SELECT component, profile FROM nodes WHERE kind = ? AND value = ?",
+                (kind_id, value),
+            ).fetchone()
             if found is None:
-                return ProfileRows((), (), ())
-            where = "n.component = ? AND n.profile = ?"
-            rows = conn.execute(
-                f"SELECT {_N_NODE_COLUMNS} FROM nodes AS n WHERE {where}", found
-            ).fetchall()
-            traits = conn.execute(
-                "SELECT t.node, t.key, t.ts, t.event_id, t.value, t.once FROM nodes AS n "
-                f"CROSS JOIN traits AS t ON t.node = n.ref WHERE {where}",
-                found,
-            ).fetchall()
-            links = conn.execute(
-                "SELECT c.node, c.company_id, c.ts, c.event_id FROM nodes AS n "
-                f"CROSS JOIN company_links AS c ON c.node = n.ref WHERE {where}",
-                found,
-            ).fetchall()
-            nodes = self._decode_nodes(conn, rows)
+                return None
+            return self._profile_rows(conn, found)
+
+    def _profile_rows(self, conn: sqlite3.Connection, found: tuple[int, int] | None) -> ProfileRows:
+        if found is None:
+            return ProfileRows((), (), ())
+        where = "n.component = ? AND n.profile = ?"
+        rows = conn.execute(
+            f"SELECT {_N_NODE_COLUMNS} FROM nodes AS n WHERE {where}", found
+        ).fetchall()
+        traits = conn.execute(
+            "SELECT t.node, t.key, t.ts, t.event_id, t.value, t.once FROM nodes AS n "
+            f"CROSS JOIN traits AS t ON t.node = n.ref WHERE {where}",
+            found,
+        ).fetchall()
+        links = conn.execute(
+            "SELECT c.node, c.company_id, c.ts, c.event_id FROM nodes AS n "
+            f"CROSS JOIN company_links AS c ON c.node = n.ref WHERE {where}",
+            found,
+        ).fetchall()
+        nodes = self._decode_nodes(conn, rows)
         return ProfileRows(
             nodes,
             tuple(TraitRow(n, k, ts, e, json.loads(v), bool(o)) for n, k, ts, e, v, o in traits),
@@ -1110,7 +1069,7 @@ class SQLiteStore:
             rows = conn.execute("SELECT company_id FROM companies").fetchall()
         return sorted(cid for (cid,) in rows)
 
-    def company_rows(self, company_id: str) -> tuple[list[CompanyTraitRow], list[int]] | None:
+    def company_rows(self, company_id: str) -> CompanyRows | None:
         with self._reading("company_rows") as conn:
             known = conn.execute(
                 "SELECT 1 FROM companies WHERE company_id = ?", (company_id,)
@@ -1129,18 +1088,25 @@ class SQLiteStore:
                 "WHERE company_id = ?",
                 (company_id,),
             ).fetchall()
-        return [CompanyTraitRow(c, k, ts, e, json.loads(v)) for c, k, ts, e, v in traits], members
+        return CompanyRows(
+            tuple(CompanyTraitRow(c, k, ts, e, json.loads(v)) for c, k, ts, e, v in traits),
+            tuple(members),
+        )
 
-    def counts(self) -> Mapping[str, Any]:
+    def counts(self) -> Counts:
         with self._reading("counts") as conn:
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
             blocked = {
                 (kind, value): count
                 for kind, value, count in conn.execute("SELECT kind, value, count FROM blocked")
             }
-        out: dict[str, Any] = {name: counters[name] for name in _COUNTS}
-        out["blocked"] = blocked
-        return out
+        return Counts(
+            events=counters["events"],
+            identifiers=counters["identifiers"],
+            profiles=counters["profiles"],
+            identified_profiles=counters["identified_profiles"],
+            blocked=blocked,
+        )
 
     def close(self) -> None:
         """Close the connections (an open batch is rolled back); idempotent."""
@@ -1158,6 +1124,21 @@ class SQLiteStore:
                 self._temporary()
             if failure is not None:
                 raise StorageError(f"{self!r}: close failed: {failure}") from failure
+
+
+def _read_rules(conn: sqlite3.Connection) -> RulesRecord | None:
+    rows = dict(
+        conn.execute(
+            "SELECT name, value FROM meta WHERE name IN ('rules', 'rules_digest')"
+        ).fetchall()
+    )
+    if "rules_digest" not in rows:
+        return None
+
+    def text(value: object) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    return RulesRecord(text(rows["rules_digest"]), text(rows.get("rules", "")))
 
 
 def _remove_database(path: str) -> None:

@@ -1,0 +1,190 @@
+"""The write seam: how validated records reach the state of a graph.
+
+``IdentityGraph`` picks one writer when it is made and never looks at its store's type again:
+
+* :class:`InPlaceWriter` — the default in-memory store: the engine that *is* the store
+  decides each record where it lies (no rows, no load, no save: the fast path);
+* :class:`BatchWriter` — every other store: each batch loads the link components it
+  touches into a working set, decides there, and saves the changed rows, as
+  ``docs/storage.md`` describes.
+
+Both recognize duplicates and conflicting ``event_id`` reuse with one function,
+:func:`admit`, over one process-independent fingerprint (``Record.fingerprint``), so a store
+written by one writer is read right by the other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from identityres._engine import Engine
+from identityres._events import Record, same_content
+from identityres._model import Outcome
+from identityres._rules import CompiledRules
+from identityres._working_set import WorkingSet
+from identityres.errors import EventIdConflictError, IdentityResError, StorageError
+from identityres.storage._protocol import Batch, RetryBatch, Store
+
+__all__ = ["CONFLICT", "DUPLICATE", "FRESH", "BatchWriter", "InPlaceWriter", "admit"]
+
+#: What :func:`admit` says of a record.
+FRESH, DUPLICATE, CONFLICT = range(3)
+
+#: How often a batch is retried when a store reports a conflicting concurrent batch.
+RETRIES = 20
+
+Written = tuple[list[Outcome], list[tuple[int, EventIdConflictError]]]
+
+
+def admit(stored: bytes | None, rec: Record, kind_names: tuple[str, ...]) -> int:
+    """The one duplicate decision: ``stored`` is the fingerprint already held under
+    ``rec.event_id`` (``None``: none). The same content is a duplicate (a redelivery);
+    other content is a conflict (the id reused)."""
+    if stored is None:
+        return FRESH
+    return DUPLICATE if same_content(stored, rec, kind_names) else CONFLICT
+
+
+def conflict(rec: Record) -> EventIdConflictError:
+    return EventIdConflictError(
+        "event_id", rec.event_id, "already used by an event with other content"
+    )
+
+
+def key_order(records: list[tuple[int, Record]]) -> list[int]:
+    """Positions of ``records`` in ``(timestamp, event_id)`` order. Applying a batch in this
+    order keeps late-event replays to the events late against the graph, not against the
+    batch; the result is the same in any order (R8 in docs/merge-rules.md)."""
+    keys = [(rec.ts, rec.event_id) for _, rec in records]
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
+class InPlaceWriter:
+    """Decides records in the engine of an in-place ``MemoryStore``, under the store's lock
+    (shared by every graph and handle on that store)."""
+
+    __slots__ = ("engine", "kind_names", "lock")
+
+    def __init__(self, engine: Engine, lock: threading.RLock) -> None:
+        self.engine = engine
+        self.kind_names = engine.rules.kind_names
+        self.lock = lock
+
+    def known(self, event_id: str) -> bytes | None:
+        """The fingerprint held under ``event_id``, without a batch (the caller holds the
+        lock)."""
+        return self.engine.seen.get(event_id)
+
+    @property
+    def replays(self) -> int:
+        return self.engine.replays
+
+    def submit(self, rec: Record) -> Outcome:
+        engine = self.engine
+        with self.lock:
+            verdict = admit(engine.seen.get(rec.event_id), rec, self.kind_names)
+            if verdict == CONFLICT:
+                raise conflict(rec)
+            if verdict == DUPLICATE:
+                return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
+            decisions, late, replayed = engine.apply(rec)
+        return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
+
+    def write(self, records: list[tuple[int, Record]], *, raise_errors: bool) -> Written:
+        """Apply checked records (``ingest`` checked each against :meth:`known` under the
+        lock it still holds, so nothing here conflicts); outcomes in the given order."""
+        engine = self.engine
+        outcomes: list[Any] = [None] * len(records)
+        seen = engine.seen
+        apply = engine.apply
+        for i in key_order(records):
+            rec = records[i][1]
+            eid = rec.event_id
+            if eid in seen:  # the same event twice in one batch: the second is a duplicate
+                outcomes[i] = Outcome(eid, engine, None, rec.blocked, duplicate=True)
+            else:
+                decisions, late, replayed = apply(rec)
+                outcomes[i] = Outcome(eid, engine, decisions, rec.blocked, False, late, replayed)
+        return outcomes, []
+
+
+class BatchWriter:
+    """Sends records through the storage protocol: one atomic batch per call, retried a
+    bounded number of times when the store raises :class:`RetryBatch`."""
+
+    __slots__ = ("lock", "replays", "rules", "store")
+
+    def __init__(self, store: Store, rules: CompiledRules) -> None:
+        self.store = store
+        self.rules = rules
+        self.lock = threading.RLock()
+        #: component replays done by this graph's batches (a store keeps no such count)
+        self.replays = 0
+
+    def known(self, event_id: str) -> bytes | None:
+        return None  # the store is asked inside the batch
+
+    def submit(self, rec: Record) -> Outcome:
+        outcomes, _ = self.write([(0, rec)], raise_errors=True)
+        return outcomes[0]
+
+    def write(self, records: list[tuple[int, Record]], *, raise_errors: bool) -> Written:
+        """Apply validated records (an event id repeats only as a duplicate) as one atomic
+        batch, returning outcomes in the given order and the records refused for reusing a
+        stored event id (raised instead if ``raise_errors``)."""
+        order = key_order(records)
+        store = self.store
+        for attempt in range(RETRIES):
+            try:
+                with self.lock, store.batch() as batch:
+                    return self._write_batch(batch, records, order, raise_errors)
+            except RetryBatch:
+                time.sleep(min(0.001 * 2**attempt, 0.1))
+            except IdentityResError:
+                raise
+            except Exception as exc:
+                raise StorageError(f"store {store!r} failed: {exc}") from exc
+        raise StorageError(f"store {store!r}: batch still conflicting after {RETRIES} tries")
+
+    def _write_batch(
+        self,
+        batch: Batch,
+        records: list[tuple[int, Record]],
+        order: list[int],
+        raise_errors: bool,
+    ) -> Written:
+        names = self.rules.kind_names
+        stored = batch.seen([rec.event_id for _, rec in records])
+        errors: list[tuple[int, EventIdConflictError]] = []
+        verdicts = [admit(stored.get(rec.event_id), rec, names) for _, rec in records]
+        fresh: list[int] = []
+        for i in order:
+            if verdicts[i] == CONFLICT:
+                exc = conflict(records[i][1])
+                if raise_errors:
+                    raise exc
+                errors.append((records[i][0], exc))
+            elif verdicts[i] == FRESH:
+                fresh.append(i)
+        work = WorkingSet(self.rules, self.store.erasure_key())
+        work.load(batch, {(names[k], v) for i in fresh for k, v in records[i][1].ids})
+        outcomes: list[Any] = [None] * len(records)
+        for i in order:
+            rec = records[i][1]
+            verdict = verdicts[i]
+            if verdict == FRESH and rec.event_id in work.seen:
+                # the same event twice in one batch: the second is a duplicate
+                verdict = DUPLICATE
+            if verdict == FRESH:
+                decisions, late, replayed = work.apply(rec)
+                self.replays += late
+                outcomes[i] = Outcome(
+                    rec.event_id, work, decisions, rec.blocked, False, late, replayed
+                )
+            elif verdict == DUPLICATE:
+                outcomes[i] = Outcome(rec.event_id, work, None, rec.blocked, duplicate=True)
+        if work.seen:
+            batch.save(work.changes())
+        return [o for o in outcomes if o is not None], errors
