@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _encode_ascii
 from typing import Any
 
 from identityres._model import (
@@ -121,29 +124,55 @@ class Record:
 # Content fingerprints must not depend on dict order: sort keys.  ``default=repr`` keeps
 # odd but harmless values (datetimes in properties) from failing the write.  One encoder
 # for the process: ``json.dumps`` with options builds a new one per call, which was a tenth
-# of the per-event cost of a track with properties.
+# of the per-event cost of a track with properties; ``JSONEncoder.encode`` still builds the
+# C encoder per call, so the C encoder is built once here (the same options as the
+# ``JSONEncoder``, which stays the fallback where the C accelerator is missing). Without the
+# circular-reference markers, a cycle ends in ``RecursionError`` like very deep nesting
+# does: both are bad input.
 _CONTENT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+_C_JSON = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, repr, _encode_ascii, None, ":", ",", True, False, True)
+)
 
 
-def _json(value: Any, field: str) -> str:
+def _json(value: dict[str, Any], field: str) -> str:
     try:
+        if _C_JSON is not None:
+            return "".join(_C_JSON(value, 0))
         return _CONTENT_JSON.encode(value)
     except (TypeError, ValueError) as exc:  # e.g. a nested mapping with mixed key types
         raise InvalidEventError(field, value, f"not JSON-like: {exc}") from None
+    except RecursionError:
+        raise InvalidEventError(
+            field, value, "nested too deeply, or holds itself (a circular reference)"
+        ) from None
 
 
 def _kind_of(pair: tuple[int, str]) -> int:
     return pair[0]
 
 
-def _tagged(value: Any) -> str:
-    # One payload item of a fingerprint's text: the length makes the text unambiguous
-    # whatever characters the value holds.
+# A fingerprint's text: the fields of the content joined by ``_SEP``, each field tagged by its
+# first character (``s`` a str, ``n`` None, ``#`` the repr of anything else, ``k`` a kind and
+# value), ``_SEP`` doubled inside values. Fields are never empty and never start with
+# ``_SEP``, so a single ``_SEP`` always ends a field: the text tells every content apart. The
+# timestamp comes first, as the 8 bytes of the double (NaN for none), which is cheaper than
+# its repr. No length prefixes: on the fast paths, identifiers are ASCII and properties are
+# ASCII JSON, so only the event name can hold ``_SEP`` and needs the (rare) doubling.
+_SEP = "\uffff"
+_SEP2 = _SEP + _SEP
+_TS = struct.Struct("<d").pack
+_NO_TS = _TS(math.nan)
+
+
+def _field(value: Any) -> str:
     if value is None:
-        return "\x1d~"
+        return "n"
     if type(value) is str:
-        return f"\x1d{len(value)}:{value}"
-    return f"\x1d#{value!r}"
+        return "s" + value.replace(_SEP, _SEP2)
+    return "#" + repr(value).replace(_SEP, _SEP2)
 
 
 def fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
@@ -152,16 +181,15 @@ def fingerprint(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> bytes:
     numbered). Equal digests under one ``event_id``: a redelivery; different: a conflict.
 
     One function for every writer: the in-place engine, batches and every store keep these
-    bytes. ``RecordBuilder``'s track fast path writes the same text inline (checked by
-    ``tests/test_fast_paths.py``)."""
+    bytes. ``RecordBuilder``'s track and identify fast paths write the same text inline
+    (checked by ``tests/test_fast_paths.py``)."""
     etype, ts, pairs, *rest = content
-    text = (
-        EVENT_TYPES[etype]
-        + ("~" if ts is None else repr(ts))
-        + "".join([f"\x1f{kind_names[k]}\x1e{len(v)}:{v}" for k, v in pairs])
-        + "".join([_tagged(r) for r in rest])
-    )
-    return _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    fields = [EVENT_TYPES[etype]]
+    fields.extend(f"k{kind_names[k]}={v.replace(_SEP, _SEP2)}" for k, v in pairs)
+    fields.extend(_field(r) for r in rest)
+    text = _SEP.join(fields)
+    stamp = _NO_TS if ts is None else _TS(ts)
+    return _digest(stamp + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 _digest = hashlib.blake2b
@@ -481,7 +509,7 @@ class RecordBuilder:
             if not (a.isascii() and quick(a)):
                 return None
             ids: tuple[tuple[int, str], ...] = ((rules.anon, a),)
-            text = f"\x1fanonymous_id\x1e{len(a)}:{a}"
+            text = f"\uffffkanonymous_id={a}"
         elif anonymous_id is None:
             if type(user_id) is not str:
                 return None
@@ -489,7 +517,7 @@ class RecordBuilder:
             if not (u.isascii() and quick(u)):
                 return None
             ids = ((rules.user, u),)
-            text = f"\x1fuser_id\x1e{len(u)}:{u}"
+            text = f"\uffffkuser_id={u}"
         else:
             if type(user_id) is not str or type(anonymous_id) is not str:
                 return None
@@ -498,7 +526,7 @@ class RecordBuilder:
             if not (u.isascii() and a.isascii() and quick(u) and quick(a)):
                 return None
             ids = ((rules.user, u), (rules.anon, a))
-            text = f"\x1fuser_id\x1e{len(u)}:{u}\x1fanonymous_id\x1e{len(a)}:{a}"
+            text = f"\uffffkuser_id={u}\uffffkanonymous_id={a}"
         if not properties:
             if properties is not None and type(properties) is not dict:
                 return None
@@ -510,11 +538,11 @@ class RecordBuilder:
                 if type(key) is not str:
                     return None
             props = _json(properties, "properties")
-        # ``fingerprint``'s text for this content, written out (the general path's result)
-        text = f"track{ts!r}{text}\x1d~\x1d{len(event)}:{event}" + (
-            "\x1d~" if props is None else f"\x1d{len(props)}:{props}"
-        )
-        digest = _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        # ``fingerprint``'s text for this content, written out (identifiers here are ASCII
+        # and so is the properties' JSON: only the event name may hold the separator)
+        name = event if "\uffff" not in event else event.replace(_SEP, _SEP2)
+        text = f"track{text}\uffffn\uffffs{name}\uffff" + ("n" if props is None else "s" + props)
+        digest = _digest(_TS(ts) + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         return Record(TRACK, ts, event_id, ids, (), (TRACK, ts, ids, None, event, props), digest)
 
     def track(
@@ -596,11 +624,8 @@ class RecordBuilder:
             if ts - ts == 0.0 and u.isascii() and a.isascii() and self._quick(u) and self._quick(a):
                 fast = ((rules.user, u), (rules.anon, a))
                 # ``fingerprint``'s text for this content, written out
-                text = (
-                    f"identify{ts!r}\x1fuser_id\x1e{len(u)}:{u}"
-                    f"\x1fanonymous_id\x1e{len(a)}:{a}\x1d~\x1d~\x1d~"
-                )
-                digest = _digest(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                text = f"identify\uffffkuser_id={u}\uffffkanonymous_id={a}\uffffn\uffffn\uffffn"
+                digest = _digest(_TS(ts) + text.encode(), digest_size=16).digest()
                 content = (IDENTIFY, ts, fast, None, None, None)
                 return Record(IDENTIFY, ts, event_id, fast, (), content, digest)
         if user_id is None:

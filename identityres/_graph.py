@@ -149,7 +149,7 @@ class IdentityGraph(EventWriter[Outcome]):
         rules: Rules | None = None,
         *,
         clock: Callable[[], datetime | float | int] | None = None,
-        store: Any = None,
+        store: Store | str | None = None,
     ) -> None:
         if rules is None:
             rules = Rules()
@@ -190,6 +190,9 @@ class IdentityGraph(EventWriter[Outcome]):
             else BatchWriter(store, compiled)
         )
         self._lock = self._writer.lock
+        # The write methods call ``self._submit``: the writer's own method, one call less
+        # per event than a method here that forwards to it.
+        self._submit = self._writer.submit  # type: ignore[method-assign]
 
     @property
     def rules(self) -> Rules:
@@ -197,7 +200,7 @@ class IdentityGraph(EventWriter[Outcome]):
         return self._rules
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The store this graph keeps its state in."""
         return self._store
 
@@ -213,7 +216,7 @@ class IdentityGraph(EventWriter[Outcome]):
 
     # -- writing --------------------------------------------------------------------------
 
-    def _submit(self, rec: Record) -> Outcome:
+    def _submit(self, rec: Record) -> Outcome:  # replaced per instance in ``__init__``
         return self._writer.submit(rec)
 
     def ingest(

@@ -84,10 +84,10 @@ class InPlaceWriter:
     def submit(self, rec: Record) -> Outcome:
         engine = self.engine
         with self.lock:
-            verdict = admit(engine.seen.get(rec.event_id), rec, self.kind_names)
-            if verdict == CONFLICT:
-                raise conflict(rec)
-            if verdict == DUPLICATE:
+            held = engine.seen.get(rec.event_id)
+            if held is not None:  # ``admit``, its commonest answer (fresh) written out
+                if admit(held, rec, self.kind_names) == CONFLICT:
+                    raise conflict(rec)
                 return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
             decisions, late, replayed = engine.apply(rec)
         return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)

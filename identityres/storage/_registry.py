@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from identityres.errors import ConfigurationError
+from identityres.storage._protocol import Store
 
 __all__ = ["ENTRY_POINT_GROUP", "store_from_url"]
 
@@ -23,7 +24,7 @@ _BUILTIN = {
 }
 
 
-def _load(target: str) -> Callable[[str], Any]:
+def _load(target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -31,9 +32,11 @@ def _load(target: str) -> Callable[[str], Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def store_from_url(url: str) -> Any:
-    """Open the store a URL names. Raises :class:`ConfigurationError` for a malformed URL or
-    an unknown scheme (naming the URL and the schemes known)."""
+def store_from_url(url: str, **options: Any) -> Store:
+    """Open the store a URL names; ``options`` go to the store's ``from_url`` (e.g.
+    ``timeout=``, ``retries=``, ``create=`` for SQLite, ``in_place=`` for memory) and win
+    over the same options in the URL. Raises :class:`ConfigurationError` for a malformed
+    URL, an unknown scheme (naming the URL and the schemes known) or an unknown option."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
             f"store={url!r}: not a store URL; expected e.g. 'memory://' or 'sqlite:///ids.db'"
@@ -46,10 +49,19 @@ def store_from_url(url: str) -> Any:
         raise ConfigurationError(f"store={url!r}: the URL has no scheme")
     target = _BUILTIN.get(scheme)
     if target is not None:
-        return _load(target)(url)
+        return _checked(url, _load(target)(url, **options))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name.lower() == scheme:
             factory = ep.load()
-            return factory(url)
+            return _checked(url, factory(url, **options))
     known = sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
     raise ConfigurationError(f"store={url!r}: unknown scheme {scheme!r}; known: {known}")
+
+
+def _checked(url: str, store: Any) -> Store:
+    if not isinstance(store, Store):
+        raise ConfigurationError(
+            f"store={url!r}: its factory returned {store!r}, which does not implement "
+            "identityres.storage.Store"
+        )
+    return store
