@@ -1,5 +1,6 @@
 """The resolver: a union-find of profiles, a second union-find of link components, and
-the link log that lets a late event replay only its own component (SPEC §4 R1-R8).
+the link log that lets a late event replay only its own component (R1-R8 in
+docs/merge-rules.md).
 
 How convergence works (R8). The state must be the fold of all events sorted by
 ``(timestamp, event_id)``. Two union-finds are kept over the same nodes (identifiers):
@@ -88,9 +89,9 @@ class Engine:
         self.resets: dict[int, Key] = {}
         #: node -> latest split key: links carrying it dated before that are severed
         self.splits: dict[int, Key] = {}
-        # Erasure (SPEC §3 forget): keyed hashes of forgotten identifiers, never the value;
-        # forgotten nodes stay as tombstones (no value, no profile) so arrays keep their
-        # indexes; erasure log entries remember the kind for history.
+        # Erasure (``forget``, docs/operator-tools.md): keyed hashes of forgotten identifiers,
+        # never the value; forgotten nodes stay as tombstones (no value, no profile) so arrays
+        # keep their indexes; erasure log entries remember the kind for history.
         self.erasure_key: bytes = secrets.token_bytes(32)
         self.suppressed: set[bytes] = set()
         self.dead: set[int] = set()
@@ -285,8 +286,9 @@ class Engine:
             self.last_ts[n] = ts
 
     def _forget(self, rec: Record) -> tuple[Any, bool, int]:
-        """GDPR erasure (SPEC §3 forget): remove the identifier, its links, traits and
-        company links; remember only a keyed hash so that no replay brings it back."""
+        """GDPR erasure (``forget``, docs/operator-tools.md): remove the identifier, its links,
+        traits and company links; remember only a keyed hash so that no replay brings it
+        back."""
         if not rec.ids:
             return None, False, 0
         k, v = rec.ids[0]
@@ -567,7 +569,8 @@ class Engine:
         return (a, joined, already, refused)
 
     def _force(self, nodes: tuple[int, ...], report: bool) -> Any:
-        """An operator's forced merge: no limit, cap or reset applies (SPEC §3 merge)."""
+        """An operator's forced merge: no limit, cap or reset applies (``merge``,
+        docs/operator-tools.md)."""
         find = self.find
         a = nodes[0]
         ra = find(a)

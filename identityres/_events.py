@@ -1,5 +1,6 @@
 """Turning user input into validated event records: the write methods' arguments, event
-objects and Segment/RudderStack-spec dicts all become a :class:`Record` here (SPEC §3, §9).
+objects and Segment/RudderStack-spec dicts all become a :class:`Record` here
+(docs/concepts.md: operations, errors).
 
 A ``Record`` holds normalized identifiers in priority order (blocked ones set aside), the
 timestamp as epoch seconds, the ``event_id`` (derived from the content when missing) and a
@@ -218,7 +219,7 @@ def derive_event_id(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> st
 
 
 def to_timestamp(value: Any, field: str = "timestamp") -> float:
-    """Validate a timestamp and return epoch seconds (SPEC §3, §9)."""
+    """Validate a timestamp and return epoch seconds (docs/concepts.md: operations, errors)."""
     t = type(value)
     if t is float or t is int:
         try:

@@ -1,5 +1,5 @@
-"""Why is this one person? Explanations and histories of profiles (SPEC §5 ``explain``,
-``history``), and the edges that exports draw.
+"""Why is this one person? Explanations and histories of profiles (docs/operator-tools.md:
+``explain``, ``history``), and the edges that exports draw.
 
 Everything here reads the rows of one link component (a store's ``read_components``), so it
 works the same on every store. A link row's *accepted links* are computed from the row alone:
@@ -83,7 +83,7 @@ class Step:
 class Explanation:
     """Why ``a`` and ``b`` are one profile: the shortest chain of accepted links from ``a`` to
     ``b``, one :class:`Step` per link (none when ``a`` and ``b`` are the same identifier).
-    ``profile`` is the canonical id of the profile (SPEC R5)."""
+    ``profile`` is the canonical id of the profile (R5 in docs/merge-rules.md)."""
 
     a: Identifier
     b: Identifier

@@ -135,13 +135,14 @@ def _system_clock() -> float:
 
 
 class IdentityGraph(EventWriter[Outcome]):
-    """An identity graph: feed it events, read back profiles (SPEC §3-§5).
+    """An identity graph: feed it events, read back profiles (docs/concepts.md).
 
     ``rules`` configures the merge rules (:class:`Rules`); ``clock`` returns the time given
     to events written without a ``timestamp`` (a tz-aware ``datetime`` or epoch seconds).
 
     All methods are thread-safe: writes are serialized by a lock, so several threads writing
-    one graph end in the same state as any sequential order of their events (SPEC R8).
+    one graph end in the same state as any sequential order of their events (R8 in
+    docs/merge-rules.md).
     """
 
     def __init__(
@@ -241,15 +242,16 @@ class IdentityGraph(EventWriter[Outcome]):
         in_batch: dict[str, bytes] = {}
         events_list = list(events)
         with self._lock:
+            # (a batch writer holds nothing here: it asks its store inside the batch)
+            stored = writer.held
             for index, event in enumerate(events_list):
                 try:
                     rec = build.from_object(event)
                     eid = rec.event_id
                     held = in_batch.get(eid)
                     if held is None:
-                        # (a batch writer asks its store inside the batch instead)
-                        held = writer.known(eid)
-                    if admit(held, rec, names) == CONFLICT:
+                        held = stored.get(eid)
+                    if held is not None and admit(held, rec, names) == CONFLICT:
                         raise conflict(rec)
                 except ValidationError as exc:
                     if isinstance(event, dict):
@@ -483,10 +485,11 @@ class IdentityGraph(EventWriter[Outcome]):
         a: IdLike | Identifier | tuple[str, IdLike],
         b: IdLike | Identifier | tuple[str, IdLike],
     ) -> Explanation | None:
-        """Why ``a`` and ``b`` are one person (SPEC §5): the shortest chain of accepted links
-        (events) joining them, or ``None`` when they are not in one profile (or unknown). The
-        same identifier twice gives a chain of no steps. Like ``merge``, an ``Identifier`` or a
-        ``(kind, value)`` pair names any kind and a plain value means a ``user_id``.
+        """Why ``a`` and ``b`` are one person (docs/operator-tools.md): the shortest chain of
+        accepted links (events) joining them, or ``None`` when they are not in one profile (or
+        unknown). The same identifier twice gives a chain of no steps. Like ``merge``, an
+        ``Identifier`` or a ``(kind, value)`` pair names any kind and a plain value means a
+        ``user_id``.
 
         Links are tried earliest first, so among chains of equal length the one made of the
         earliest events is given."""
@@ -513,9 +516,10 @@ class IdentityGraph(EventWriter[Outcome]):
         anonymous_id: IdLike | None = None,
         identifier: Identifier | tuple[str, IdLike] | None = None,
     ) -> tuple[Decision, ...]:
-        """The decisions that shaped the profile holding this identifier (SPEC §5), in
-        ``(timestamp, event_id)`` order: joins, identifiers already joined, refusals with
-        their reason codes, operators' merges, resets, splits, and erasures (by kind only:
+        """The decisions that shaped the profile holding this identifier
+        (docs/operator-tools.md), in ``(timestamp, event_id)`` order: joins, identifiers
+        already joined, refusals with their reason codes, operators' merges, resets, splits,
+        and erasures (by kind only:
         an erased value is never kept). Shown: the events carrying an identifier of the
         profile, the splits of identifiers that took part in its links (a split is how a
         profile loses one), and the erasures in its link component. Empty for an identifier

@@ -55,15 +55,19 @@ class Reason(str, enum.Enum):
     """Why an identifier was not joined (a :class:`Refusal`) or not used at all (blocked)."""
 
     #: Joining would put more identifiers of one kind into a profile than ``Rules.limits``
-    #: allows; :attr:`Refusal.kind` names the kind (SPEC R2).
+    #: allows; :attr:`Refusal.kind` names the kind (R2 in docs/merge-rules.md).
     LIMIT_EXCEEDED = "limit_exceeded"
-    #: Joining would make the profile larger than ``Rules.max_profile_size`` (SPEC R2).
+    #: Joining would make the profile larger than ``Rules.max_profile_size`` (R2 in
+    #: docs/merge-rules.md).
     PROFILE_SIZE_LIMIT = "profile_size_limit"
-    #: The anonymous id was reset before this event and can no longer join (SPEC R4).
+    #: The anonymous id was reset before this event and can no longer join (R4 in
+    #: docs/merge-rules.md).
     ANONYMOUS_ID_RESET = "anonymous_id_reset"
-    #: The value is on the blocked list (defaults, ``blocked_values`` or a pattern; SPEC §2).
+    #: The value is on the blocked list (defaults, ``blocked_values`` or a pattern;
+    #: docs/merge-rules.md).
     BLOCKED_VALUE = "blocked_value"
-    #: The value is longer than ``Rules.max_length`` (SPEC §2); treated as blocked.
+    #: The value is longer than ``Rules.max_length`` (docs/merge-rules.md, blocked values);
+    #: treated as blocked.
     VALUE_TOO_LONG = "value_too_long"
 
     def __str__(self) -> str:
@@ -84,7 +88,8 @@ class Refusal:
 
 @attrs.frozen
 class BlockedValue:
-    """An identifier value that was not used because it is blocked (SPEC §2)."""
+    """An identifier value that was not used because it is blocked (docs/merge-rules.md,
+    blocked values)."""
 
     kind: str
     value: str
@@ -100,7 +105,8 @@ class Outcome:
     * ``blocked``: :class:`BlockedValue` for each blocked value;
     * ``duplicate``: the event was seen before (same ``event_id``, same content); nothing changed;
     * ``late``: the event was older than what its part of the graph had seen, and that part
-      was replayed (``replayed`` events) so that the result equals in-order arrival (SPEC R8).
+      was replayed (``replayed`` events) so that the result equals in-order arrival (R8 in
+      docs/merge-rules.md).
     """
 
     __slots__ = ("_blocked", "_decisions", "_graph", "duplicate", "event_id", "late", "replayed")
@@ -133,7 +139,8 @@ class Outcome:
 
     @property
     def anchor(self) -> Identifier | None:
-        """The highest-priority valid identifier of the event (SPEC R1), or ``None``."""
+        """The highest-priority valid identifier of the event (R1 in docs/merge-rules.md), or
+        ``None``."""
         if self._decisions is None:
             return None
         return self._ident(self._decisions[0])
@@ -188,9 +195,10 @@ class Outcome:
 class Profile:
     """One person as the rules see them: a set of identifiers and what is known of it.
 
-    ``user_id`` is the canonical id (SPEC R5): the highest-priority identifier in the
-    profile, the earliest seen among several of that kind; ``user_id_kind`` says which kind
-    it is (``anonymous_id`` for a profile nobody identified). ``identified_user_id`` is the
+    ``user_id`` is the canonical id (R5 in docs/merge-rules.md): the highest-priority
+    identifier in the profile, the earliest seen among several of that kind;
+    ``user_id_kind`` says which kind it is (``anonymous_id`` for a profile nobody
+    identified). ``identified_user_id`` is the
     profile's ``user_id``-kind identifier, or ``None``.
     """
 
@@ -227,7 +235,8 @@ class Profile:
 
 @attrs.frozen
 class Company:
-    """A company (SPEC R7): its traits and the canonical ids of the profiles in it."""
+    """A company (R7 in docs/merge-rules.md): its traits and the canonical ids of the
+    profiles in it."""
 
     company_id: str
     traits: Mapping[str, Any]

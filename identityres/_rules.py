@@ -1,5 +1,5 @@
 """The configurable part of the merge rules: kinds and priority, limits, blocked values,
-normalizers (SPEC §2, R1, R2).
+normalizers (docs/concepts.md; R1, R2 in docs/merge-rules.md).
 
 ``Rules`` is the frozen value users build; ``CompiledRules`` is what the engine reads on the
 hot path (kinds as small integers in priority order, tuples instead of mappings). The merge
@@ -27,7 +27,7 @@ __all__ = [
     "normalize_email",
 ]
 
-#: Blocked whatever their case (SPEC §2).
+#: Blocked whatever their case (docs/merge-rules.md, blocked values).
 DEFAULT_BLOCKED_INSENSITIVE = frozenset(
     {
         "anonymous",
@@ -42,7 +42,8 @@ DEFAULT_BLOCKED_INSENSITIVE = frozenset(
         "false",
     }
 )
-#: Blocked exactly as written (SPEC §2); the empty string is blocked too.
+#: Blocked exactly as written (docs/merge-rules.md, blocked values); the empty string is
+#: blocked too.
 DEFAULT_BLOCKED_EXACT = frozenset(
     {"", "[object Object]", "NaN", "nan", "None", "none", "null", "0", "-1"}
 )
@@ -51,14 +52,15 @@ _KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 def strip_whitespace(value: str) -> str:
-    """The default normalizer of every kind: strip surrounding whitespace (SPEC §2)."""
+    """The default normalizer of every kind: strip surrounding whitespace (docs/concepts.md,
+    normalization)."""
     return value.strip()
 
 
 def normalize_email(value: str) -> str:
     """Normalizer for e-mail addresses: strip surrounding whitespace and lower-case.
 
-    Not on by default (SPEC §2: ``User@x.com`` and ``user@x.com`` stay distinct unless a
+    Not on by default (docs/concepts.md: ``User@x.com`` and ``user@x.com`` stay distinct unless a
     normalizer says otherwise); turn it on with ``Rules(normalizers={"email": normalize_email})``.
     """
     return value.strip().lower()
@@ -107,9 +109,9 @@ class Rules:
     * ``kinds``: identifier kinds beyond the built-in ``user_id`` and ``anonymous_id``, in
       priority order; by default ``email``, ``phone``, ``api_key``.
     * ``priority``: the full priority order of all kinds, highest first. By default
-      ``user_id``, then ``kinds`` in order, then ``anonymous_id`` (SPEC R1).
+      ``user_id``, then ``kinds`` in order, then ``anonymous_id`` (R1 in docs/merge-rules.md).
     * ``limits``: most identifiers of a kind one profile may hold, merged over the default
-      ``{"user_id": 1}``; ``None`` lifts a limit (SPEC R2).
+      ``{"user_id": 1}``; ``None`` lifts a limit (R2 in docs/merge-rules.md).
     * ``max_profile_size``: most identifiers in one profile (default 10,000; ``None``: no cap).
     * ``blocked_values``: further exact values that never link (after normalization).
     * ``blocked_patterns``: regular expressions (strings or compiled); a value that
@@ -117,7 +119,8 @@ class Rules:
     * ``max_length``: values longer than this are blocked (default 400).
     * ``normalizers``: per-kind ``str -> str`` functions that replace the default (strip
       surrounding whitespace), e.g. ``{"email": normalize_email}``.
-    * ``default_blocked_values``: keep the default blocked list of SPEC §2 (default True).
+    * ``default_blocked_values``: keep the default blocked list of docs/merge-rules.md
+      (default True).
     """
 
     kinds: tuple[str, ...] = attrs.field(
@@ -327,7 +330,8 @@ class CompiledRules:
         return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
     def blocked_reason(self, value: str) -> Reason | None:
-        """Why a normalized value is blocked, or ``None`` when it may link (SPEC §2)."""
+        """Why a normalized value is blocked, or ``None`` when it may link
+        (docs/merge-rules.md, blocked values)."""
         if len(value) > self.max_length:
             return Reason.VALUE_TOO_LONG
         if self._is_blocked_word(value):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from identityres._engine import Engine
@@ -65,17 +66,14 @@ class InPlaceWriter:
     """Decides records in the engine of an in-place ``MemoryStore``, under the store's lock
     (shared by every graph and handle on that store)."""
 
-    __slots__ = ("engine", "kind_names", "lock")
+    __slots__ = ("engine", "held", "kind_names", "lock")
 
     def __init__(self, engine: Engine, lock: threading.RLock) -> None:
         self.engine = engine
         self.kind_names = engine.rules.kind_names
         self.lock = lock
-
-    def known(self, event_id: str) -> bytes | None:
-        """The fingerprint held under ``event_id``, without a batch (the caller holds the
-        lock)."""
-        return self.engine.seen.get(event_id)
+        #: the fingerprints held by event id, readable without a batch (under the lock)
+        self.held: Mapping[str, bytes] = engine.seen
 
     @property
     def replays(self) -> int:
@@ -93,7 +91,7 @@ class InPlaceWriter:
         return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
 
     def write(self, records: list[tuple[int, Record]], *, raise_errors: bool) -> Written:
-        """Apply checked records (``ingest`` checked each against :meth:`known` under the
+        """Apply checked records (``ingest`` checked each against :attr:`held` under the
         lock it still holds, so nothing here conflicts); outcomes in the given order."""
         engine = self.engine
         outcomes: list[Any] = [None] * len(records)
@@ -114,7 +112,7 @@ class BatchWriter:
     """Sends records through the storage protocol: one atomic batch per call, retried a
     bounded number of times when the store raises :class:`RetryBatch`."""
 
-    __slots__ = ("lock", "replays", "rules", "store")
+    __slots__ = ("held", "lock", "replays", "rules", "store")
 
     def __init__(self, store: Store, rules: CompiledRules) -> None:
         self.store = store
@@ -122,9 +120,8 @@ class BatchWriter:
         self.lock = threading.RLock()
         #: component replays done by this graph's batches (a store keeps no such count)
         self.replays = 0
-
-    def known(self, event_id: str) -> bytes | None:
-        return None  # the store is asked inside the batch
+        #: nothing is readable without a batch: the store is asked inside it
+        self.held: Mapping[str, bytes] = {}
 
     def submit(self, rec: Record) -> Outcome:
         outcomes, _ = self.write([(0, rec)], raise_errors=True)

@@ -28,7 +28,8 @@ not in the graph (``explain``: when the two are not one person; the answer is pr
 input. The messages are applied to an in-memory :class:`identityres.IdentityGraph` in the order
 of the file, the way a live consumer receives them: a message that links identifiers (or a
 reset) and arrives after newer messages of its part of the graph is counted as *late* and
-handled by replaying that part; the resulting profiles are the same in any order (SPEC R8).
+handled by replaying that part; the resulting profiles are the same in any order (R8 in
+docs/merge-rules.md).
 
 The command prints a summary for a person to read (``--json``: the same summary as one JSON
 object): events read, applied, duplicates, late and skipped; identifiers by kind; profiles,
@@ -947,7 +948,7 @@ def _add_operator_commands(commands: Any) -> None:
         "forget",
         parents=[_source(store_only=True)],
         help="GDPR erasure of an identifier from a store",
-        description="Erase ID from the store (SPEC §3 forget): its links, traits and company "
+        description="Erase ID from the store (GDPR erasure): its links, traits and company "
         "links. Only a keyed hash of it is kept, on a suppression list, so that no replayed "
         "or late event brings it back; identifiers held together only by it fall apart.",
         epilog=_SOURCE_EPILOG,

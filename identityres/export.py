@@ -1,4 +1,4 @@
-"""Export an identity graph for analysis and for people (SPEC §5).
+"""Export an identity graph for analysis and for people (docs/operator-tools.md).
 
 * :func:`to_networkx`: a ``networkx.MultiGraph`` of one profile or of the whole graph, with
   node and edge attributes (needs the ``identityres[networkx]`` extra; ``networkx`` is
@@ -13,11 +13,12 @@ super-profile built from a bad identifier — are ``IdentityGraph.stats()``.
 
 **Nodes** are identifiers, keyed ``"kind:value"`` (kind names hold no ``:``, so the first
 ``:`` splits the key), with attributes ``kind``, ``value``, ``first_seen``, ``last_seen``
-(tz-aware UTC datetimes) and ``profile`` (the canonical id of its profile, SPEC R5).
+(tz-aware UTC datetimes) and ``profile`` (the canonical id of its profile, R5 in
+docs/merge-rules.md).
 
 **Edges**: every link event (two or more identifiers) gives one edge per ``(anchor, member)``
-pair — the anchor is the event's highest-priority identifier not split off after it (SPEC
-R1). Attributes: ``event_id``, ``etype`` (``track``, ``identify``, ``alias``,
+pair — the anchor is the event's highest-priority identifier not split off after it (R1 in
+docs/merge-rules.md). Attributes: ``event_id``, ``etype`` (``track``, ``identify``, ``alias``,
 ``identify_company``, ``merge``), ``timestamp``, ``anchor`` (the anchor's node key),
 ``accepted`` (``True`` if the rules joined them or found them joined), ``reason`` (the
 refusal's reason code, ``"split"`` for a pair severed by a later split, ``None`` when

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import identityres as ir
 from identityres import strategies as irst
 from identityres.testing import ReferenceResolver, snapshot, snapshot_diff
-from identityres.testing._conformance import _rules_variants
+from identityres.testing.conformance._machine import _rules_variants
 
 # The kit's own variants: default rules and tighter ones, so every refusal reason shows up.
 rules_variants = _rules_variants

@@ -1,4 +1,4 @@
-"""``explain``, ``history`` and the exports (docs/operator-tools.md; issue #4 §2-§4).
+"""``explain``, ``history`` and the exports (docs/operator-tools.md).
 
 Every expectation here was worked out by hand from the merge rules (docs/merge-rules.md,
 notes/semantics.md) and the definition of an accepted link: in a link event at key

@@ -1,4 +1,4 @@
-"""Choosing a store by URL (issue #3 §1): built-in schemes, third-party schemes from the
+"""Choosing a store by URL (docs/storage.md): built-in schemes, third-party schemes from the
 ``identityres.stores`` entry-point group, and clear errors for anything else."""
 
 from __future__ import annotations

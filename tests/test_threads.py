@@ -1,4 +1,4 @@
-"""Threading model (issue #3 §4): an ``IdentityGraph`` may be shared by threads; writes are
+"""Threading model (docs/concepts.md): an ``IdentityGraph`` may be shared by threads; writes are
 serialized by the graph's lock, so several threads writing one graph end in the state the
 reference resolver gives for all their events."""
 

@@ -1,4 +1,4 @@
-"""Testing tools shipped with identityres (SPEC §6, §7).
+"""Testing tools shipped with identityres (docs/storage.md, docs/merge-rules.md).
 
 * :class:`ReferenceResolver`: a small, slow, obviously correct implementation of the merge
   rules with the same write and read API as ``IdentityGraph``; the oracle the engine and the

@@ -1,4 +1,4 @@
-"""The storage conformance kit (SPEC §6): proves that a store keeps the promises of the
+"""The storage conformance kit (docs/storage.md): proves that a store keeps the promises of the
 storage protocol (``identityres/storage/_protocol.py``).
 
 The kit is a set of pytest suites, one per concern, each a mixin a store's test class

@@ -90,7 +90,7 @@ class ConcurrencySuite(SuiteBase):
     def test_batches_on_one_component_are_serialized(self, tmp_path: Path) -> None:
         """Handle A loads a component and pauses; meanwhile handle B writes a link into the
         same component. B must wait for A (or one of them must get ``RetryBatch`` and be
-        replayed): nothing B wrote may be lost when A saves (SPEC §6)."""
+        replayed): nothing B wrote may be lost when A saves (docs/storage.md)."""
         with self._store(tmp_path) as store:
             other = self._second_handle(store)
             try:

@@ -383,7 +383,7 @@ class _StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data(), on_error=_ON_ERROR)
     def concurrent_batches(self, data: st.DataObject, on_error: OnError) -> None:
         """Two batches at once, from two threads, through the two handles: the state must
-        be the state of applying them one after the other (SPEC §6)."""
+        be the state of applying them one after the other (docs/storage.md)."""
         assert self.second is not None
         assert self.actual is not None
         first, second = self._take(data), self._take(data)
