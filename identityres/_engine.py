@@ -609,15 +609,32 @@ class Engine:
         to singletons too (an erased node that no log entry names any more)."""
         events = self._undo(lroot, extra)
         self.replays += 1
+        return self._decide_log(events, target, None), len(events)
+
+    def _decide_log(
+        self,
+        events: list[LinkEvent],
+        target: str | None,
+        record: list[tuple[LinkEvent, Any]] | None,
+    ) -> Any:
+        """Decide a sorted, undone log again (the one replay loop): returns the decisions
+        of the ``target`` event; with ``record``, appends every entry with its decisions
+        (``None`` for resets, splits and erasures, whose effect is in resets/splits)."""
         decisions: Any = None
-        for ts, eid, nodes, etype in events:
+        decide = self._decide
+        for entry in events:
+            ts, eid, nodes, etype = entry
             if len(nodes) < 2:
-                continue  # resets, splits, erasures: their effect is in resets/splits
+                if record is not None:
+                    record.append((entry, None))
+                continue
+            report = record is not None or eid == target
+            decided = decide(ts, eid, nodes, etype, report)
+            if record is not None:
+                record.append((entry, decided))
             if eid == target:
-                decisions = self._decide(ts, eid, nodes, etype, True)
-            else:
-                self._decide(ts, eid, nodes, etype, False)
-        return decisions, len(events)
+                decisions = decided
+        return decisions
 
     def _undo(self, lroot: int, extra: Iterable[int] = ()) -> list[LinkEvent]:
         """Undo every decision of one link component (and its refusals), leaving each member
@@ -658,10 +675,7 @@ class Engine:
         splits left fewer than two of its identifiers); resets, splits and erasures with
         ``None``. The state afterwards is the state ``_replay`` leaves."""
         out: list[tuple[LinkEvent, Any]] = []
-        for entry in self._undo(lroot):
-            ts, eid, nodes, etype = entry
-            decided = self._decide(ts, eid, nodes, etype, True) if len(nodes) > 1 else None
-            out.append((entry, decided))
+        self._decide_log(self._undo(lroot), None, out)
         return out
 
     # -- traits and companies (order-independent aggregates) -------------------------------

@@ -35,11 +35,19 @@ from identityres._model import (
     Profile,
     Reason,
     Refusal,
+    profile_id,
 )
 from identityres._profiles import build_company, build_profile, canonical_row
 from identityres._rows import ComponentRows
 from identityres._rules import Rules
-from identityres._writers import CONFLICT, BatchWriter, InPlaceWriter, admit, conflict
+from identityres._writers import (
+    CONFLICT,
+    BatchWriter,
+    ConflictAt,
+    InPlaceWriter,
+    admit,
+    conflict,
+)
 from identityres._writes import EventWriter
 from identityres.errors import (
     ConfigurationError,
@@ -130,6 +138,23 @@ class GraphStats:
         return "\n".join(lines)
 
 
+def _in_place_canonical(writer: InPlaceWriter) -> Callable[[int, str], str | None]:
+    """``resolve`` on an in-place engine: the hot read, straight from the union-find."""
+    engine = writer.engine
+    lock = writer.lock
+    nodes = engine.nodes
+    value = engine.value
+
+    def canonical(k: int, v: str) -> str | None:
+        with lock:
+            n = nodes[k].get(v)
+            if n is None:
+                return None
+            return value[engine.canonical(engine.find(n))]
+
+    return canonical
+
+
 def _system_clock() -> float:
     return time.time()
 
@@ -162,6 +187,7 @@ class IdentityGraph(EventWriter[Outcome]):
         compiled = rules.compiled
         self._kinds = compiled.kind_names
         self._build = RecordBuilder(compiled, clock or _system_clock)
+        opened = store is None or isinstance(store, str)
         if store is None:
             store = MemoryStore()
         elif isinstance(store, str):
@@ -174,13 +200,18 @@ class IdentityGraph(EventWriter[Outcome]):
         # A store remembers the rules it was written with: other rules would decide its
         # components differently from how they were decided (docs/storage.md).
         proposed = rules.record()
-        recorded = store.bind_rules(proposed)
-        if recorded.digest != proposed.digest:
-            raise ConfigurationError(
-                f"store={store!r}: written with other rules; {proposed.difference(recorded)}. "
-                "Open it with the rules it was written with, or resolve the events again "
-                "into a new store"
-            )
+        try:
+            recorded = store.bind_rules(proposed)
+            if recorded.digest != proposed.digest:
+                raise ConfigurationError(
+                    f"store={store!r}: written with other rules; "
+                    f"{proposed.difference(recorded)}. Open it with the rules it was written "
+                    "with, or resolve the events again into a new store"
+                )
+        except BaseException:
+            if opened:  # a store this graph opened is this graph's to close
+                store.close()
+            raise
         self._store: Store = store
         # The one place the graph looks at what kind of store it has: the in-memory store
         # lets the engine decide in place (the fast path), every other store is written
@@ -194,6 +225,11 @@ class IdentityGraph(EventWriter[Outcome]):
         # The write methods call ``self._submit``: the writer's own method, one call less
         # per event than a method here that forwards to it.
         self._submit = self._writer.submit  # type: ignore[method-assign]
+        self._canonical_value = (
+            _in_place_canonical(self._writer)
+            if isinstance(self._writer, InPlaceWriter)
+            else self._stored_canonical
+        )
 
     @property
     def rules(self) -> Rules:
@@ -263,7 +299,12 @@ class IdentityGraph(EventWriter[Outcome]):
                     continue
                 in_batch.setdefault(eid, rec.fingerprint)
                 records.append((index, rec))
-            outcomes, conflicts = writer.write(records, raise_errors=on_error == "raise")
+            try:
+                outcomes, conflicts = writer.write(records, raise_errors=on_error == "raise")
+            except ConflictAt as first:
+                if isinstance(events_list[first.index], dict):
+                    relabel(first.error, MESSAGE_FIELDS)
+                raise first.error.at_index(first.index) from None
         for index, reused in conflicts:
             if isinstance(events_list[index], dict):
                 relabel(reused, MESSAGE_FIELDS)
@@ -301,16 +342,12 @@ class IdentityGraph(EventWriter[Outcome]):
         different kinds can have the same canonical id: count people by
         :attr:`Profile.id` (see :meth:`identity_map`)."""
         k, v = self._build.lookup(user_id, anonymous_id, identifier)
-        writer = self._writer
-        if isinstance(writer, InPlaceWriter):
-            engine = writer.engine
-            with self._lock:
-                n = engine.nodes[k].get(v)
-                if n is None:
-                    return None
-                return engine.value[engine.canonical(engine.find(n))]
-        profile = self._profile_of(self._kinds[k], v)
-        return None if profile is None else profile.user_id
+        return self._canonical_value(k, v)
+
+    def _stored_canonical(self, k: int, v: str) -> str | None:
+        with self._lock:
+            rows = self._store.profile_of(self._kinds[k], v)
+        return None if rows is None else canonical_row(rows.nodes, self._rules.compiled).value
 
     def _profile_of(self, kind: str, value: str) -> Profile | None:
         with self._lock:
@@ -343,7 +380,7 @@ class IdentityGraph(EventWriter[Outcome]):
         rules = self._rules.compiled
         for rows in self._store.iter_profiles():
             c = canonical_row(rows.nodes, rules)
-            pid = f"{c.kind}:{c.value}"
+            pid = profile_id(c.kind, c.value)
             for node in rows.nodes:
                 yield Identifier(node.kind, node.value), pid
 

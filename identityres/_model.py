@@ -221,7 +221,7 @@ class Profile:
         profiles at once, whatever their kinds: count people by it. It is deterministic and
         changes only when the canonical identifier does (docs/merge-rules.md, R5): when an
         anonymous profile is identified, or profiles join."""
-        return f"{self.user_id_kind}:{self.user_id}"
+        return profile_id(self.user_id_kind, self.user_id)
 
     @property
     def is_identified(self) -> bool:
@@ -231,6 +231,12 @@ class Profile:
     def all_identifiers(self) -> frozenset[Identifier]:
         """Every identifier of the profile as :class:`Identifier` values."""
         return frozenset(Identifier(k, v) for k, vs in self.identifiers.items() for v in vs)
+
+
+def profile_id(kind: str, value: str) -> str:
+    """The id of the profile whose canonical identifier is ``(kind, value)``
+    (:attr:`Profile.id`)."""
+    return f"{kind}:{value}"
 
 
 @attrs.frozen

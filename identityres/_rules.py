@@ -9,6 +9,7 @@ decisions themselves live in ``_engine``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -160,6 +161,28 @@ def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+def _import_normalizer(kind: str, name: str) -> Callable[[str], str]:
+    # "package.module.Class.function": try the longest module path first
+    for cut in range(1, name.count(".") + 1):
+        module_name, *attr_path = name.rsplit(".", cut)
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            for attr in attr_path:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        if callable(obj):
+            return obj  # type: ignore[no-any-return]
+        break
+    raise ConfigurationError(
+        f"normalizers[{kind!r}]: the recorded normalizer {name!r} cannot be imported by its "
+        "name; open the store with the Rules it was written with"
+    )
+
+
 @attrs.frozen
 class RulesRecord:
     """The rules a store was written with, as the store keeps them: ``description`` is a
@@ -193,6 +216,55 @@ class RulesRecord:
         text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         return cls(digest, text, rules)
+
+    def to_rules(self) -> Rules:
+        """The :class:`Rules` this record describes, for a tool that opens a store without
+        knowing its rules (the command line). Raises :class:`ConfigurationError` when they
+        cannot be rebuilt: a normalizer that cannot be imported by its name (a lambda, a
+        local function) or a case-insensitive blocked list other than the default one."""
+        try:
+            data = json.loads(self.description)
+            priority = [str(k) for k in data["priority"]]
+            limits = {str(k): v for k, v in data["limits"].items()}
+            exact = set(data["blocked_values"])
+            any_case = set(data["blocked_values_any_case"])
+            patterns = [re.compile(p, f) for p, f in data["blocked_patterns"]]
+            names = dict(data["normalizers"])
+            max_profile_size = data["max_profile_size"]
+            max_length = data["max_length"]
+        except (ValueError, KeyError, TypeError, AttributeError, re.error) as exc:
+            raise ConfigurationError(
+                f"the recorded rules cannot be read ({exc!r}): {self.description[:200]!r}"
+            ) from None
+        default = any_case == set(DEFAULT_BLOCKED_INSENSITIVE) and exact >= DEFAULT_BLOCKED_EXACT
+        if any_case and not default:
+            raise ConfigurationError(
+                "the recorded rules block words in any case other than the default list; "
+                "open the store with the Rules it was written with"
+            )
+        exact -= {""} | (DEFAULT_BLOCKED_EXACT if default else set())
+        normalizers: dict[str, Callable[[str], str]] = {}
+        for kind, name in names.items():
+            if name == _callable_name(strip_whitespace):
+                continue
+            normalizers[kind] = _import_normalizer(kind, str(name))
+        rules = Rules(
+            kinds=[k for k in priority if k not in (USER_ID, ANONYMOUS_ID)],
+            priority=priority,
+            limits=limits,
+            max_profile_size=max_profile_size,
+            blocked_values=exact,
+            blocked_patterns=patterns,
+            max_length=max_length,
+            normalizers=normalizers,
+            default_blocked_values=default,
+        )
+        if rules.record().digest != self.digest:
+            raise ConfigurationError(
+                "the recorded rules cannot be rebuilt exactly; open the store with the Rules "
+                f"it was written with: {self.description[:200]!r}"
+            )
+        return rules
 
     def difference(self, other: RulesRecord) -> str:
         """What differs between these rules and ``other`` (the recorded ones), in words."""

@@ -28,7 +28,15 @@ from identityres._working_set import WorkingSet
 from identityres.errors import EventIdConflictError, IdentityResError, StorageError
 from identityres.storage._protocol import Batch, RetryBatch, Store
 
-__all__ = ["CONFLICT", "DUPLICATE", "FRESH", "BatchWriter", "InPlaceWriter", "admit"]
+__all__ = [
+    "CONFLICT",
+    "DUPLICATE",
+    "FRESH",
+    "BatchWriter",
+    "ConflictAt",
+    "InPlaceWriter",
+    "admit",
+]
 
 #: What :func:`admit` says of a record.
 FRESH, DUPLICATE, CONFLICT = range(3)
@@ -37,6 +45,16 @@ FRESH, DUPLICATE, CONFLICT = range(3)
 RETRIES = 20
 
 Written = tuple[list[Outcome], list[tuple[int, EventIdConflictError]]]
+
+
+class ConflictAt(Exception):
+    """Raised out of a batch (so that it rolls back) by a writer asked to raise on reused
+    event ids: the first such record by its position in the caller's input."""
+
+    def __init__(self, index: int, error: EventIdConflictError) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 def admit(stored: bytes | None, rec: Record, kind_names: tuple[str, ...]) -> int:
@@ -124,7 +142,10 @@ class BatchWriter:
         self.held: Mapping[str, bytes] = {}
 
     def submit(self, rec: Record) -> Outcome:
-        outcomes, _ = self.write([(0, rec)], raise_errors=True)
+        try:
+            outcomes, _ = self.write([(0, rec)], raise_errors=True)
+        except ConflictAt as reused:
+            raise reused.error from None
         return outcomes[0]
 
     def write(self, records: list[tuple[int, Record]], *, raise_errors: bool) -> Written:
@@ -139,7 +160,7 @@ class BatchWriter:
                     return self._write_batch(batch, records, order, raise_errors)
             except RetryBatch:
                 time.sleep(min(0.001 * 2**attempt, 0.1))
-            except IdentityResError:
+            except (IdentityResError, ConflictAt):
                 raise
             except Exception as exc:
                 raise StorageError(f"store {store!r} failed: {exc}") from exc
@@ -159,12 +180,12 @@ class BatchWriter:
         fresh: list[int] = []
         for i in order:
             if verdicts[i] == CONFLICT:
-                exc = conflict(records[i][1])
-                if raise_errors:
-                    raise exc
-                errors.append((records[i][0], exc))
+                errors.append((records[i][0], conflict(records[i][1])))
             elif verdicts[i] == FRESH:
                 fresh.append(i)
+        if errors and raise_errors:
+            # as validation errors are: the first by position in the input
+            raise ConflictAt(*min(errors, key=lambda e: e[0]))
         work = WorkingSet(self.rules, self.store.erasure_key())
         work.load(batch, {(names[k], v) for i in fresh for k, v in records[i][1].ids})
         outcomes: list[Any] = [None] * len(records)

@@ -69,7 +69,9 @@ from identityres._events import parse_iso_timestamp
 from identityres._explain import Decision, Step, iso, show_identifier, show_text
 from identityres._graph import IdentityGraph
 from identityres._model import USER_ID, Identifier, Profile
+from identityres._rules import Rules
 from identityres.errors import IdentityResError, ValidationError
+from identityres.storage import store_from_url
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -333,7 +335,7 @@ def _resolve(args: argparse.Namespace) -> int:
 def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None) -> dict[str, Any]:
     """Everything the command reports, as plain JSON data (the text form renders this)."""
     graph = run.graph
-    stats = graph.stats()
+    stats = graph.stats(top=0)  # the counts; the largest profiles are shown in full below
     kinds = graph.rules.all_kinds
     by_kind: Counter[str] = Counter()
     for p in profiles:
@@ -347,7 +349,6 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
 
     # ``profiles`` is in canonical order; a stable sort keeps it among equal sizes.
     largest = sorted(profiles, key=lambda p: -size(p))[: max(top, 0)]
-    identified = sum(1 for p in profiles if p.is_identified)
 
     return {
         "input": run.label,
@@ -365,9 +366,9 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
             "by_kind": {k: by_kind[k] for k in kinds if by_kind[k]},
         },
         "profiles": {
-            "total": len(profiles),
-            "identified": identified,
-            "anonymous": len(profiles) - identified,
+            "total": stats.profiles,
+            "identified": stats.identified_profiles,
+            "anonymous": stats.anonymous_profiles,
         },
         "joins": stats.joins,
         "refusals": {
@@ -527,14 +528,21 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
     url: str | None = args.store
     if url is None:
         return _read_file(args.input, skip=args.on_error == "skip").graph
+    # Opening an SQLite store creates the file: a mistyped path would read as empty.
+    options = {"create": False} if url.partition("://")[0].lower() == "sqlite" else {}
     try:
-        if url.partition("://")[0].lower() == "sqlite":
-            from identityres.storage.sqlite import SQLiteStore
-
-            # Opening an SQLite store creates the file: a mistyped path would read as empty.
-            return IdentityGraph(store=SQLiteStore.from_url(url, create=False))
-        return IdentityGraph(store=url)
+        store = store_from_url(url, **options)
     except IdentityResError as exc:
+        raise _BadInput(f"cannot open store {url}: {exc}") from None
+    try:
+        # The command line has no rules of its own: open the store with the rules it was
+        # written with (the defaults for a store that has none recorded).
+        default = Rules()
+        recorded = store.bind_rules(default.record())
+        rules = default if recorded.digest == default.record().digest else recorded.to_rules()
+        return IdentityGraph(rules, store=store)
+    except IdentityResError as exc:
+        store.close()
         raise _BadInput(f"cannot open store {url}: {exc}") from None
 
 

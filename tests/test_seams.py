@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import identityres as ir
-from identityres._events import legacy_fingerprint
+from identityres._events import RecordBuilder, legacy_fingerprint
 from identityres.errors import ConfigurationError
 from identityres.storage import MemoryStore, store_from_url
 from identityres.storage.sqlite import SQLiteStore
@@ -223,7 +223,7 @@ def test_a_redelivery_of_an_event_stored_with_the_old_fingerprint_is_a_duplicate
     event = ir.Identify(user_id="u1", anonymous_id="a1", timestamp=1, event_id="e1")
     with ir.IdentityGraph(store=SQLiteStore(path)) as g:
         g.ingest([event])
-        rec = g._build.from_object(event)
+        rec = RecordBuilder(ir.Rules().compiled, lambda: 0).from_object(event)
     old = legacy_fingerprint(rec.content, ir.Rules().compiled.kind_names)
     assert old != rec.fingerprint
     conn = sqlite3.connect(path)
@@ -235,3 +235,76 @@ def test_a_redelivery_of_an_event_stored_with_the_old_fingerprint_is_a_duplicate
         other = ir.Identify(user_id="u9", anonymous_id="a9", timestamp=1, event_id="e1")
         with pytest.raises(ir.errors.EventIdConflictError):
             g.ingest([other])
+
+
+# --- review findings: one store object, two graphs; errors located like validation ones ------
+
+
+def test_one_sqlite_store_object_gives_its_second_graph_the_first_ones_rules(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "ids.db")
+    first = ir.IdentityGraph(ir.Rules(max_profile_size=5), store=store)
+    with pytest.raises(ConfigurationError, match="max_profile_size"):
+        ir.IdentityGraph(store=store)  # nothing recorded yet, but the first graph's rules wait
+    first.identify("u1", anonymous_id="a1", timestamp=1)
+    store.close()
+
+
+def test_a_memory_store_tells_apart_two_normalizers_of_one_name() -> None:
+    store = MemoryStore()
+    ir.IdentityGraph(ir.Rules(normalizers={"email": lambda v: v.lower()}), store=store)
+    with pytest.raises(ConfigurationError, match="normalizer functions"):
+        ir.IdentityGraph(ir.Rules(normalizers={"email": lambda v: v.upper()}), store=store)
+
+
+def test_a_graph_closes_the_store_it_opened_when_the_rules_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ids.db'}"
+    with ir.IdentityGraph(ir.Rules(limits={"email": 1}), store=url) as g:
+        g.identify("u1", anonymous_id="a1", timestamp=1)
+    closed: list[SQLiteStore] = []
+    close = SQLiteStore.close
+
+    def recording_close(self: SQLiteStore) -> None:
+        closed.append(self)
+        close(self)
+
+    monkeypatch.setattr(SQLiteStore, "close", recording_close)
+    with pytest.raises(ConfigurationError):
+        ir.IdentityGraph(store=url)
+    assert len(closed) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_reused_event_id_is_located_like_a_validation_error(
+    store: str, tmp_path: Path
+) -> None:
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'ids.db'}"
+    graph = ir.IdentityGraph(store=url)
+    graph.ingest([{"type": "identify", "userId": "u1", "messageId": "m1", "timestamp": 1}])
+    batch = [
+        {"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m2", "timestamp": 2},
+        {"type": "track", "event": "B", "anonymousId": "a2", "messageId": "m1", "timestamp": 0},
+    ]
+    with pytest.raises(ir.errors.EventIdConflictError) as info:
+        graph.ingest(batch)
+    assert (info.value.index, info.value.field) == (1, "messageId")
+    assert graph.resolve(anonymous_id="a1") is None  # nothing of the batch applied
+    report = graph.ingest(batch, on_error="skip")
+    assert [(e.index, e.field) for e in report.errors] == [(1, "messageId")]
+    assert report.applied == 1
+
+
+def test_the_command_line_opens_a_store_with_the_rules_it_was_written_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from identityres.cli import main
+
+    url = f"sqlite:///{tmp_path / 'ids.db'}"
+    rules = ir.Rules(kinds=("email",), normalizers={"email": ir.normalize_email})
+    with ir.IdentityGraph(rules, store=url) as g:
+        g.identify("u1", identifiers={"email": "Ada@Example.com"}, timestamp=1)
+    assert main(["profile", "email:ADA@example.com", "--store", url, "--json"]) == 0
+    assert '"u1"' in capsys.readouterr().out

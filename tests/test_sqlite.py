@@ -821,7 +821,7 @@ def test_save_refuses_a_ref_that_names_no_stored_node(tmp_path: Path) -> None:
 
     store = SQLiteStore(tmp_path / "ids.db")
     row = NodeRow(999, "user_id", "u1", 1.0, "e1", 1.0, None, None, 999, 999, None, None)
-    with pytest.raises(StorageError, match="name no stored node"), store.batch() as batch:
+    with pytest.raises(StorageError, match="ref 999"), store.batch() as batch:
         batch.save(Changes(nodes=(row,), events=(("e1", b"f" * 16),)))
     assert store.counts().identifiers == 0
     with store.batch() as batch:

@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from identityres.errors import StorageError
 from identityres.storage import (
     Changes,
     CompanyLinkRow,
@@ -119,6 +120,11 @@ def apply_changes(data: _Data, changes: Changes) -> None:
 
     def ref(r: int) -> int:
         return new[r] if r < 0 else r
+
+    for row in changes.nodes:
+        old = data.nodes.get(row.ref) if row.ref >= 0 else None
+        if row.ref >= 0 and (old is None or (old.kind, old.value) != (row.kind, row.value)):
+            raise StorageError(f"save: ref {row.ref} names no stored {row.kind} node")
 
     for r in changes.deleted:
         old = data.nodes.pop(r, None)

@@ -115,8 +115,11 @@ class Store(Protocol):
 
     def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
         """The rules this store was written with. A store that holds none yet records
-        ``proposed`` (durably, before returning) and returns it; one that holds some returns
-        those, unchanged: the graph compares them and refuses other rules."""
+        ``proposed`` — at the latest in the transaction of the next batch it commits, which
+        then fails with ``ConfigurationError`` if another handle recorded other rules
+        first — and returns it; one that holds some returns those, unchanged. Every handle
+        or graph on one store object gets the same answer. The graph compares the digests
+        and refuses other rules."""
         ...
 
     def erasure_key(self) -> bytes:

@@ -109,15 +109,27 @@ class MemoryStore:
 
     def bind_rules(self, proposed: RulesRecord) -> RulesRecord:
         state = self._state
+        if proposed.rules is None:
+            raise ConfigurationError(
+                "store: a MemoryStore decides in memory and needs the Rules object itself "
+                "(RulesRecord.rules)"
+            )
         with state.lock:
             if state.rules is None:
-                if proposed.rules is None:
-                    raise ConfigurationError(
-                        "store: a MemoryStore decides in memory and needs the Rules object "
-                        "itself (RulesRecord.rules)"
-                    )
                 state.engine = Engine(proposed.rules.compiled)
                 state.rules = proposed
+            held = state.rules.rules
+            if (
+                held is not None
+                and state.rules.digest == proposed.digest
+                and not held.compiled.decides_like(proposed.rules.compiled)
+            ):
+                # The digest names normalizers by qualified name; the engine here runs the
+                # first graph's functions, so two lambdas of one name must not share it.
+                raise ConfigurationError(
+                    "store: this MemoryStore decides with other normalizer functions of the "
+                    "same names; give each set of rules its own store"
+                )
             return state.rules
 
     @property
@@ -261,6 +273,16 @@ def _apply(engine: Engine, changes: Changes) -> None:
     def stored(ref: int) -> bool:
         return 0 <= ref < size and ref not in engine.dead
 
+    kind_index = engine.rules.kind_index
+    for row in changes.nodes:
+        if row.ref >= 0 and not (
+            stored(row.ref)
+            and engine.value[row.ref] == row.value
+            and kind_index.get(row.kind) == engine.kind[row.ref]
+        ):
+            # Refs of stored nodes come from this store, and a node's identifier never
+            # changes: anything else is a caller's bug (docs/storage.md).
+            raise StorageError(f"save: ref {row.ref} names no stored {row.kind} node")
     for row in changes.nodes:
         for ref in (row.ref, row.component, row.profile):
             if stored(ref):
@@ -273,9 +295,9 @@ def _apply(engine: Engine, changes: Changes) -> None:
             if stored(ref):
                 roots.add(engine.lfind(ref))
     gone_links = set(changes.deleted_links)
-    for eid in gone_links:
+    if gone_links:  # (only erasures delete links: a scan of the logs is affordable)
         for root, entries in engine.log.items():
-            if any(e[1] == eid for e in entries):
+            if any(e[1] in gone_links for e in entries):
                 roots.add(root)
     current = component_rows(engine, roots)
     deleted = set(changes.deleted)

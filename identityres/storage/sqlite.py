@@ -363,13 +363,12 @@ class _SQLiteBatch:
         if inserts:
             conn.executemany(_INSERT_NODE, inserts)
         for statement, rows in ((_UPDATE_NODE_TIMES, times), (_UPDATE_NODE, updates)):
-            if rows:
-                cursor = conn.executemany(statement, rows)
-                if cursor.rowcount != len(rows):
-                    # A ref the store never gave out, or one erased since: a caller's bug.
-                    raise StorageError(
-                        f"save: {len(rows) - cursor.rowcount} changed node rows name no stored node"
-                    )
+            if rows and conn.executemany(statement, rows).rowcount != len(rows):
+                # A ref the store never gave out, or one erased since: a caller's bug.
+                wanted = [row[-1] for row in rows]
+                held = set(store._nodes_by_ref(conn, wanted))
+                missing = sorted(set(wanted) - held)
+                raise StorageError(f"save: ref {missing[0]} names no stored node ({missing})")
         if changes.deleted_links:
             conn.executemany(
                 "DELETE FROM links WHERE event_id = ?", [(e,) for e in changes.deleted_links]
@@ -901,12 +900,17 @@ class SQLiteStore:
         transaction of its next batch, so that opening needs no write lock; that batch
         raises :class:`~identityres.errors.ConfigurationError` if another handle recorded
         other rules meanwhile."""
-        with self._reading("bind_rules") as conn:
-            found = _read_rules(conn)
-        if found is not None:
-            return found
-        self._pending_rules = proposed
-        return proposed
+        with self._write_lock:
+            # Two graphs on this one store object: the first one's rules wait to be recorded,
+            # and the second one gets them back (and is refused if its own differ).
+            if self._pending_rules is not None:
+                return self._pending_rules
+            with self._reading("bind_rules") as conn:
+                found = _read_rules(conn)
+            if found is not None:
+                return found
+            self._pending_rules = proposed
+            return proposed
 
     # -- reading --------------------------------------------------------------------------
 

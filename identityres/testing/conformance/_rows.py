@@ -23,6 +23,8 @@ from typing import Any
 
 import attrs
 
+from identityres._rules import Rules
+from identityres.errors import StorageError
 from identityres.storage._protocol import (
     Batch,
     BlockedCount,
@@ -707,6 +709,47 @@ class RowSuite(SuiteBase):
                 {("user_id", v): 1 for v in _HOSTILE},
             )
             _check("node() of a LIKE pattern", store.node("user_id", "%"), None)
+
+    def test_bind_rules_records_the_first_rules(self, tmp_path: Path) -> None:
+        """The first rules bound are the store's; a later call gets them back, whatever it
+        proposes (the graph then refuses other rules); a batch makes them durable."""
+        with self._store(tmp_path) as store:
+            # (``_store`` bound the default rules already, as a graph does first)
+            default = Rules().record()
+            other = Rules(limits={"email": 1}).record()
+            _check("bind_rules(default) again", store.bind_rules(default).digest, default.digest)
+            _check("bind_rules(other rules)", store.bind_rules(other).digest, default.digest)
+            self._save(store, _first_changes())
+            _check(
+                "bind_rules(other rules) after a batch",
+                store.bind_rules(other).digest,
+                default.digest,
+            )
+            if self._has_reopen():
+                second = self._second_handle(store, attach=False)
+                try:
+                    _check(
+                        "bind_rules(other rules) on a second handle",
+                        second.bind_rules(other).digest,
+                        default.digest,
+                    )
+                finally:
+                    second.close()
+
+    def test_save_refuses_a_ref_it_never_gave_out(self, tmp_path: Path) -> None:
+        """Refs ``>= 0`` come from the store: a changed row naming one it does not hold is a
+        ``StorageError``, and the batch leaves nothing behind."""
+        with self._store(tmp_path) as store:
+            row = _node(987_654, "user_id", "u1", (1.0, "e1"), 1.0, 987_654, 987_654)
+            try:
+                with store.batch() as batch:
+                    batch.save(Changes(nodes=(row,), events=(EventRow("e1", b"fp"),)))
+            except StorageError:
+                pass
+            else:
+                raise AssertionError("save() of a ref the store never gave out did not raise")
+            _check("node() after the refused save", store.node("user_id", "u1"), None)
+            _check("counts().events after the refused save", store.counts().events, 0)
 
     def test_close_is_idempotent(self, tmp_path: Path) -> None:
         store = self._new_store(tmp_path)
