@@ -6,6 +6,7 @@ deterministic, order-independent merge rules. The public names are all here; the
 machinery lives in the private modules.
 """
 
+from identityres._events import from_epoch_ms
 from identityres._explain import Decision, Explanation, Step
 from identityres._graph import EventError, GraphStats, IdentityGraph, IngestReport
 from identityres._model import (
@@ -29,6 +30,7 @@ from identityres._model import (
 from identityres._rules import Rules, normalize_email
 from identityres.errors import (
     ConfigurationError,
+    ErasureIncompleteError,
     EventIdConflictError,
     IdentifierTypeError,
     IdentityResError,
@@ -47,6 +49,7 @@ __all__ = [
     "Company",
     "ConfigurationError",
     "Decision",
+    "ErasureIncompleteError",
     "Event",
     "EventError",
     "EventIdConflictError",
@@ -75,5 +78,6 @@ __all__ = [
     "Track",
     "UnknownKindError",
     "ValidationError",
+    "from_epoch_ms",
     "normalize_email",
 ]

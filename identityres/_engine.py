@@ -18,6 +18,18 @@ its sorted log. Traits, companies and first/last seen are min/max aggregates key
 ``(timestamp, event_id)``, so they never need a replay; a reset, a split and an erasure
 change what earlier-decided links mean, so they replay their component.
 
+All or nothing. A write that raises leaves the state
+exactly as it was. The fast paths (``_seen_again``) only read until their last call that can
+fail, then commit with plain container writes. The general path records an undo *journal*
+of every fact it overwrites (first/last seen, traits, company links, blocked counts, the
+link union-find, logs, newest keys, resets, splits, erasures); on failure ``rollback`` plays
+it backwards, removes the nodes the write created (arrays are only appended to: truncating
+them to their old length is their undo), and re-decides each touched link component from
+its restored log, which re-derives the profile union-find and the refusals (they are a
+function of the log, R8), so the hot ``_decide``/``_union`` journal nothing. A *savepoint*
+(``savepoint``/``rollback``/``release``) does the same for a whole ``ingest`` call: inside
+one, the fast paths journal too.
+
 This module keeps its state in memory; the storage protocol (issue #3) lifts the same
 state behind batched load/store calls.
 """
@@ -29,7 +41,8 @@ import hmac
 import secrets
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from operator import setitem
 from typing import Any
 
 from identityres._events import (
@@ -57,6 +70,49 @@ Refused = tuple[float, tuple[int, ...], tuple[tuple[int, Reason, "int | None"], 
 _LIMIT = Reason.LIMIT_EXCEEDED
 _SIZE = Reason.PROFILE_SIZE_LIMIT
 _RESET = Reason.ANONYMOUS_ID_RESET
+
+#: An undo journal, played backwards by ``restore``: a flat list of entries, each its
+#: arguments, then the function to call with them, then their number (``j += (d, k, old,
+#: _put, 3)``); the fast paths' entries inside a savepoint end in a negative code instead
+#: (``_FAST_ONE``, ``_FAST_PAIR``). Flat, an ingest's journal is one list, not an object per
+#: entry for the garbage collector to track (which made ``ingest()`` a quarter slower).
+Journal = list[Any]
+_FAST_ONE = -1
+_FAST_PAIR = -2
+#: How many characters of a long blocked value are kept (a preview, with a hash: ``blocked_key``).
+BLOCKED_PREVIEW = 64
+_ABSENT: Any = object()
+
+
+def _put(mapping: Any, key: Any, old: Any) -> None:
+    """Undo of a write to ``mapping[key]``: put back ``old`` (``_ABSENT``: no entry)."""
+    if old is _ABSENT:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = old
+
+
+def _cut(items: list[Any], length: int) -> None:
+    """Undo of appends to a list: cut it back to ``length``."""
+    del items[length:]
+
+
+def _keyed_hash(key: bytes, kind: str, value: str) -> bytes:
+    msg = f"{kind}\x1f{value}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def blocked_key(value: str) -> str:
+    """What a store keeps of a blocked value, and ``stats().blocked_values`` shows: the value
+    itself up to :data:`BLOCKED_PREVIEW` characters; a longer one as its first 64
+    characters, ``…#`` and 16 hex digits of a SHA-256 of the whole value, so that two long
+    values with one beginning are counted apart and a 1 MB value costs a few dozen bytes.
+    (Not keyed: every store shows one value alike; the first 64 characters are shown
+    anyway, and a forgotten value's count goes with its preview.)"""
+    if len(value) <= BLOCKED_PREVIEW:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{value[:BLOCKED_PREVIEW]}\u2026#{digest}"
 
 
 class Engine:
@@ -110,8 +166,15 @@ class Engine:
         self.company_traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         #: profile root -> canonical node, dropped whenever the profile changes
         self.canon: dict[int, int] = {}
+        #: (kind name, ``blocked_key`` of the value) -> how many events carried it; a value
+        #: once forgotten is never counted again (its keyed hash is in ``suppressed``)
         self.blocked = Counter[tuple[str, str]]()
         self.replays = 0
+        #: the undo journal of the write in progress (``None``: none is kept)
+        self._journal: Journal | None = None
+
+    #: whether a failed ``apply`` undoes itself; a working set's batch is thrown away instead
+    undoable = True
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -119,20 +182,44 @@ class Engine:
         return self.nodes[kind].get(value)
 
     def new_node(self, kind: int, value: str, ts: float, eid: str) -> int:
+        """A new node; all or nothing (arrays first, the value's entry last)."""
         n = len(self.value)
+        try:
+            self.kind.append(kind)
+            self.value.append(value)
+            self.parent.append(n)
+            self.nxt.append(n)
+            self.size.append(1)
+            for k, arr in self.counts.items():
+                arr.append(1 if k == kind else 0)
+            self.first_ts.append(ts)
+            self.first_eid.append(eid)
+            self.last_ts.append(ts)
+            self.lparent.append(n)
+        except BaseException:
+            self._truncate(n)
+            raise
         self.nodes[kind][value] = n
-        self.kind.append(kind)
-        self.value.append(value)
-        self.parent.append(n)
-        self.nxt.append(n)
-        self.size.append(1)
-        for k, arr in self.counts.items():
-            arr.append(1 if k == kind else 0)
-        self.first_ts.append(ts)
-        self.first_eid.append(eid)
-        self.last_ts.append(ts)
-        self.lparent.append(n)
         return n
+
+    def _node_arrays(self) -> list[Any]:
+        return [
+            self.kind,
+            self.value,
+            self.parent,
+            self.nxt,
+            self.size,
+            *self.counts.values(),
+            self.first_ts,
+            self.first_eid,
+            self.last_ts,
+            self.lparent,
+        ]
+
+    def _truncate(self, mark: int) -> None:
+        """Drop the nodes from ``mark`` on from every per-node array (undo of appends)."""
+        for arr in self._node_arrays():
+            del arr[mark:]
 
     def drop_log(self, lroot: int) -> None:
         """Forget a link component's log, refusals and newest key (rows replace them)."""
@@ -144,6 +231,8 @@ class Engine:
         """Widen a link component's newest key to include ``key``."""
         top = self.newest.get(lroot)
         if top is None or top < key:
+            if self._journal is not None:
+                self._journal += (self.newest, lroot, _ABSENT if top is None else top, _put, 3)
             self.newest[lroot] = key
 
     def find(self, n: int) -> int:
@@ -168,19 +257,118 @@ class Engine:
 
     # -- applying one event -----------------------------------------------------------------
 
-    def apply(self, rec: Record) -> tuple[Any, bool, int]:
-        """Apply a validated, not yet seen record. Returns ``(decisions, late, replayed)``."""
-        ts = rec.ts
+    def apply(self, rec: Record, journal: Journal | None = None) -> tuple[Any, bool, int]:
+        """Apply a validated, not yet seen record. Returns ``(decisions, late, replayed)``.
+
+        All or nothing: if it raises, the state is as it was. Alone (no ``journal``) a
+        failed apply undoes itself; inside a :meth:`savepoint` (its ``journal``) every
+        change is journaled there and the savepoint's owner rolls back."""
         eid = rec.event_id
-        self.seen[eid] = rec.fingerprint
         etype = rec.etype
         if etype <= IDENTIFY and rec.traits is None and rec.set_once is None and not rec.blocked:
-            fast = self._seen_again(rec, ts, eid, etype)
+            fast = self._seen_again(rec, rec.ts, eid, etype, journal)
             if fast is not None:
+                self.seen[eid] = rec.fingerprint
                 return fast, False, 0
+        if journal is not None or not self.undoable:
+            out = self._apply(rec)
+        else:
+            mark = len(self.value)
+            j: Journal = []
+            self._journal = j
+            try:
+                out = self._apply(rec)
+            except BaseException:
+                self.rollback(mark, j, (rec,))
+                raise
+            self._journal = None
+        self.seen[eid] = rec.fingerprint
+        return out
+
+    def savepoint(self) -> tuple[int, Journal]:
+        """Start journaling several applies (pass the journal to each): ``rollback`` undoes
+        them all, ``release`` keeps them."""
+        j: Journal = []
+        self._journal = j
+        return len(self.value), j
+
+    def release(self) -> None:
+        """End a savepoint, keeping what was applied."""
+        self._journal = None
+
+    def rollback(self, mark: int, journal: Journal, recs: Sequence[Record]) -> None:
+        """Undo the applies of ``recs`` (the records whose apply began since ``mark`` and
+        ``journal`` were taken): play the journal backwards, remove the nodes they created,
+        forget their event ids and re-decide each link component they touched from its
+        restored log (the profile union-find and refusals are a function of the log)."""
+        self.restore(mark, journal)
+        for rec in recs:
+            self.seen.pop(rec.event_id, None)
+            self.refusals.pop(rec.event_id, None)
+        nodes = self.nodes
+        touched: dict[int, list[int]] = {}
+        for rec in recs:
+            for k, v in rec.ids:
+                n = nodes[k].get(v)
+                if n is not None:
+                    touched.setdefault(self.lfind(n), []).append(n)
+        for root, extra in touched.items():
+            self._decide_log(self._undo(root, extra), None, None)
+
+    def restore(self, mark: int, journal: Journal) -> None:
+        """Play ``journal`` backwards and remove the nodes made since ``mark`` (arrays are
+        only appended to, and a node's value entry is made last); what the journal does not
+        cover (the profile union-find, refusals) the caller re-derives."""
+        self._journal = None
+        j = journal
+        last = self.last_ts
+        i = len(j)
+        while i:
+            code = j[i - 1]
+            if code == _FAST_ONE:
+                last[j[i - 3]] = j[i - 2]
+                i -= 3
+            elif code == _FAST_PAIR:
+                a, last_a, b, last_b, root, newest = j[i - 7 : i - 1]
+                last[a] = last_a
+                last[b] = last_b
+                self.log[root].pop()
+                self.newest[root] = newest
+                i -= 7
+            else:
+                start = i - 2 - code
+                j[i - 2](*j[start : i - 2])
+                i = start
+        journal.clear()
+        nodes = self.nodes
+        kind = self.kind
+        value = self.value
+        for n in range(mark, len(value)):
+            by_value = nodes[kind[n]]
+            if by_value.get(value[n]) == n:
+                del by_value[value[n]]
+        end = max(len(arr) for arr in self._node_arrays())
+        for n in range(mark, end):
+            for per_node in (
+                self.log,
+                self.newest,
+                self.canon,
+                self.traits,
+                self.traits_once,
+                self.company_links,
+                self.resets,
+                self.splits,
+            ):
+                per_node.pop(n, None)
+        self._truncate(mark)
+
+    def _apply(self, rec: Record) -> tuple[Any, bool, int]:
+        """The general path of :meth:`apply` (journaled when ``self._journal`` is set)."""
+        ts = rec.ts
+        eid = rec.event_id
+        etype = rec.etype
         if rec.blocked:
-            for b in rec.blocked:
-                self.blocked[(b[0], b[1])] += 1
+            self._count_blocked(rec.blocked)
         nodes_by_kind = self.nodes
         ids = rec.ids
         if etype == FORGET:
@@ -234,11 +422,15 @@ class Engine:
             decisions = (nodes[0], (), (), ())
         return decisions, late, replayed
 
-    def _seen_again(self, rec: Record, ts: float, eid: str, etype: int) -> Any:
+    def _seen_again(
+        self, rec: Record, ts: float, eid: str, etype: int, journal: Journal | None
+    ) -> Any:
         """The commonest events, decided without the general machinery: a track of one
         identifier, and a track or identify of two known identifiers already in one
-        profile, newer than everything their link component has seen. Returns the
-        decisions, or ``None`` when the event needs the general path (nothing changed)."""
+        profile, newer than everything their link component has seen and than the first
+        sighting of each. Returns the decisions, or ``None`` when the event needs the
+        general path (nothing changed). All or nothing: everything is read before the
+        commit, made of plain writes (journaled in ``journal`` inside a savepoint)."""
         ids = rec.ids
         if len(ids) == 1:
             k, v = ids[0]
@@ -246,9 +438,17 @@ class Engine:
             if n is None:
                 if self.suppressed:  # a new value may be a forgotten one
                     return None
-                n = self.new_node(k, v, ts, eid)
-            else:  # a value in the graph was never forgotten
-                self._seen_at(n, ts, eid)
+                # all or nothing by itself; a savepoint's rollback truncates it
+                return (self.new_node(k, v, ts, eid), (), (), ())
+            # a value in the graph was never forgotten
+            if ts <= self.first_ts[n]:
+                return None  # it may move the first sighting (and the canonical id)
+            last = self.last_ts
+            old = last[n]
+            if ts > old:
+                if journal is not None:
+                    journal += (n, old, _FAST_ONE)
+                last[n] = ts
             return (n, (), (), ())
         if len(ids) != 2:
             return None
@@ -269,20 +469,52 @@ class Engine:
         newest = self.newest.get(root)
         if newest is None or not newest < key or self.find(a) != self.find(b):
             return None
-        self._seen_at(a, ts, eid)
-        self._seen_at(b, ts, eid)
-        self.log[root].append((ts, eid, (a, b), etype))
+        first = self.first_ts
+        if ts <= first[a] or ts <= first[b]:
+            return None  # it may move a first sighting (and the canonical id)
+        mylog = self.log[root]
+        last = self.last_ts
+        if journal is not None:
+            journal += (a, last[a], b, last[b], root, newest, _FAST_PAIR)
+        # the commit: plain writes, nothing that can fail
+        if ts > last[a]:
+            last[a] = ts
+        if ts > last[b]:
+            last[b] = ts
+        mylog.append((ts, eid, (a, b), etype))
         self.newest[root] = key
         return (a, (), (b,), ())
 
+    def _count_blocked(self, blocked: tuple[tuple[str, str, Reason], ...]) -> None:
+        """Count the blocked values of an event, by ``blocked_key``; a value once forgotten
+        is never counted again, whenever dated (as a forgotten identifier is dropped from
+        every event), so the count does not depend on arrival order (R8)."""
+        counts = self.blocked
+        suppressed = self.suppressed
+        j = self._journal
+        for kind, value, _ in blocked:
+            if suppressed and self.name_hash(kind, value) in suppressed:
+                continue
+            key = (kind, blocked_key(value))
+            if j is not None:
+                j += (counts, key, counts.get(key, _ABSENT), _put, 3)
+            counts[key] += 1
+
     def _seen_at(self, n: int, ts: float, eid: str) -> None:
         """Widen a node's first/last seen to include ``(ts, eid)``."""
+        j = self._journal
         f = self.first_ts[n]
         if ts < f or (ts == f and eid < self.first_eid[n]):
+            if j is not None:
+                j += (self.first_ts, n, f, setitem, 3)
+                j += (self.first_eid, n, self.first_eid[n], setitem, 3)
             self.first_ts[n] = ts
             self.first_eid[n] = eid
             self._touch_canon(n)
-        if ts > self.last_ts[n]:
+        last = self.last_ts[n]
+        if ts > last:
+            if j is not None:
+                j += (self.last_ts, n, last, setitem, 3)
             self.last_ts[n] = ts
 
     def _forget(self, rec: Record) -> tuple[Any, bool, int]:
@@ -291,20 +523,34 @@ class Engine:
         back."""
         if not rec.ids:
             return None, False, 0
+        j = self._journal
         k, v = rec.ids[0]
+        kind_name = self.rules.kind_names[k]
         h = self.erasure_hash(k, v)
         if h not in self.suppressed:
+            if j is not None:
+                j += (self.suppressed, h, set.discard, 2)
             self.suppressed.add(h)
             self._suppressed_hash(h)
-        # a blocked value is counted by value: the count goes too
-        self.blocked.pop((self.rules.kind_names[k], v), None)
-        self._unblocked(self.rules.kind_names[k], v)
+        # a blocked value's count goes too, and it is never counted again (its hash is
+        # suppressed): not even a preview of it is kept
+        bkey = (kind_name, blocked_key(v))
+        if bkey in self.blocked:
+            if j is not None:
+                j += (self.blocked, bkey, self.blocked[bkey], _put, 3)
+            del self.blocked[bkey]
+        self._unblocked(*bkey)
         n = self.nodes[k].get(v)
         if n is None:
             return None, False, 0
         root = self.lfind(n)
-        entries = self.log.pop(root, [])
-        self.newest.pop(root, None)
+        entries = self.log.pop(root, None)
+        old_newest = self.newest.pop(root, _ABSENT)
+        if j is not None:
+            j += (self.log, root, _ABSENT if entries is None else entries, _put, 3)
+            j += (self.newest, root, old_newest, _put, 3)
+        if entries is None:
+            entries = []
         members = {root}
         kept: list[LinkEvent] = []
         for ts, eid, nodes, etype in entries:
@@ -315,17 +561,26 @@ class Engine:
                     continue  # its own reset or split: nothing left to say
             kept.append((ts, eid, nodes, etype))
         kept.append((rec.ts, rec.event_id, (), FORGET))
-        self.erasures[rec.event_id] = self.rules.kind_names[k]
+        if j is not None:
+            j += (self.erasures, rec.event_id, None, dict.pop, 3)
+        self.erasures[rec.event_id] = kind_name
         self._erased(n)
         self._erase_node(n)
         live = members - {n}
-        self.lparent[n] = n
+        lparent = self.lparent
+        if j is not None:
+            for m in members:
+                j += (lparent, m, lparent[m], setitem, 3)
+        lparent[n] = n
         replayed = 0
         if live:
             # A new root for what is left of the component; the erased node leaves it.
             new_root = min(live)
             for m in live:
-                self.lparent[m] = new_root
+                lparent[m] = new_root
+            if j is not None:
+                j += (self.log, new_root, self.log.get(new_root, _ABSENT), _put, 3)
+                j += (self.newest, new_root, self.newest.get(new_root, _ABSENT), _put, 3)
             self.log[new_root] = kept
             self.newest[new_root] = max((e[0], e[1]) for e in kept)
             replayed = self._replay(new_root, extra=members)[1]
@@ -349,13 +604,26 @@ class Engine:
         """Remove a node's value and everything hanging on it; it stays as a tombstone."""
         if n in self.dead or not 0 <= n < len(self.value):
             return
+        j = self._journal
+        if j is not None:
+            for per_node in (self.traits, self.traits_once, self.resets, self.splits):
+                j += (per_node, n, per_node.get(n, _ABSENT), _put, 3)
+            j += (self.company_links, n, self.company_links.get(n, _ABSENT), _put, 3)
+            j += (self.nodes[self.kind[n]], self.value[n], n, _put, 3)
+            j += (self.value, n, self.value[n], setitem, 3)
+            j += (self.first_eid, n, self.first_eid[n], setitem, 3)
+            j += (self.dead, n, set.discard, 2)
         self.traits.pop(n, None)
         self.traits_once.pop(n, None)
         self.resets.pop(n, None)
         self.splits.pop(n, None)
         for cid in self.company_links.pop(n, {}):
             # The company stays, with its traits: they describe the company, not the person.
-            self.company_members.get(cid, set()).discard(n)
+            holders = self.company_members.get(cid)
+            if holders is not None and n in holders:
+                if j is not None:
+                    j += (holders, n, set.add, 2)
+                holders.discard(n)
         self.nodes[self.kind[n]].pop(self.value[n], None)
         self.value[n] = ""
         self.first_eid[n] = ""
@@ -366,8 +634,11 @@ class Engine:
 
     def erasure_hash(self, kind: int, value: str) -> bytes:
         """The keyed hash an erased identifier is remembered by (never its value)."""
-        msg = f"{self.rules.kind_names[kind]}\x1f{value}".encode()
-        return hmac.new(self.erasure_key, msg, hashlib.sha256).digest()
+        return _keyed_hash(self.erasure_key, self.rules.kind_names[kind], value)
+
+    def name_hash(self, kind: str, value: str) -> bytes:
+        """:meth:`erasure_hash` by kind name (a blocked value's kind may be ``company_id``)."""
+        return _keyed_hash(self.erasure_key, kind, value)
 
     def _fresh_pair(self, ka: int, va: str, kb: int, vb: str, rec: Record) -> Any:
         """Two identifiers never seen before, in one event (the commonest link: a new device
@@ -379,8 +650,6 @@ class Engine:
         b = a + 1
         refusal = self.rules.pair_refusal[ka][kb]
         joined = refusal is None
-        self.nodes[ka][va] = a
-        self.nodes[kb][vb] = b
         self.kind.append(ka)
         self.kind.append(kb)
         self.value.append(va)
@@ -413,6 +682,8 @@ class Engine:
         self.last_ts.append(ts)
         self.lparent.append(a)
         self.lparent.append(a)
+        self.nodes[ka][va] = a  # (the value entries last: see ``restore``)
+        self.nodes[kb][vb] = b
         self.log[a] = [(ts, eid, (a, b), rec.etype)]
         self.newest[a] = (ts, eid)
         etype = rec.etype
@@ -428,13 +699,23 @@ class Engine:
 
     def _log_single(self, n: int, key: Key, etype: int) -> int:
         root = self.lfind(n)
-        self.log.setdefault(root, []).append((key[0], key[1], (n,), etype))
+        j = self._journal
+        mylog = self.log.get(root)
+        if mylog is None:
+            if j is not None:
+                j += (self.log, root, None, dict.pop, 3)
+            mylog = self.log[root] = []
+        elif j is not None:
+            j += (mylog, len(mylog), _cut, 2)
+        mylog.append((key[0], key[1], (n,), etype))
         return root
 
     def _split(self, n: int, key: Key) -> tuple[bool, int]:
         root = self._log_single(n, key, SPLIT)
         old = self.splits.get(n)
         if old is None or old < key:
+            if self._journal is not None:
+                self._journal += (self.splits, n, _ABSENT if old is None else old, _put, 3)
             self.splits[n] = key
         self.seen_key(root, key)
         # Links dated before the split change meaning: re-decide the component.
@@ -442,12 +723,17 @@ class Engine:
 
     def _reset(self, n: int, key: Key) -> tuple[bool, int]:
         root = self._log_single(n, key, RESET)
+        j = self._journal
         newest = self.newest.get(root)
         if newest is None or newest < key:
+            if j is not None:
+                j += (self.newest, root, _ABSENT if newest is None else newest, _put, 3)
             self.newest[root] = key  # the log's newest key, whatever the reset changes
         old = self.resets.get(n)
         if old is not None and old <= key:
             return False, 0  # an earlier reset already retired it: nothing can change
+        if j is not None:
+            j += (self.resets, n, _ABSENT if old is None else old, _put, 3)
         self.resets[n] = key
         if newest is None or newest < key:
             return False, 0
@@ -476,6 +762,7 @@ class Engine:
                 if top is None or top < t:
                     top = t
         root = roots[0]
+        j = self._journal
         if len(roots) > 1:
             # The longest log is kept and the others appended to it, so that each link
             # event is moved O(log n) times over the life of the graph.
@@ -488,25 +775,44 @@ class Engine:
             for r in roots:
                 if r == root:
                     continue
+                if j is not None:
+                    j += (self.lparent, r, r, setitem, 3)  # r was a root
                 self.lparent[r] = root
                 small = log.pop(r, None)
+                if small is not None and j is not None:
+                    j += (log, r, small, setitem, 3)
                 if small:
                     if big is None:
+                        if j is not None:
+                            j += (log, root, None, dict.pop, 3)
+                            j += (small, len(small), _cut, 2)
                         big = log[root] = small
                     else:
+                        if j is not None:
+                            j += (big, len(big), _cut, 2)
                         big.extend(small)
-                newest.pop(r, None)
+                old = newest.pop(r, _ABSENT)
+                if j is not None and old is not _ABSENT:
+                    j += (newest, r, old, setitem, 3)
             if top is not None:
+                if j is not None:
+                    j += (newest, root, newest.get(root, _ABSENT), _put, 3)
                 newest[root] = top
         entry = (ts, eid, nodes, etype)
         mylog = log.get(root)
         if mylog is None:
+            if j is not None:
+                j += (log, root, None, dict.pop, 3)
             log[root] = [entry]
         else:
+            if j is not None:
+                j += (mylog, len(mylog), _cut, 2)
             mylog.append(entry)
         if late:
             decisions, replayed = self._replay(root, eid)
             return decisions, True, replayed
+        if j is not None:
+            j += (newest, root, newest.get(root, _ABSENT), _put, 3)
         newest[root] = key
         return self._decide(ts, eid, nodes, etype, True), False, 0
 
@@ -608,6 +914,8 @@ class Engine:
         the ``target`` event and how many events were replayed. ``extra`` nodes are reset
         to singletons too (an erased node that no log entry names any more)."""
         events = self._undo(lroot, extra)
+        if self._journal is not None:
+            self._journal += (self, "replays", self.replays, setattr, 3)
         self.replays += 1
         return self._decide_log(events, target, None), len(events)
 
@@ -643,6 +951,9 @@ class Engine:
         events = self.log.get(lroot)
         if events is None:
             events = []
+        elif self._journal is not None:
+            # (the journal's cuts of this log assume its order)
+            self._journal += (events, slice(None), events[:], setitem, 3)
         events.sort()
         members: set[int] = set(extra)
         refusals = self.refusals
@@ -688,27 +999,54 @@ class Engine:
         traits: dict[str, Any] | None,
         set_once: dict[str, Any] | None,
     ) -> None:
+        j = self._journal
         if traits:
-            mine = self.traits.setdefault(n, {})
+            mine = self._slot(self.traits, n, j)
             for k, v in traits.items():
+                if j is not None:
+                    j += (mine, k, mine.get(k, _ABSENT), _put, 3)
                 keep(mine, k, ts, eid, v)
         if set_once:
-            once = self.traits_once.setdefault(n, {})
+            once = self._slot(self.traits_once, n, j)
             for k, v in set_once.items():
+                if j is not None:
+                    j += (once, k, once.get(k, _ABSENT), _put, 3)
                 keep(once, k, ts, eid, v, True)
+
+    @staticmethod
+    def _slot(mapping: dict[Any, Any], key: Any, j: Journal | None) -> Any:
+        """``mapping.setdefault(key, {})``, journaled."""
+        slot = mapping.get(key)
+        if slot is None:
+            if j is not None:
+                j += (mapping, key, None, dict.pop, 3)
+            slot = mapping[key] = {}
+        return slot
 
     def _write_company(
         self, n: int | None, ts: float, eid: str, cid: str, traits: dict[str, Any] | None
     ) -> None:
         """Link node ``n`` (``None``: no one, the anchor was erased) to company ``cid`` and
         write the company's traits."""
-        holders = self.company_members.setdefault(cid, set())
+        j = self._journal
+        holders = self.company_members.get(cid)
+        if holders is None:
+            if j is not None:
+                j += (self.company_members, cid, None, dict.pop, 3)
+            holders = self.company_members[cid] = set()
         if n is not None:
-            keep(self.company_links.setdefault(n, {}), cid, ts, eid, None)
+            links = self._slot(self.company_links, n, j)
+            if j is not None:
+                j += (links, cid, links.get(cid, _ABSENT), _put, 3)
+                if n not in holders:
+                    j += (holders, n, set.discard, 2)
+            keep(links, cid, ts, eid, None)
             holders.add(n)
-        ctraits = self.company_traits.setdefault(cid, {})
+        ctraits = self._slot(self.company_traits, cid, j)
         if traits:
             for k, v in traits.items():
+                if j is not None:
+                    j += (ctraits, k, ctraits.get(k, _ABSENT), _put, 3)
                 keep(ctraits, k, ts, eid, v)
 
     def _touch_canon(self, n: int) -> None:

@@ -14,8 +14,9 @@ import hashlib
 import json
 import math
 import struct
+import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime, time
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _encode_ascii
 from typing import Any
@@ -48,12 +49,16 @@ __all__ = [
     "COMPANY",
     "FORGET",
     "IDENTIFY",
+    "MAX_NESTING",
+    "MAX_TIMESTAMP",
     "MERGE",
+    "MIN_TIMESTAMP",
     "RESET",
     "SPLIT",
     "TRACK",
     "Record",
     "RecordBuilder",
+    "from_epoch_ms",
 ]
 
 TRACK, IDENTIFY, ALIAS, RESET, COMPANY, MERGE, SPLIT, FORGET = range(8)
@@ -71,6 +76,14 @@ EVENT_TYPES = (
 )
 
 Clock = Callable[[], "datetime | float | int"]
+
+#: The timestamps an event may carry, in epoch seconds: from 1900-01-01T00:00:00Z (included)
+#: to 3000-01-01T00:00:00Z (excluded) (docs/concepts.md, Timestamps and the clock).
+MIN_TIMESTAMP = -2_208_988_800.0
+MAX_TIMESTAMP = 32_503_680_000.0
+#: How deep properties, traits and set_once may nest: the mapping itself is level 1, each
+#: mapping or list inside it one level more (docs/concepts.md, Errors).
+MAX_NESTING = 32
 
 
 class Record:
@@ -122,33 +135,151 @@ class Record:
         self.company_traits = company_traits
 
 
-# Content fingerprints must not depend on dict order: sort keys.  ``default=repr`` keeps
-# odd but harmless values (datetimes in properties) from failing the write.  One encoder
-# for the process: ``json.dumps`` with options builds a new one per call, which was a tenth
-# of the per-event cost of a track with properties; ``JSONEncoder.encode`` still builds the
-# C encoder per call, so the C encoder is built once here (the same options as the
+# Properties and traits must be JSON data (docs/concepts.md, Errors): ``dict`` with ``str``
+# keys at the top, lists and tuples, ``str``, ``int``, finite ``float``, ``bool``, ``None``,
+# and ``datetime``/``date``/``time`` values. Sets (their order follows ``PYTHONHASHSEED``),
+# other objects (their repr may hold an address), NaN and infinities are refused, and so are
+# lone surrogates, ints too long to turn into text and nesting deeper than ``MAX_NESTING``.
+#
+# Content fingerprints must not depend on dict order: sort keys. One encoder for the
+# process: ``json.dumps`` with options builds a new one per call, which was a tenth of the
+# per-event cost of a track with properties; ``JSONEncoder.encode`` still builds the C
+# encoder per call, so the C encoder is built once here (the same options as the
 # ``JSONEncoder``, which stays the fallback where the C accelerator is missing). Without the
 # circular-reference markers, a cycle ends in ``RecursionError`` like very deep nesting
-# does: both are bad input.
-_CONTENT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+# does: both are bad input. The ASCII output escapes every non-ASCII character, so a lone
+# surrogate can only be there when the text holds ``\ud``, and nesting deeper than the
+# limit only when it holds more brackets than the limit: two cheap tests on the hot path,
+# and a walk of the value only when one of them says so.
+
+
+def _content_default(value: Any) -> Any:
+    """What the content encoder makes of a value JSON has no type for: datetimes as their
+    repr, as identityres 0.1 encoded them (properties are never stored: they only make the
+    event id and fingerprint, which must stay the same), anything else refused."""
+    if isinstance(value, (datetime, date, time)):
+        return repr(value)
+    raise _NotJSON(_not_json(value))
+
+
+def _data_default(value: Any) -> Any:
+    """What stored traits make of a value JSON has no type for: datetimes as ISO-8601
+    strings (``datetime.isoformat``), anything else refused."""
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    raise _NotJSON(_not_json(value))
+
+
+class _NotJSON(TypeError):
+    """A value JSON has no type for (its message is the whole reason)."""
+
+
+def _not_json(value: Any) -> str:
+    name = type(value).__name__
+    if isinstance(value, (set, frozenset)):
+        return f"a {name} is not JSON data (its order is not fixed): give a sorted list"
+    return f"a {name} is not JSON data (give a str, int, float, bool, None, list or dict)"
+
+
+_CONTENT_JSON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), default=_content_default, allow_nan=False
+)
 _C_JSON = (
     None
     if _c_make_encoder is None
-    else _c_make_encoder(None, repr, _encode_ascii, None, ":", ",", True, False, True)
+    else _c_make_encoder(None, _content_default, _encode_ascii, None, ":", ",", True, False, False)
 )
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, or a stand-in when it cannot be made (an int too long for text)."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
+def _valid_text(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates, e.g. a truncated emoji)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_LONE_SURROGATE = "holds a lone surrogate (e.g. a truncated emoji): not valid Unicode text"
+_TOO_DEEP = f"nested more than {MAX_NESTING} levels deep, or holds itself (a circular reference)"
+
+
+def _long_int() -> str:
+    return (
+        f"holds an int of more than {sys.get_int_max_str_digits()} digits, more than Python "
+        "turns into text (sys.get_int_max_str_digits())"
+    )
+
+
+def _encoding_failed(field: str, value: Any, exc: Exception) -> InvalidEventError:
+    text = str(exc)
+    if isinstance(exc, _NotJSON):
+        reason = text
+    elif "integer string conversion" in text:
+        reason = _long_int()
+    elif "Out of range float" in text:
+        reason = "NaN and infinities are not JSON data"
+    else:
+        reason = f"must be JSON data: {text}"
+    return InvalidEventError(field, value, reason)
+
+
+def _checked(field: str, value: Any, text: str) -> str:
+    """``text`` (the ASCII JSON of ``value``) when ``value`` holds no lone surrogate and
+    nests at most ``MAX_NESTING`` levels deep."""
+    if "\\ud" in text or text.count("{") + text.count("[") > MAX_NESTING:
+        problem = _problem(value)
+        if problem is not None:
+            raise InvalidEventError(field, value, problem)
+    return text
+
+
+def _problem(value: Any) -> str | None:
+    """Why ``value`` (which encodes) is not JSON data: a lone surrogate in a key or a
+    string, or nesting deeper than ``MAX_NESTING``; ``None`` when it is."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_NESTING:
+            return f"nested more than {MAX_NESTING} levels deep (at {path})"
+        if isinstance(item, dict):
+            pairs: Any = item.items()
+        elif isinstance(item, (list, tuple)):
+            pairs = enumerate(item)
+        else:
+            continue
+        for key, child in pairs:
+            if isinstance(key, str) and not key.isascii() and not _valid_text(key):
+                return f"{_LONE_SURROGATE} (a key at {path or 'the top'}: {key!r})"
+            if isinstance(child, str):
+                if not child.isascii() and not _valid_text(child):
+                    return f"{_LONE_SURROGATE} (at {path}[{key!r}])"
+            elif isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1, f"{path}[{key!r}]"))
+    return None
+
+
 def _json(value: dict[str, Any], field: str) -> str:
+    """The content text of properties or traits: sorted, ASCII JSON; raises
+    :class:`InvalidEventError` naming ``field`` for what is not JSON data."""
     try:
         if _C_JSON is not None:
-            return "".join(_C_JSON(value, 0))
-        return _CONTENT_JSON.encode(value)
-    except (TypeError, ValueError) as exc:  # e.g. a nested mapping with mixed key types
-        raise InvalidEventError(field, value, f"not JSON-like: {exc}") from None
+            text: str = "".join(_C_JSON(value, 0))
+        else:
+            text = _CONTENT_JSON.encode(value)
+    except (TypeError, ValueError) as exc:  # e.g. a set, NaN, mixed key types
+        raise _encoding_failed(field, value, exc) from None
     except RecursionError:
-        raise InvalidEventError(
-            field, value, "nested too deeply, or holds itself (a circular reference)"
-        ) from None
+        raise InvalidEventError(field, value, _TOO_DEEP) from None
+    return _checked(field, value, text)
 
 
 def _kind_of(pair: tuple[int, str]) -> int:
@@ -218,27 +349,85 @@ def derive_event_id(content: tuple[Any, ...], kind_names: tuple[str, ...]) -> st
     return "ev-" + legacy_fingerprint(content, kind_names).hex()
 
 
+def _outside(field: str, value: Any, ts: float) -> InvalidTimestampError:
+    """The error for a finite timestamp outside the window, with a hint when it is in the
+    window once read as milliseconds, microseconds or nanoseconds."""
+    reason = (
+        "outside the supported window 1900-01-01T00:00:00Z .. 3000-01-01T00:00:00Z "
+        f"(epoch seconds {MIN_TIMESTAMP:.0f} .. {MAX_TIMESTAMP:.0f}, the end excluded)"
+    )
+    for unit, scale, advice in (
+        ("milliseconds", 1e3, "divide by 1000, or pass identityres.from_epoch_ms(value)"),
+        ("microseconds", 1e6, "divide by 1_000_000"),
+        ("nanoseconds", 1e9, "divide by 1_000_000_000"),
+    ):
+        if MIN_TIMESTAMP <= ts / scale < MAX_TIMESTAMP:
+            reason += f"; looks like epoch {unit}: {advice}"
+            break
+    return InvalidTimestampError(field, value, reason)
+
+
 def to_timestamp(value: Any, field: str = "timestamp") -> float:
-    """Validate a timestamp and return epoch seconds (docs/concepts.md: operations, errors)."""
+    """Validate a timestamp and return epoch seconds, refusing what lies outside
+    ``MIN_TIMESTAMP <= ts < MAX_TIMESTAMP`` (docs/concepts.md, Timestamps and the clock)."""
     t = type(value)
     if t is float or t is int:
         try:
             ts = float(value)
-        except OverflowError:  # an int beyond any float
-            ts = math.inf
+        except OverflowError:  # an int beyond any float: finite, but far outside the window
+            raise _outside(field, value, math.inf) from None
+        if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+            return ts
         if not math.isfinite(ts):
             raise InvalidTimestampError(field, value, "must be a finite number of epoch seconds")
-        return ts
+        raise _outside(field, value, ts)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidTimestampError(
                 field, value, "naive datetime: give a timezone-aware datetime (e.g. tzinfo=UTC)"
             )
-        return value.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return to_timestamp(float(value) if isinstance(value, float) else int(value), field)
+        ts = value.timestamp()
+        if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+            return ts
+        raise _outside(field, value, ts)
+    if isinstance(value, float):  # a float subclass (numpy.float64): its float value
+        return to_timestamp(float.__float__(value), field)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return to_timestamp(int.__int__(value), field)
     raise InvalidTimestampError(
         field, value, f"must be a tz-aware datetime or epoch seconds, not {t.__name__}"
+    )
+
+
+def from_epoch_ms(value: int | float) -> float:
+    """Epoch **milliseconds** (JavaScript's ``Date.now()``) as the epoch seconds every
+    ``timestamp=`` argument takes: ``graph.track(..., timestamp=from_epoch_ms(ms))``.
+
+    Raises :class:`~identityres.errors.InvalidTimestampError` (field ``timestamp``) for what
+    is not a finite ``int``/``float``, or what lies outside the window once in seconds
+    (docs/concepts.md, Timestamps and the clock)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTimestampError(
+            "timestamp",
+            value,
+            f"epoch milliseconds must be an int or float, not {type(value).__name__}",
+        )
+    exact = float.__float__(value) if isinstance(value, float) else int.__int__(value)
+    try:
+        seconds = exact / 1000
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf if exact > 0 else -math.inf
+    if MIN_TIMESTAMP <= seconds < MAX_TIMESTAMP:
+        return seconds
+    if not math.isfinite(seconds) and not isinstance(value, int):
+        raise InvalidTimestampError(
+            "timestamp", value, "must be a finite number of epoch milliseconds"
+        )
+    raise InvalidTimestampError(
+        "timestamp",
+        value,
+        "epoch milliseconds outside the supported window 1900-01-01T00:00:00Z .. "
+        "3000-01-01T00:00:00Z (the end excluded)",
     )
 
 
@@ -258,13 +447,17 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
 
 def _json_data(field: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Traits are stored: they must be JSON data, and are kept as JSON reads them back
-    (tuples become lists), so that every store gives the same values."""
+    (tuples become lists, datetimes ISO-8601 strings), so that every store gives the same
+    values."""
     if value is None:
         return None
     try:
-        data: dict[str, Any] = json.loads(json.dumps(value, allow_nan=True))
+        text = json.dumps(value, default=_data_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidEventError(field, value, f"must be JSON data: {exc}") from None
+        raise _encoding_failed(field, value, exc) from None
+    except RecursionError:
+        raise InvalidEventError(field, value, _TOO_DEEP) from None
+    data: dict[str, Any] = json.loads(_checked(field, value, text))
     return data
 
 
@@ -275,7 +468,7 @@ def _check_mapping(field: str, value: Any) -> dict[str, Any] | None:
         raise InvalidEventError(field, value, f"must be a mapping, not {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise InvalidEventError(field, value, f"keys must be str, found {key!r}")
+            raise InvalidEventError(field, value, f"keys must be str, found {_shown(key)}")
     # ``{}`` and ``None`` say the same thing; keep them the same content.
     return dict(value) if value else None
 
@@ -328,10 +521,14 @@ class RecordBuilder:
         t = type(raw)
         if t is str:
             value: str = raw
-        elif t is int or isinstance(raw, str):
-            value = str(raw)
+        elif isinstance(raw, str):
+            # a str subclass is the text it holds, whatever its ``__str__`` says
+            value = str.__str__(raw)
         elif isinstance(raw, int) and not isinstance(raw, bool):
-            value = str(int(raw))
+            try:  # an int subclass: its value, whatever its ``__str__``/``__int__`` say
+                value = int.__repr__(raw)
+            except ValueError:  # more digits than Python turns into text
+                raise InvalidEventError(field, raw, _long_int()) from None
         else:
             raise IdentifierTypeError(field, raw, f"must be str or int, not {t.__name__}")
         value = value.strip() if kind == COMPANY_KIND else self._rules.normalizers[kind](value)
@@ -392,16 +589,37 @@ class RecordBuilder:
         if type(value) is str and value and value.isascii():
             return value
         if isinstance(value, str) and value:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
+            if not _valid_text(value):
                 raise InvalidEventError(
                     "event_id", value, "contains lone surrogates; not valid Unicode text"
-                ) from None
-            return str(value)
+                )
+            return str.__str__(value)  # the text a str subclass holds, not its __str__
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+            try:
+                return int.__repr__(value)
+            except ValueError:  # more digits than Python turns into text
+                raise InvalidEventError("event_id", value, _long_int()) from None
         raise InvalidEventError("event_id", value, "must be a non-empty str (or an int)")
+
+    def batch(self, events: Any) -> list[Any]:
+        """The events of an ``ingest`` batch as a list: ``events`` must be an iterable of
+        events, not one event, a ``str``/``bytes`` or a mapping (docs/concepts.md, Errors)."""
+        if events is None or isinstance(events, (str, bytes, bytearray, memoryview, Mapping)):
+            raise InvalidEventError(
+                "events",
+                events,
+                f"must be an iterable of events (a list, ...), not {type(events).__name__}",
+            )
+        try:
+            iterator = iter(events)
+        except TypeError:
+            hint = " (wrap one event in a list)" if hasattr(events, "timestamp") else ""
+            raise InvalidEventError(
+                "events",
+                events,
+                f"must be an iterable of events (a list, ...), not {type(events).__name__}" + hint,
+            ) from None
+        return list(iterator)
 
     def _finish(
         self,
@@ -499,7 +717,13 @@ class RecordBuilder:
             ts = float(timestamp)
         except OverflowError:
             return None
-        if ts - ts != 0.0:  # NaN or infinite
+        if not MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:  # outside the window, NaN or infinite
+            return None
+        if event.isascii():
+            name = event
+        elif _valid_text(event):
+            name = event.replace(_SEP, _SEP2)
+        else:  # lone surrogates: the general path refuses them
             return None
         rules = self._rules
         quick = self._quick
@@ -541,7 +765,6 @@ class RecordBuilder:
             props = _json(properties, "properties")
         # ``fingerprint``'s text for this content, written out (identifiers here are ASCII
         # and so is the properties' JSON: only the event name may hold the separator)
-        name = event if "\uffff" not in event else event.replace(_SEP, _SEP2)
         text = f"track{text}\uffffn\uffffs{name}\uffff" + ("n" if props is None else "s" + props)
         digest = _digest(_TS(ts) + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         return Record(TRACK, ts, event_id, ids, (), (TRACK, ts, ids, None, event, props), digest)
@@ -573,6 +796,10 @@ class RecordBuilder:
                 return fast
         if not isinstance(event, str) or not event:
             raise InvalidEventError("event", event, "the event name must be a non-empty str")
+        if not event.isascii() and not _valid_text(event):
+            raise InvalidEventError(
+                "event", event, "contains lone surrogates; not valid Unicode text"
+            )
         pairs: list[tuple[int, str]] = []
         if user_id is not None:
             pairs.append((rules.user, self.identifier_value("user_id", rules.user, user_id)))
@@ -622,7 +849,13 @@ class RecordBuilder:
                 ts = math.nan
             u = user_id.strip()
             a = anonymous_id.strip()
-            if ts - ts == 0.0 and u.isascii() and a.isascii() and self._quick(u) and self._quick(a):
+            if (
+                MIN_TIMESTAMP <= ts < MAX_TIMESTAMP  # not NaN, infinite or outside the window
+                and u.isascii()
+                and a.isascii()
+                and self._quick(u)
+                and self._quick(a)
+            ):
                 fast = ((rules.user, u), (rules.anon, a))
                 # ``fingerprint``'s text for this content, written out
                 text = f"identify\uffffkuser_id={u}\uffffkanonymous_id={a}\uffffn\uffffn\uffffn"

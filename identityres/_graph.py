@@ -6,7 +6,9 @@ records to the engine (``_engine``); reads turn engine state into ``Profile`` va
 from __future__ import annotations
 
 import heapq
+import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -27,6 +29,7 @@ from identityres._explain import (
     explain_chain,
     profile_history,
 )
+from identityres._fork import release_orphaned
 from identityres._model import (
     Company,
     Identifier,
@@ -230,6 +233,26 @@ class IdentityGraph(EventWriter[Outcome]):
             if isinstance(self._writer, InPlaceWriter)
             else self._stored_canonical
         )
+        _GRAPHS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (docs/storage.md, "Fork"). The locks a parent thread held at the
+        fork are made free in place, so the lock cached above (``_lock``, the writer's, the
+        closure of ``_in_place_canonical``) stays the one to take; the stores judge what such
+        a thread may have left half-done in them (the memory store's hook ran already: it was
+        registered first, when this module imported it)."""
+        writer = self._writer
+        if isinstance(writer, BatchWriter):
+            release_orphaned(writer.lock)
+            return
+        store = self._store
+        if isinstance(store, MemoryStore) and store.fork_error is not None:
+            # The engine may be half-written: write and read through batches and the store's
+            # read calls, which raise the store's error, instead of touching it in place.
+            self._writer = BatchWriter(store, self._rules.compiled)
+            self._lock = self._writer.lock
+            self._submit = self._writer.submit  # type: ignore[method-assign]
+            self._canonical_value = self._stored_canonical
 
     @property
     def rules(self) -> Rules:
@@ -276,7 +299,7 @@ class IdentityGraph(EventWriter[Outcome]):
         records: list[tuple[int, Record]] = []
         errors: list[EventError] = []
         in_batch: dict[str, bytes] = {}
-        events_list = list(events)
+        events_list = build.batch(events)  # an iterable of events, else InvalidEventError
         with self._lock:
             # (a batch writer holds nothing here: it asks its store inside the batch)
             stored = writer.held
@@ -344,14 +367,15 @@ class IdentityGraph(EventWriter[Outcome]):
         k, v = self._build.lookup(user_id, anonymous_id, identifier)
         return self._canonical_value(k, v)
 
+    # A read made of one store call sees one state as it is; one made of several makes them
+    # inside ``Store.snapshot()`` (docs/storage.md, "Reads").
+
     def _stored_canonical(self, k: int, v: str) -> str | None:
-        with self._lock:
-            rows = self._store.profile_of(self._kinds[k], v)
+        rows = self._store.profile_of(self._kinds[k], v)
         return None if rows is None else canonical_row(rows.nodes, self._rules.compiled).value
 
     def _profile_of(self, kind: str, value: str) -> Profile | None:
-        with self._lock:
-            rows = self._store.profile_of(kind, value)
+        rows = self._store.profile_of(kind, value)
         return None if rows is None else build_profile(rows, self._rules.compiled)
 
     def profile(
@@ -395,13 +419,12 @@ class IdentityGraph(EventWriter[Outcome]):
                 for i in identifiers
             )
         )
-        with self._lock:
-            return self._store.read_components(wanted)
+        return self._store.read_components(wanted)
 
     def refusals(self) -> Iterator[Refusal]:
         """Every refusal in effect, by event key (R1 in docs/merge-rules.md: demoted
-        identifiers)."""
-        with self._lock:
+        identifiers), from one committed state of the store."""
+        with self._store.snapshot():
             links = list(self._store.iter_refused_links())
             refs = {m for link in links for m in link.members}
             nodes = self._store.nodes_by_ref(refs)
@@ -435,7 +458,7 @@ class IdentityGraph(EventWriter[Outcome]):
 
     def _company(self, cid: str) -> Company | None:
         rules = self._rules.compiled
-        with self._lock:
+        with self._store.snapshot():
             found = self._store.company_rows(cid)
             if found is None:
                 return None
@@ -447,8 +470,8 @@ class IdentityGraph(EventWriter[Outcome]):
         return build_company(cid, found.traits, canon)
 
     def companies(self) -> Iterator[Company]:
-        """Every company, by id."""
-        with self._lock:
+        """Every company, by id, from one committed state of the store."""
+        with self._store.snapshot():
             ids = self._store.company_ids()
             result = [self._company(cid) for cid in ids]
         return iter(c for c in result if c is not None)
@@ -456,15 +479,13 @@ class IdentityGraph(EventWriter[Outcome]):
     def stats(self, *, top: int = 10) -> GraphStats:
         """Counts for operators: events, identifiers, profiles, joins, the profile size
         distribution and the ``top`` largest profiles (to spot a super-profile), refusals by
-        reason and by kind, blocked values. Reads every profile once."""
+        reason and by kind, blocked values. Reads every profile once, all from one committed
+        state of the store (a memory store's writers wait meanwhile)."""
         if isinstance(top, bool) or not isinstance(top, int) or top < 0:
             raise ConfigurationError(f"top={top!r}: must be an int >= 0")
         rules = self._rules.compiled
         kind_index = rules.kind_index
         sizes: Counter[int] = Counter()
-        with self._lock:
-            counts = self._store.counts()
-            refused = list(self._store.iter_refused_links())
 
         def ranked() -> Iterator[tuple[int, int, str]]:
             # (minus the size, priority of the canonical id's kind, canonical id): the
@@ -475,10 +496,13 @@ class IdentityGraph(EventWriter[Outcome]):
                 c = canonical_row(rows.nodes, rules)
                 yield -size, kind_index.get(c.kind, len(kind_index)), c.value
 
-        entries = ranked()
-        largest = heapq.nsmallest(top, entries)  # keeps ``top`` entries at a time
-        for _ in entries:  # (``nsmallest`` reads nothing when ``top`` is 0)
-            pass
+        with self._store.snapshot():
+            counts = self._store.counts()
+            refused = list(self._store.iter_refused_links())
+            entries = ranked()
+            largest = heapq.nsmallest(top, entries)  # keeps ``top`` entries at a time
+            for _ in entries:  # (``nsmallest`` reads nothing when ``top`` is 0)
+                pass
         refusals: Counter[str] = Counter()
         by_kind: Counter[str] = Counter()
         for link in refused:
@@ -512,8 +536,7 @@ class IdentityGraph(EventWriter[Outcome]):
 
     def __len__(self) -> int:
         """Number of identifiers in the graph."""
-        with self._lock:
-            return self._store.counts().identifiers
+        return self._store.counts().identifiers
 
     # -- explaining and exporting (docs/operator-tools.md) ---------------------------------
 
@@ -582,3 +605,16 @@ class IdentityGraph(EventWriter[Outcome]):
         from identityres.export import to_networkx
 
         return to_networkx(self, user_id=user_id, anonymous_id=anonymous_id, identifier=identifier)
+
+
+#: every graph of this process (for the at-fork hook)
+_GRAPHS: weakref.WeakSet[IdentityGraph] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for graph in list(_GRAPHS):
+        graph._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,9 +15,21 @@ from identityres._rules import CompiledRules
 __all__ = ["build_company", "build_profile", "canonical_row", "utc"]
 
 
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
 def utc(ts: float) -> datetime:
-    """An epoch timestamp as an aware UTC ``datetime``."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    """An epoch timestamp as an aware UTC ``datetime``.
+
+    Writes refuse timestamps outside 1900..3000 (docs/concepts.md, Timestamps and the clock),
+    but a store written by an older version may hold one that no ``datetime`` can: it is
+    shown clamped to ``datetime.min`` or ``datetime.max`` (in UTC) rather than failing the
+    read (NaN shows as ``datetime.min``)."""
+    try:
+        return datetime.fromtimestamp(ts, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return _LATEST if ts > 0 else _EARLIEST
 
 
 def canonical_row(nodes: Iterable[NodeRow], rules: CompiledRules) -> NodeRow:

@@ -79,6 +79,9 @@ class BlockedCount(NamedTuple):
     """How many more times a batch saw a blocked value (``Changes.blocked``)."""
 
     kind: str
+    #: what is kept of the value: itself up to 64 characters, else its first 64 characters,
+    #: ``…#`` and 16 hex digits of a keyed hash of the whole value (the store's erasure
+    #: key); the key of the count, and what ``stats().blocked_values`` shows
     value: str
     #: how many more times it was seen
     added: int

@@ -67,22 +67,93 @@ def normalize_email(value: str) -> str:
     return value.strip().lower()
 
 
+#: Most kinds a set of rules may have, ``user_id`` and ``anonymous_id`` included: the engine
+#: keeps a node's kind in one signed byte (docs/concepts.md, Kinds and priority).
+MAX_KINDS = 100
+#: Largest ``limits``, ``max_profile_size`` and ``max_length``: what a 64-bit count holds.
+MAX_COUNT = 2**63 - 1
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, or a stand-in when it cannot be made (an int too
+    long to turn into text)."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
+def _collection(option: str, value: Any, *, ordered: bool) -> tuple[Any, ...]:
+    """The items of a collection option: refuses a ``str``/``bytes`` (which would be split
+    into characters), ``None``, a mapping, anything not iterable, and, where the order is
+    the meaning (``ordered``), a set, whose order changes from process to process."""
+    wrong = value is None or isinstance(value, (str, bytes, bytearray, memoryview, Mapping))
+    if not wrong and ordered and isinstance(value, (set, frozenset)):
+        raise ConfigurationError(
+            f"{option}={shown(value)}: the order is the meaning; give a list or tuple, not a "
+            f"{type(value).__name__}"
+        )
+    if not wrong:
+        try:
+            return tuple(value)
+        except TypeError:
+            pass
+    what = "of names" if ordered else "of values"
+    raise ConfigurationError(
+        f"{option}={shown(value)}: must be a list or tuple {what}, not {type(value).__name__}"
+    )
+
+
 def _kinds_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
+    return _collection("kinds", value, ordered=True)
 
 
 def _optional_kinds_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else _collection("priority", value, ordered=True)
 
 
 def _values_set(value: Iterable[str]) -> frozenset[str]:
-    return frozenset(value)
+    values = _collection("blocked_values", value, ordered=False)
+    for item in values:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"blocked_values: {shown(item)} is not a str")
+        _check_text("blocked_values", item)
+    return frozenset(values)
+
+
+def _check_text(option: str, text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"{option}: {text!r} holds a lone surrogate; not valid Unicode text"
+            ) from None
+
+
+def _pattern_key(pattern: Any) -> tuple[str, int]:
+    if isinstance(pattern, re.Pattern):
+        return (str(pattern.pattern), pattern.flags)
+    return (str(pattern), 0)
 
 
 def _patterns_tuple(
     value: Iterable[str | re.Pattern[str]],
 ) -> tuple[str | re.Pattern[str], ...]:
-    return tuple(value)
+    patterns = _collection("blocked_patterns", value, ordered=False)
+    for pattern in patterns:
+        text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+        if not isinstance(text, str):
+            raise ConfigurationError(
+                f"blocked_patterns: {shown(pattern)} is not a str pattern (identifier values "
+                "are str; a bytes pattern never matches one)"
+            )
+        _check_text("blocked_patterns", text)
+    if isinstance(value, (set, frozenset)):
+        # the record lists patterns in the order given: a set's order changes with
+        # PYTHONHASHSEED, so give it one
+        patterns = tuple(sorted(patterns, key=_pattern_key))
+    return patterns
 
 
 def _default_limits() -> dict[str, int | None]:
@@ -90,11 +161,16 @@ def _default_limits() -> dict[str, int | None]:
 
 
 def _check_kinds(instance: Rules, attribute: attrs.Attribute[Any], kinds: tuple[str, ...]) -> None:
+    if len(kinds) + 2 > MAX_KINDS:
+        raise ConfigurationError(
+            f"kinds: {len(kinds)} kinds declared; at most {MAX_KINDS - 2} (with user_id and "
+            f"anonymous_id, {MAX_KINDS} kinds in total)"
+        )
     seen: set[str] = set()
     for kind in kinds:
         if not isinstance(kind, str) or not _KIND_NAME.match(kind):
             raise ConfigurationError(
-                f"kinds: {kind!r} is not a valid kind name (lower-case letters, digits, '_')"
+                f"kinds: {shown(kind)} is not a valid kind name (lower-case letters, digits, '_')"
             )
         if kind in (USER_ID, ANONYMOUS_ID):
             raise ConfigurationError(f"kinds: {kind!r} is built in; declare only further kinds")
@@ -122,6 +198,13 @@ class Rules:
       surrounding whitespace), e.g. ``{"email": normalize_email}``.
     * ``default_blocked_values``: keep the default blocked list of docs/merge-rules.md
       (default True).
+
+    Collections must be collections (a ``str`` is not split into characters, ``None`` is
+    refused), ``kinds`` and ``priority`` ordered ones (no sets), mappings mappings; patterns
+    are ``str`` patterns; counts are ints from 1 to ``2**63 - 1``; at most 100 kinds in all,
+    ``user_id`` and ``anonymous_id`` included. Anything else raises
+    :class:`~identityres.errors.ConfigurationError` naming the option (docs/concepts.md,
+    Errors).
     """
 
     kinds: tuple[str, ...] = attrs.field(
@@ -283,6 +366,11 @@ class RulesRecord:
         return "; ".join(parts) or "the recorded digest differs"
 
 
+def _count(value: Any) -> bool:
+    """An int from 1 to ``MAX_COUNT`` (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT
+
+
 class CompiledRules:
     """Precomputed tables for the hot path. Kinds are indexes into ``kind_names``, which is
     in priority order, so sorting identifiers by priority is sorting by index."""
@@ -310,9 +398,13 @@ class CompiledRules:
             names = declared
         else:
             names = rules.priority
-            if sorted(names) != sorted(declared) or len(set(names)) != len(names):
+            if (
+                not all(isinstance(k, str) for k in names)
+                or sorted(names) != sorted(declared)
+                or len(set(names)) != len(names)
+            ):
                 raise ConfigurationError(
-                    f"priority={names!r}: must order exactly the kinds {declared!r}"
+                    f"priority={shown(names)}: must order exactly the kinds {declared!r}"
                 )
         self.kind_names: tuple[str, ...] = names
         self.kind_index: dict[str, int] = {k: i for i, k in enumerate(names)}
@@ -320,23 +412,28 @@ class CompiledRules:
         self.anon = self.kind_index[ANONYMOUS_ID]
 
         if not isinstance(rules.limits, Mapping):
-            raise ConfigurationError(f"limits={rules.limits!r}: must be a mapping kind -> int")
+            raise ConfigurationError(
+                f"limits={shown(rules.limits)}: must be a mapping kind -> int, not "
+                f"{type(rules.limits).__name__}"
+            )
         merged: dict[str, int | None] = {USER_ID: 1, **rules.limits}
         limits: list[int | None] = [None] * len(names)
         for kind, limit in merged.items():
             if kind not in self.kind_index:
-                raise ConfigurationError(f"limits: unknown kind {kind!r}")
-            if limit is not None and (
-                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
-            ):
-                raise ConfigurationError(f"limits[{kind!r}]={limit!r}: must be an int >= 1 or None")
+                raise ConfigurationError(f"limits: unknown kind {shown(kind)}")
+            if limit is not None and not _count(limit):
+                raise ConfigurationError(
+                    f"limits[{kind!r}]={shown(limit)}: must be an int from 1 to 2**63-1, or None"
+                )
             limits[self.kind_index[kind]] = limit
         self.limits: tuple[int | None, ...] = tuple(limits)
         self.limited: tuple[int, ...] = tuple(i for i, lim in enumerate(limits) if lim is not None)
 
         cap = rules.max_profile_size
-        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-            raise ConfigurationError(f"max_profile_size={cap!r}: must be an int >= 1 or None")
+        if cap is not None and not _count(cap):
+            raise ConfigurationError(
+                f"max_profile_size={shown(cap)}: must be an int from 1 to 2**63-1, or None"
+            )
         self.max_profile_size: int | None = cap
         # What joining two singletons of kinds (i, j) gives: None (allowed) or the refusal
         # (R2), precomputed for the hot path of two first-seen identifiers.
@@ -344,24 +441,24 @@ class CompiledRules:
             tuple(self._singletons(i, j, limits, cap) for j in range(len(names)))
             for i in range(len(names))
         )
-        if (
-            not isinstance(rules.max_length, int)
-            or isinstance(rules.max_length, bool)
-            or rules.max_length < 1
-        ):
-            raise ConfigurationError(f"max_length={rules.max_length!r}: must be an int >= 1")
+        if not _count(rules.max_length):
+            raise ConfigurationError(
+                f"max_length={shown(rules.max_length)}: must be an int from 1 to 2**63-1"
+            )
         self.max_length: int = rules.max_length
 
         # The empty string never identifies anyone, default list or not.
         exact: set[str] = {""}
         insensitive: set[str] = set()
+        if not isinstance(rules.default_blocked_values, bool):
+            raise ConfigurationError(
+                f"default_blocked_values={shown(rules.default_blocked_values)}: must be True "
+                "or False"
+            )
         if rules.default_blocked_values:
             exact |= DEFAULT_BLOCKED_EXACT
             insensitive |= DEFAULT_BLOCKED_INSENSITIVE
-        for value in rules.blocked_values:
-            if not isinstance(value, str):
-                raise ConfigurationError(f"blocked_values: {value!r} is not a str")
-            exact.add(value)
+        exact |= rules.blocked_values  # str values, checked by the converter
         self.blocked_exact = frozenset(exact)
         self.blocked_insensitive = frozenset(insensitive)
         self.ci_max_len = max((len(w) for w in insensitive), default=0)
@@ -371,16 +468,21 @@ class CompiledRules:
                 patterns.append(pattern if isinstance(pattern, re.Pattern) else re.compile(pattern))
             except (re.error, TypeError) as exc:
                 raise ConfigurationError(
-                    f"blocked_patterns: {pattern!r} is not a regex: {exc}"
+                    f"blocked_patterns: {shown(pattern)} is not a regex: {exc}"
                 ) from exc
         self.patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
 
         normalizers: list[Callable[[str], str]] = [strip_whitespace] * len(names)
+        if not isinstance(rules.normalizers, Mapping):
+            raise ConfigurationError(
+                f"normalizers={shown(rules.normalizers)}: must be a mapping kind -> function, "
+                f"not {type(rules.normalizers).__name__}"
+            )
         for kind, fn in rules.normalizers.items():
             if kind not in self.kind_index:
-                raise ConfigurationError(f"normalizers: unknown kind {kind!r}")
+                raise ConfigurationError(f"normalizers: unknown kind {shown(kind)}")
             if not callable(fn):
-                raise ConfigurationError(f"normalizers[{kind!r}]={fn!r}: not callable")
+                raise ConfigurationError(f"normalizers[{kind!r}]={shown(fn)}: not callable")
             normalizers[self.kind_index[kind]] = fn
         self.normalizers: tuple[Callable[[str], str], ...] = tuple(normalizers)
 

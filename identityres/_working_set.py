@@ -35,7 +35,12 @@ __all__ = ["WorkingSet"]
 
 class WorkingSet(Engine):
     """The engine of one batch. Nodes created here have negative refs (``-(node + 1)``),
-    which the store replaces with refs of its own on save."""
+    which the store replaces with refs of its own on save.
+
+    A failed apply is not undone here: the batch that raised is thrown away (the store
+    rolls it back), so the working set journals nothing."""
+
+    undoable = False
 
     def __init__(self, rules: CompiledRules, erasure_key: bytes) -> None:
         super().__init__(rules)
@@ -55,11 +60,18 @@ class WorkingSet(Engine):
     def ref(self, n: int) -> int:
         return self.refs[n]
 
-    def load(self, batch: Batch, identifiers: Collection[tuple[str, str]]) -> None:
+    def load(
+        self,
+        batch: Batch,
+        identifiers: Collection[tuple[str, str]],
+        blocked: Collection[tuple[str, str]] = (),
+    ) -> None:
         """Load the components holding ``identifiers`` (``(kind name, value)`` pairs) and
-        which of their keyed hashes are suppressed: two calls, whatever the batch's size."""
+        which of their keyed hashes, and of the ``blocked`` values' (a forgotten blocked
+        value is not counted), are suppressed: two calls, whatever the batch's size."""
         kinds = self.rules.kind_index
         hashes = {self.erasure_hash(kinds[k], v): None for k, v in identifiers}
+        hashes.update((self.name_hash(k, v), None) for k, v in blocked)
         self.suppressed = set(batch.suppressed(list(hashes)))
         rows = batch.load(identifiers)
         local = load_rows(self, rows.nodes, rows.links)

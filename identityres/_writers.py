@@ -11,6 +11,12 @@
 Both recognize duplicates and conflicting ``event_id`` reuse with one function,
 :func:`admit`, over one process-independent fingerprint (``Record.fingerprint``), so a store
 written by one writer is read right by the other.
+
+Both are all or nothing, per call: a write that fails half-way leaves the state as it was
+and raises a documented error, the unexpected cause chained (:class:`StorageError`). The
+in-place writer undoes a failed ``Engine.apply`` (it undoes itself) and a failed ``write``
+(every record of the call, through an engine savepoint); a batch writer's failed batch is
+rolled back by its store.
 """
 
 from __future__ import annotations
@@ -72,6 +78,13 @@ def conflict(rec: Record) -> EventIdConflictError:
     )
 
 
+def failed(what: str, exc: Exception) -> StorageError:
+    """The documented error for an unexpected one inside a write (nothing was applied)."""
+    error = StorageError(f"{what} failed, and nothing of it was applied: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
 def key_order(records: list[tuple[int, Record]]) -> list[int]:
     """Positions of ``records`` in ``(timestamp, event_id)`` order. Applying a batch in this
     order keeps late-event replays to the events late against the graph, not against the
@@ -105,24 +118,42 @@ class InPlaceWriter:
                 if admit(held, rec, self.kind_names) == CONFLICT:
                     raise conflict(rec)
                 return Outcome(rec.event_id, engine, None, rec.blocked, duplicate=True)
-            decisions, late, replayed = engine.apply(rec)
+            try:
+                decisions, late, replayed = engine.apply(rec)  # undoes itself if it fails
+            except IdentityResError:
+                raise
+            except Exception as exc:
+                raise failed(f"writing event {rec.event_id!r}", exc) from exc
         return Outcome(rec.event_id, engine, decisions, rec.blocked, False, late, replayed)
 
     def write(self, records: list[tuple[int, Record]], *, raise_errors: bool) -> Written:
         """Apply checked records (``ingest`` checked each against :attr:`held` under the
-        lock it still holds, so nothing here conflicts); outcomes in the given order."""
+        lock it still holds, so nothing here conflicts); outcomes in the given order. All
+        or nothing: if one fails, none of them stays applied."""
         engine = self.engine
         outcomes: list[Any] = [None] * len(records)
         seen = engine.seen
         apply = engine.apply
-        for i in key_order(records):
-            rec = records[i][1]
-            eid = rec.event_id
-            if eid in seen:  # the same event twice in one batch: the second is a duplicate
-                outcomes[i] = Outcome(eid, engine, None, rec.blocked, duplicate=True)
-            else:
-                decisions, late, replayed = apply(rec)
-                outcomes[i] = Outcome(eid, engine, decisions, rec.blocked, False, late, replayed)
+        started: list[Record] = []
+        mark, journal = engine.savepoint()
+        try:
+            for i in key_order(records):
+                rec = records[i][1]
+                eid = rec.event_id
+                if eid in seen:  # the same event twice in one batch: the second is a duplicate
+                    outcomes[i] = Outcome(eid, engine, None, rec.blocked, duplicate=True)
+                else:
+                    started.append(rec)
+                    decisions, late, replayed = apply(rec, journal)
+                    outcomes[i] = Outcome(
+                        eid, engine, decisions, rec.blocked, False, late, replayed
+                    )
+        except BaseException as exc:
+            engine.rollback(mark, journal, started)
+            if isinstance(exc, Exception) and not isinstance(exc, IdentityResError):
+                raise failed(f"ingesting {len(records)} events", exc) from exc
+            raise
+        engine.release()
         return outcomes, []
 
 
@@ -157,7 +188,10 @@ class BatchWriter:
         for attempt in range(RETRIES):
             try:
                 with self.lock, store.batch() as batch:
-                    return self._write_batch(batch, records, order, raise_errors)
+                    written, replays = self._write_batch(batch, records, order, raise_errors)
+                # (counted once the batch is stored: a failed or retried one replayed nothing)
+                self.replays += replays
+                return written
             except RetryBatch:
                 time.sleep(min(0.001 * 2**attempt, 0.1))
             except (IdentityResError, ConflictAt):
@@ -172,7 +206,7 @@ class BatchWriter:
         records: list[tuple[int, Record]],
         order: list[int],
         raise_errors: bool,
-    ) -> Written:
+    ) -> tuple[Written, int]:
         names = self.rules.kind_names
         stored = batch.seen([rec.event_id for _, rec in records])
         errors: list[tuple[int, EventIdConflictError]] = []
@@ -187,8 +221,13 @@ class BatchWriter:
             # as validation errors are: the first by position in the input
             raise ConflictAt(*min(errors, key=lambda e: e[0]))
         work = WorkingSet(self.rules, self.store.erasure_key())
-        work.load(batch, {(names[k], v) for i in fresh for k, v in records[i][1].ids})
+        work.load(
+            batch,
+            {(names[k], v) for i in fresh for k, v in records[i][1].ids},
+            {(b[0], b[1]) for i in fresh for b in records[i][1].blocked},
+        )
         outcomes: list[Any] = [None] * len(records)
+        replays = 0
         for i in order:
             rec = records[i][1]
             verdict = verdicts[i]
@@ -197,7 +236,7 @@ class BatchWriter:
                 verdict = DUPLICATE
             if verdict == FRESH:
                 decisions, late, replayed = work.apply(rec)
-                self.replays += late
+                replays += late
                 outcomes[i] = Outcome(
                     rec.event_id, work, decisions, rec.blocked, False, late, replayed
                 )
@@ -205,4 +244,4 @@ class BatchWriter:
                 outcomes[i] = Outcome(rec.event_id, work, None, rec.blocked, duplicate=True)
         if work.seen:
             batch.save(work.changes())
-        return [o for o in outcomes if o is not None], errors
+        return ([o for o in outcomes if o is not None], errors), replays

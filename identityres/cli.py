@@ -10,7 +10,7 @@ the operator's tools (docs/operator-tools.md).
     identityres history ID    (--store URL | --input EVENTS.jsonl) [--json]
     identityres export --format graphml|dot|mermaid|jsonl [--profile ID] [-o FILE]
                               (--store URL | --input EVENTS.jsonl)
-    identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID]
+    identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID] [--verify]
 
 The operator commands read a store (``--store sqlite:///ids.db``) or a JSONL file of messages
 applied to an in-memory graph first (``--input``, as ``resolve`` reads it; ``--on-error`` as
@@ -47,6 +47,16 @@ Exit status: ``0`` success (also when ``--on-error skip`` skipped lines); ``1`` 
 usage error (unknown option, missing argument); ``2`` bad input: the events file cannot be read,
 a bad line in ``raise`` mode, or the output (``--output`` file or standard output) cannot be
 written.
+
+Output. ``-o``/``--output`` (of ``resolve`` and ``export``) is checked before any work: a path
+that names the events file or the store's database (or its ``-wal``, ``-shm``, ``-journal``
+file), under any name, is refused, and so is one that cannot be written (its directory does not
+exist or is not writable, it is a directory); both are bad input (``2``). Text for people shows
+every value that does not print as is (control characters, bidirectional overrides, lone
+surrogates) escaped, as its Python ``repr``; JSON (``--json``, ``--output``, ``export --format
+jsonl``) and GraphML are written in ASCII, with escapes for every other character. Data in a
+store that cannot be read (a damaged row) is reported on one line, with status ``2``; the
+``--debug`` option (before or after the command) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -112,7 +123,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        # (argparse quotes some arguments with repr, and others, unrecognized ones, as given)
+        _write_err(f"{self.prog}: error: {_printable(message, one_line=True)}\n")
         raise _UsageExit(EXIT_USAGE)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
@@ -123,6 +135,51 @@ class _Parser(argparse.ArgumentParser):
 
 class _BadInput(Exception):
     """Input the command cannot use; the message is ready for standard error."""
+
+
+# -- writing text: every value a person reads is escaped -------------------------------------
+#
+# Values (identifiers, canonical ids, company ids and names, event ids, file names, store
+# URLs) go through ``show_text`` where a message is built; ``_printable`` is the last guard
+# of whatever the command writes as text, and ``_dumps`` writes JSON in ASCII.
+
+
+def _printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with each line that does not print (a control character, a bidirectional
+    override, a lone surrogate: a value that was not escaped) shown by ``show_text``;
+    ``one_line``: the whole text as one line (an error message)."""
+    if text.isprintable():
+        return text
+    if one_line:
+        return show_text(text)
+    return "\n".join(x if x.isprintable() else show_text(x) for x in text.split("\n"))
+
+
+def _dumps(value: Any, *, indent: int | None = None) -> str:
+    """JSON text in ASCII: every other character as a ``\\uXXXX`` escape, so that no control
+    character or bidirectional override is written raw and a lone surrogate (which UTF-8
+    cannot encode) is written at all; a JSON reader gets the same values back."""
+    return json.dumps(value, indent=indent, ensure_ascii=True)
+
+
+def _write_out(text: str) -> None:
+    """Write ``text`` to standard output; one that cannot encode it is bad output."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError as exc:
+        encoding = getattr(sys.stdout, "encoding", None) or "?"
+        raise _BadInput(
+            f"cannot write to standard output: its encoding {show_text(encoding)} cannot show "
+            f"{exc.object[exc.start : exc.end]!r} (set PYTHONIOENCODING=utf-8)"
+        ) from None
+
+
+def _write_err(text: str) -> None:
+    """Write a message to standard error, with backslash escapes for what it cannot encode."""
+    try:
+        sys.stderr.write(text)
+    except UnicodeEncodeError:
+        sys.stderr.write(text.encode("ascii", "backslashreplace").decode("ascii"))
 
 
 class _LineError:
@@ -144,7 +201,7 @@ def _open_events(path: str) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise _BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise _BadInput(f"cannot read {show_text(path)}: {exc.strerror or exc}") from None
 
 
 def _parse_line(raw: bytes, lineno: int) -> dict[str, Any] | str:
@@ -233,15 +290,60 @@ def _replacing(path: str, binary: bool = False) -> Iterator[IO[Any]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise _BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise _BadInput(f"cannot write {show_text(path)}: {exc.strerror or exc}") from None
         raise
+
+
+def _check_output(path: str, inputs: Sequence[tuple[str, str]]) -> None:
+    """Before any work: refuse an output ``path`` that is one of ``inputs`` (``(what, path)``
+    pairs: the events file, the store's database file and its ``-wal``/``-shm``/``-journal``
+    files), under any name (a relative path, a symlink, a hard link), and fail when the file
+    cannot be written (its directory does not exist or is not writable, it is a directory)."""
+    shown = show_text(path)
+    real = os.path.realpath(path)
+    for what, other in inputs:
+        same = real == os.path.realpath(other)
+        if not same:
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(path, other)
+        if same:
+            raise _BadInput(f"refusing to overwrite {what} {show_text(other)} with -o {shown}")
+    if os.path.isdir(path):
+        raise _BadInput(f"cannot write {shown}: it is a directory")
+    # The file is written through a temporary file in its directory (``_replacing``): try one.
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".identityres-", suffix=".tmp", dir=directory)
+    except FileNotFoundError:
+        raise _BadInput(
+            f"cannot write {shown}: the directory {show_text(directory)} does not exist"
+        ) from None
+    except OSError as exc:
+        raise _BadInput(f"cannot write {shown}: {exc.strerror or exc}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _store_files(url: str) -> list[tuple[str, str]]:
+    """The files of an SQLite store URL (``sqlite:///ids.db``: the database and the files
+    SQLite keeps beside it), as ``_check_output`` takes them; none for other stores."""
+    scheme, _, rest = url.partition("://")
+    path = rest[1:].partition("?")[0] if rest.startswith("/") else ""
+    if scheme.lower() != "sqlite" or not path or path == ":memory:":
+        return []
+    files = [("the store's database file", path)]
+    # SQLite names them after the path as given, or after the file a symlink points to
+    for base in dict.fromkeys((path, os.path.realpath(path))):
+        files.extend(("the store's file", base + suffix) for suffix in ("-wal", "-shm", "-journal"))
+    return files
 
 
 def _write_profiles(path: str, profiles: list[Profile]) -> None:
     """Write ``profiles`` as JSONL (see :func:`_replacing`)."""
     with _replacing(path) as f:
         for p in profiles:
-            f.write(json.dumps(profile_to_json(p), ensure_ascii=False))
+            f.write(_dumps(profile_to_json(p)))
             f.write("\n")
 
 
@@ -290,10 +392,11 @@ class _Run:
                 self.blocked[(b.kind, b.value, b.reason.value)] += 1
 
     def _bad(self, lineno: int, problem: str) -> None:
+        where = f"{show_text(self.label)}, line {lineno}: {_printable(problem, one_line=True)}"
         if not self.skip:
-            raise _BadInput(f"{self.label}, line {lineno}: {problem}")
+            raise _BadInput(where)
         self.skipped.append(_LineError(lineno, problem))
-        sys.stderr.write(f"{PROG}: skipped {self.label}, line {lineno}: {problem}\n")
+        _write_err(f"{PROG}: skipped {where}\n")
 
 
 def _read_file(path: str, *, skip: bool) -> _Run:
@@ -308,7 +411,7 @@ def _read_file(path: str, *, skip: bool) -> _Run:
             if raw.strip():
                 run.line(lineno, raw)
     except OSError as exc:
-        raise _BadInput(f"cannot read {label}: {exc.strerror or exc}") from None
+        raise _BadInput(f"cannot read {show_text(label)}: {exc.strerror or exc}") from None
     finally:
         if events is not sys.stdin.buffer:
             events.close()
@@ -316,6 +419,8 @@ def _read_file(path: str, *, skip: bool) -> _Run:
 
 
 def _resolve(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _check_output(args.output, [] if args.events == "-" else [("the events file", args.events)])
     run = _read_file(args.events, skip=args.on_error == "skip")
 
     # the documented order of the output: by the priority of the canonical id's kind, then id
@@ -325,10 +430,11 @@ def _resolve(args: argparse.Namespace) -> int:
         _write_profiles(args.output, profiles)
     summary = _summary(run, profiles, top=args.top, output=args.output)
     if args.json:
-        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False))
-        sys.stdout.write("\n")
+        _write_out(_dumps(summary, indent=2) + "\n")
     else:
-        _print_text(summary, sys.stdout)
+        text = io.StringIO()
+        _print_text(summary, text)
+        _write_out(_printable(text.getvalue()))
     return EXIT_OK
 
 
@@ -435,7 +541,7 @@ def _more(out: IO[str], total: int, shown: int, indent: str) -> None:
 def _print_text(s: dict[str, Any], out: IO[str]) -> None:
     ev = s["events"]
     w = out.write
-    w(f"{PROG} resolve {s['input']}\n\n")
+    w(f"{PROG} resolve {show_text(s['input'])}\n\n")
     late = f", {ev['late']} late (replayed)"
     w(
         f"events       {ev['read']} read: {ev['applied']} applied, "
@@ -462,7 +568,8 @@ def _print_text(s: dict[str, Any], out: IO[str]) -> None:
         for label, items in sorted(groups.items()):
             w(f"  {label:<{width}}  {len(items)}\n")
             for item in items[:_TEXT_LIMIT]:
-                where = f"line {item['line']}" if item["line"] is not None else item["event_id"]
+                line = item["line"]
+                where = f"line {line}" if line is not None else show_text(item["event_id"])
                 ident, anchor = item["identifier"], item["anchor"]
                 w(
                     f"    {where}: {ident['kind']} {_short(ident['value'])} not joined to "
@@ -488,22 +595,25 @@ def _print_text(s: dict[str, Any], out: IO[str]) -> None:
         heads = []
         for c in shown_c:
             name = c["traits"].get("name")
-            heads.append(c["company_id"] + (f" ({name})" if isinstance(name, str) else ""))
+            shown_name = f" ({show_text(name)})" if isinstance(name, str) else ""
+            heads.append(show_text(c["company_id"]) + shown_name)
         width = max(len(h) for h in heads)
         for head, c in zip(heads, shown_c, strict=True):
-            members = ", ".join(c["profiles"])
+            members = ", ".join(show_text(m) for m in c["profiles"])
             w(f"  {head:<{width}}  {_plural(len(c['profiles']), 'profile')}: {members}\n")
     _more(out, len(companies), _TEXT_LIMIT, "  ")
 
     largest = s["largest_profiles"]
     if largest:
         w("largest profiles\n")
-        width = max(len(p["user_id"]) for p in largest)
-        for p in largest:
+        canon = [show_text(p["user_id"]) for p in largest]
+        width = max(len(c) for c in canon)
+        for c, p in zip(canon, largest, strict=True):
             kinds = ", ".join(f"{k} {n}" for k, n in p["by_kind"].items())
-            w(f"  {p['user_id']:<{width}}  {_plural(p['identifiers'], 'identifier')} ({kinds})\n")
+            w(f"  {c:<{width}}  {_plural(p['identifiers'], 'identifier')} ({kinds})\n")
     if s["output"] is not None:
-        w(f"\nwrote {_plural(s['output']['profiles'], 'profile')} to {s['output']['path']}\n")
+        path = show_text(s["output"]["path"])
+        w(f"\nwrote {_plural(s['output']['profiles'], 'profile')} to {path}\n")
 
 
 # -- operator commands: profile, explain, history, forget, export ----------------------------
@@ -533,7 +643,7 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
     try:
         store = store_from_url(url, **options)
     except IdentityResError as exc:
-        raise _BadInput(f"cannot open store {url}: {exc}") from None
+        raise _BadInput(f"cannot open store {show_text(url)}: {exc}") from None
     try:
         # The command line has no rules of its own: open the store with the rules it was
         # written with (the defaults for a store that has none recorded).
@@ -542,8 +652,13 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
         rules = default if recorded.digest == default.record().digest else recorded.to_rules()
         return IdentityGraph(rules, store=store)
     except IdentityResError as exc:
-        store.close()
-        raise _BadInput(f"cannot open store {url}: {exc}") from None
+        with contextlib.suppress(Exception):
+            store.close()
+        raise _BadInput(f"cannot open store {show_text(url)}: {exc}") from None
+    except BaseException:  # bad stored rules: main reports it
+        with contextlib.suppress(Exception):
+            store.close()
+        raise
 
 
 def _parse_id(text: str, graph: IdentityGraph, what: str) -> Identifier:
@@ -557,7 +672,8 @@ def _parse_id(text: str, graph: IdentityGraph, what: str) -> Identifier:
     elif sep and _KIND_NAME.match(kind):
         raise _Usage(
             f"{what} {_short(text)}: unknown identifier kind {kind!r} (kinds: "
-            f"{', '.join(kinds)}); write a user id holding ':' as user_id:{text}"
+            f"{', '.join(kinds)}); write a user id holding ':' as "
+            f"{show_identifier(USER_ID, text)}"
         )
     else:
         ident = Identifier(USER_ID, text)
@@ -585,9 +701,9 @@ def _ident_json(ident: Identifier | None) -> dict[str, str] | None:
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if args.json:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        _write_out(_dumps(data, indent=2) + "\n")
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        _write_out(_printable(text if text.endswith("\n") else text + "\n"))
 
 
 def _profile_text(profile: Profile, kinds: Sequence[str]) -> str:
@@ -725,7 +841,42 @@ def _timestamp_arg(text: str | None) -> float | None:
 
 
 def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
+    from identityres.errors import ErasureIncompleteError
+    from identityres.storage.sqlite import SQLiteStore
+
     ident = _parse_id(args.id, graph, "ID")
+    store = graph.store
+    if args.verify and not isinstance(store, SQLiteStore):
+        raise _Usage(
+            "--verify reads the files of an SQLite store (--store sqlite:///FILE); "
+            f"{show_text(args.store)} is not one"
+        )
+    try:
+        code = _forget(args, graph, ident)
+    except ErasureIncompleteError as exc:
+        # committed, but bytes may remain: say so, and fail, so that a script notices
+        sys.stderr.write(f"{PROG} forget: {exc}\n")
+        code = EXIT_BAD_INPUT
+    if args.verify and isinstance(store, SQLiteStore):
+        # The bytes of the value as SQLite stores text (UTF-8), in every file of the store.
+        found = store.find_bytes(ident.value.encode("utf-8"))
+        if found:
+            where = ", ".join(
+                f"{show_text(path)} ({len(offsets)})" for path, offsets in sorted(found.items())
+            )
+            sys.stdout.write(
+                f"not verified: copies of the value remain in {where}; the next open of the "
+                "store removes them once no other connection is reading it (a short value can "
+                "also occur inside other data)\n"
+            )
+            code = EXIT_BAD_INPUT
+        else:
+            files = ", ".join(show_text(path) for path in store.files())
+            sys.stdout.write(f"verified: no copy of the value remains in {files}\n")
+    return code
+
+
+def _forget(args: argparse.Namespace, graph: IdentityGraph, ident: Identifier) -> int:
     ts = _timestamp_arg(args.timestamp)
     before = graph.profile(identifier=ident)
     try:
@@ -786,21 +937,25 @@ def _cmd_export(args: argparse.Namespace, graph: IdentityGraph) -> int:
             raise _BadInput(f"--format graphml: {exc}") from None
         nx: Any = importlib.import_module("networkx")
         buffer = io.BytesIO()
-        nx.write_graphml(g, buffer)
-        data = buffer.getvalue()
+        # in ASCII, as the JSON: other characters as character references (&#8238;)
+        nx.write_graphml(g, buffer, encoding="us-ascii")
+        # A carriage return is written raw in text content, where an XML reader would turn it
+        # into a newline (and a terminal would move the cursor): write its reference instead.
+        # The writer puts none in the markup itself, so each one is inside a value.
+        data = buffer.getvalue().replace(b"\r", b"&#13;")
     elif fmt == "dot":
         data = export.to_dot(graph, **lookup).encode("utf-8")
     elif fmt == "mermaid":
         data = export.to_mermaid(graph, **lookup).encode("utf-8")
     else:
         records = export.to_jsonl_records(graph, **lookup)
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        data = "".join(_dumps(r) + "\n" for r in records).encode("ascii")
     if args.output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
         _write_bytes(args.output, data)
-        sys.stdout.write(f"wrote {what} as {fmt} to {args.output}\n")
+        _write_out(f"wrote {what} as {fmt} to {show_text(args.output)}\n")
     return EXIT_OK
 
 
@@ -828,12 +983,20 @@ def _operator(args: argparse.Namespace) -> int:
             )
         if args.store is None:
             raise _Usage("forget needs --store URL (e.g. --store sqlite:///ids.db)")
+    output: str | None = getattr(args, "output", None)
+    if output is not None:  # before the store is opened or the events are read
+        inputs = _store_files(args.store) if args.store is not None else []
+        if args.input is not None and args.input != "-":
+            inputs.append(("the events file", args.input))
+        _check_output(output, inputs)
     graph = _open_graph(args)
     try:
         return _OPERATOR_COMMANDS[args.command](args, graph)
     except IdentityResError as exc:
         # (validation errors are turned into usage errors above; this is a failing store)
-        raise _BadInput(f"{args.store or args.input}: {exc}") from None
+        if args.debug:
+            raise
+        raise _BadInput(f"{show_text(args.store or args.input)}: {exc}") from None
     finally:
         graph.close()
 
@@ -851,6 +1014,7 @@ def _parser() -> _Parser:
         epilog="Exit status: 0 ok, 1 usage error, 2 bad input.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     resolve = commands.add_parser(
         "resolve",
@@ -885,8 +1049,15 @@ def _parser() -> _Parser:
         help="how many of the largest profiles to show (default 5)",
     )
     _add_operator_commands(commands)
+    for command in commands.choices.values():
+        # also after the command; SUPPRESS: absent, it keeps the value given before it
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     return parser
 
+
+_DEBUG_HELP = "show the traceback of an unexpected error (a damaged store, a bug)"
 
 _SOURCE_EPILOG = (
     "ID is kind:value (anonymous_id:abc, email:a@b.c) or a bare value, meaning a user_id "
@@ -968,6 +1139,12 @@ def _add_operator_commands(commands: Any) -> None:
         help="when the erasure takes effect: ISO-8601 with a zone, or epoch seconds (default: now)",
     )
     forget.add_argument("--event-id", metavar="EVENT_ID", help="the erasure's event id")
+    forget.add_argument(
+        "--verify",
+        action="store_true",
+        help="then read the database file and its -wal and -shm files and say whether any "
+        "copy of the value (its UTF-8 bytes) remains; exit status 2 if one does (SQLite only)",
+    )
     exporter = commands.add_parser(
         "export",
         parents=[source],
@@ -994,6 +1171,29 @@ def _non_negative(text: str) -> int:
     return n
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "resolve":
+            return _resolve(args)
+        return _operator(args)
+    except _NotFound as exc:  # an answer: standard output
+        _write_out(_printable(f"{exc}\n"))
+        return EXIT_NOT_FOUND
+
+
+def _failure(args: argparse.Namespace, exc: Exception, *, unexpected: bool) -> str:
+    """One line for an error of the library (``unexpected``: of anything else) while the
+    command read its store, its events or wrote its answer."""
+    source = getattr(args, "store", None) or getattr(args, "input", None) or args.events
+    message = str(exc)
+    if unexpected:
+        name = type(exc).__name__
+        message = f"{name}: {message}" if message else name
+        damaged = "the store may be damaged; " if getattr(args, "store", None) else ""
+        message += f" ({damaged}--debug shows the traceback)"
+    return _printable(f"{show_text(source)}: {message}", one_line=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = _parser()
@@ -1005,17 +1205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "resolve":
-            return _resolve(args)
-        return _operator(args)
+        return _run(args)
     except _Usage as exc:
-        sys.stderr.write(f"{PROG} {args.command}: error: {exc}\n")
+        _write_err(f"{PROG} {args.command}: error: {_printable(str(exc), one_line=True)}\n")
         return EXIT_USAGE
-    except _NotFound as exc:
-        sys.stdout.write(f"{exc}\n")
-        return EXIT_NOT_FOUND
     except _BadInput as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        _write_err(f"{PROG}: error: {_printable(str(exc), one_line=True)}\n")
+        return EXIT_BAD_INPUT
+    except IdentityResError as exc:
+        # a store failing outside a command's own reads (closing it), or the in-memory graph
+        if args.debug:
+            raise
+        _write_err(f"{PROG} {args.command}: error: {_failure(args, exc, unexpected=False)}\n")
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         # The reader went away (``identityres resolve ... | head``): stop quietly, and keep
@@ -1025,4 +1226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError):
             pass
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        # The last line of defence: bad stored data (a row that does not decode, a timestamp
+        # out of range) raises what the reading code raises. One line, not a traceback.
+        if args.debug:
+            raise
+        _write_err(f"{PROG} {args.command}: error: {_failure(args, exc, unexpected=True)}\n")
         return EXIT_BAD_INPUT

@@ -8,11 +8,14 @@ do not know this module (docs/concepts.md, Errors)::
     ├── ValidationError (ValueError)            bad input to a public entry point
     │   ├── IdentifierTypeError (TypeError)     an id that is neither ``str`` nor ``int``
     │   ├── UnknownKindError                    an identifier kind the rules do not declare
-    │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type
+    │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type,
+    │   │                                       outside 1900-01-01 .. 3000-01-01 UTC
     │   ├── EventIdConflictError                an ``event_id`` reused with other content
     │   └── InvalidEventError                   anything else malformed about an event
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
+        └── ErasureIncompleteError              an erasure is committed, but bytes of the
+                                                value may remain in the store's files
 
 Validation errors carry ``field`` (the argument or message key at fault), ``value`` (what
 was given) and ``index`` (the position in a batch given to ``ingest``, else ``None``).
@@ -28,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "ConfigurationError",
+    "ErasureIncompleteError",
     "EventIdConflictError",
     "IdentifierTypeError",
     "IdentityResError",
@@ -59,7 +63,10 @@ class ValidationError(IdentityResError, ValueError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        shown = repr(self.value)
+        try:
+            shown = repr(self.value)
+        except Exception:  # an int too long for text, nesting too deep: still say what failed
+            shown = f"<{type(self.value).__name__} that cannot be shown>"
         if len(shown) > 120:
             shown = shown[:117] + "..."
         where = f"events[{self.index}]: " if self.index is not None else ""
@@ -90,7 +97,10 @@ class UnknownKindError(ValidationError):
 
 
 class InvalidTimestampError(ValidationError):
-    """A timestamp that is a naive datetime, NaN or infinite, or of an unsupported type."""
+    """A timestamp that is a naive datetime, NaN or infinite, of an unsupported type, or
+    outside the window from 1900-01-01T00:00:00Z (included) to 3000-01-01T00:00:00Z
+    (excluded); epoch milliseconds are outside it (``identityres.from_epoch_ms`` converts
+    them)."""
 
 
 class EventIdConflictError(ValidationError):
@@ -98,7 +108,10 @@ class EventIdConflictError(ValidationError):
 
 
 class InvalidEventError(ValidationError):
-    """An event that is malformed in any other way (missing identifiers, bad traits, bad dict)."""
+    """An event that is malformed in any other way: missing identifiers, a bad dict, a batch
+    that is not an iterable of events, traits or properties that are not JSON data (sets,
+    objects, NaN, infinities, lone surrogates, ints too long for text, nesting deeper than
+    32 levels), an event name or id with lone surrogates."""
 
 
 class ConfigurationError(IdentityResError, ValueError):
@@ -107,3 +120,13 @@ class ConfigurationError(IdentityResError, ValueError):
 
 class StorageError(IdentityResError):
     """A storage backend failed; the driver's exception is chained as ``__cause__``."""
+
+
+class ErasureIncompleteError(StorageError):
+    """An erasure is committed — the whole batch: ``forget``, or an ``ingest`` holding a
+    ``Forget`` event; the identifier is deleted and suppressed, and no read returns it — but
+    the store could not yet remove every copy of its bytes from its files:
+    the SQLite store could not rewrite the file and empty its write-ahead log because another
+    connection was still reading an older state. The store finishes the job when it is next
+    opened or when ``scrub()`` is called after the readers finished (docs/storage.md,
+    Erasure). Calling ``forget`` again does not help: it is a duplicate."""

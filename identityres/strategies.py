@@ -833,17 +833,31 @@ def _arrivals(
     return out
 
 
-def _substitute(fields: dict[str, Any], bad: str, draw: st.DrawFn) -> None:
-    """Put the blocked value ``bad`` into one identifier field of a draft (a buggy client)."""
+def _substitute(fields: dict[str, Any], bad: str, draw: st.DrawFn) -> str | None:
+    """Put the blocked value ``bad`` into one identifier field of a draft (a buggy client);
+    returns the identifier kind it now stands for (``None``: the company id)."""
     present = [f for f in _IDENTIFIER_FIELDS if fields.get(f) is not None]
     field = present[draw(_below(len(present)))]
     old = fields[field]
     if field == "identifiers":
         fields[field] = dict.fromkeys(old, bad)
-    elif isinstance(old, Identifier):
+        return str(next(iter(old)))
+    if isinstance(old, Identifier):
         fields[field] = Identifier(old.kind, bad)
-    else:
-        fields[field] = bad
+        return old.kind
+    fields[field] = bad
+    if field == "company_id":
+        return None
+    return ANONYMOUS_ID if field == ANONYMOUS_ID else USER_ID
+
+
+def _forget_targets(people: _Population) -> list[Identifier]:
+    """The identifiers of a population that a ``Forget`` of a stream may name."""
+    found = [Identifier(USER_ID, u) for u in people.user_ids]
+    found += [Identifier("email", e) for e in dict.fromkeys(people.emails) if e is not None]
+    for anons in (*people.user_anons, people.visitor_anons):
+        found += [Identifier(ANONYMOUS_ID, a) for a in anons]
+    return found
 
 
 @st.composite
@@ -859,6 +873,7 @@ def _streams(
     traits: bool,
     blocked: bool,
     hostile: bool,
+    forgets: bool = False,
 ) -> list[Event]:
     n_users = draw(st.integers(min_value=min(1, users), max_value=users))
     people = _Population(
@@ -879,6 +894,9 @@ def _streams(
     # Interleave the devices into one true order, within the budget of events, and give each
     # event the time step since the one before (one draw for both choices).
     budget = max_events - max_events // 6 if duplicates else max_events
+    # Room for the erasures, inserted once the true order is drawn.
+    reserve = min(3, budget // 4) if forgets else 0
+    budget -= reserve
     order: list[_Draft] = []
     steps: list[float] = []
     while devices and len(order) < budget:
@@ -890,11 +908,26 @@ def _streams(
         order.append(draft)
         steps.append(_TIME_STEPS[step])
 
+    substituted: list[Identifier] = []
     if blocked and order:
         bad_values = draw(_BLOCKED)
         for _ in range(draw(_below(4))):
             bad = bad_values[draw(_below(len(bad_values)))]
-            _substitute(order[draw(_below(len(order)))][1], bad, draw)
+            kind = _substitute(order[draw(_below(len(order)))][1], bad, draw)
+            if kind is not None:
+                substituted.append(Identifier(kind, bad))
+
+    if forgets and order:
+        # An erasure, anywhere in time: of a blocked value the stream carries (before, between
+        # or after the events carrying it), or of one of the population's identifiers.
+        targets = _forget_targets(people)
+        for _ in range(draw(_below(reserve + 1))):
+            pool = substituted if substituted and (not targets or draw(_BOOLEANS)) else targets
+            if not pool:
+                break
+            target = pool[draw(_below(len(pool)))]
+            order.insert(draw(_below(len(order) + 1)), (Forget, {"identifier": target}))
+            steps.append(_TIME_STEPS[draw(_below(len(_TIME_STEPS)))])
 
     width = len(str(max_events))
     t: float = draw(_below(11))
@@ -919,6 +952,7 @@ def streams(
     traits: bool = True,
     blocked: bool = True,
     hostile: bool = False,
+    forgets: bool = False,
 ) -> st.SearchStrategy[list[Event]]:
     """Realistic delivered event streams: lists of event objects, as a service would send them.
 
@@ -945,7 +979,11 @@ def streams(
     * ``blocked``: a few identifier fields (a company id included) carry a blocked value from
       :func:`blocked_values`, often the same one across events, as a buggy client sends it;
     * ``hostile``: identifier values from :func:`identifier_values` instead of readable
-      ``u1``/``a1``/``c1`` ones (always distinct after normalization, never blocked).
+      ``u1``/``a1``/``c1`` ones (always distinct after normalization, never blocked);
+    * ``forgets``: up to three ``Forget`` events (docs/operator-tools.md; fewer when
+      ``max_events`` is under 12), anywhere in time, each of one of the stream's identifiers
+      or (with ``blocked``) of a blocked value the stream carries, so that erasures fall
+      before, between and after the events they name.
 
     ``len(stream) <= max_events``, duplicates included; every stream has at least one event.
     """
@@ -959,6 +997,7 @@ def streams(
         ("traits", traits),
         ("blocked", blocked),
         ("hostile", hostile),
+        ("forgets", forgets),
     ):
         _check_bool(name, value)
     return _streams(
@@ -971,6 +1010,7 @@ def streams(
         traits=traits,
         blocked=blocked,
         hostile=hostile,
+        forgets=forgets,
     )
 
 

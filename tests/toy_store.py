@@ -15,7 +15,7 @@ How it keeps the promises:
 * **serialized batches**: one lock per database, held for the whole batch (the simplest
   serializable schedule: one writer at a time);
 * **reads see committed batches only**: a read takes the current data once and reads that
-  (copy-on-write), without the lock;
+  (copy-on-write), without the lock; ``snapshot()`` pins the data a thread's reads take;
 * **save writes what it is given**: the changed node and link rows over the stored ones,
   ``Changes.deleted_links`` dropped, ``Changes.deleted`` nodes dropped with their traits and
   company links; erased identifiers are remembered by keyed hash only (``erasure_key``,
@@ -204,6 +204,7 @@ class ToyStore:
 
     def __init__(self, database: _Database | None = None) -> None:
         self._db = database if database is not None else _Database()
+        self._pinned = threading.local()
 
     def reopen(self) -> ToyStore:
         return type(self)(self._db)
@@ -233,16 +234,31 @@ class ToyStore:
 
     # -- reads: the committed data, taken once per call ----------------------------------
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """This thread's reads take the data committed when the block began (a commit
+        replaces the data object and never changes it, so holding it is enough)."""
+        outer = getattr(self._pinned, "data", None)
+        self._pinned.data = outer if outer is not None else self._db.data
+        try:
+            yield
+        finally:
+            self._pinned.data = outer
+
+    def _committed(self) -> _Data:
+        pinned: _Data | None = getattr(self._pinned, "data", None)
+        return self._db.data if pinned is None else pinned
+
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
-        return components(self._db.data, identifiers)
+        return components(self._committed(), identifiers)
 
     def node(self, kind: str, value: str) -> NodeRow | None:
-        data = self._db.data
+        data = self._committed()
         ref = data.refs.get((kind, value))
         return None if ref is None else data.nodes[ref]
 
     def nodes_by_ref(self, refs: Collection[int]) -> Mapping[int, NodeRow]:
-        data = self._db.data
+        data = self._committed()
         return {r: data.nodes[r] for r in refs if r in data.nodes}
 
     @staticmethod
@@ -255,11 +271,11 @@ class ToyStore:
         )
 
     def profile_rows(self, profile: int) -> ProfileRows:
-        data = self._db.data
+        data = self._committed()
         return self._profile(data, [n for n in data.nodes.values() if n.profile == profile])
 
     def profile_of(self, kind: str, value: str) -> ProfileRows | None:
-        data = self._db.data
+        data = self._committed()
         ref = data.refs.get((kind, value))
         if ref is None:
             return None
@@ -267,7 +283,7 @@ class ToyStore:
         return self._profile(data, [n for n in data.nodes.values() if n.profile == profile])
 
     def iter_profiles(self) -> Iterator[ProfileRows]:
-        data = self._db.data
+        data = self._committed()
         by_profile: dict[int, list[NodeRow]] = {}
         for n in data.nodes.values():
             by_profile.setdefault(n.profile, []).append(n)
@@ -275,13 +291,13 @@ class ToyStore:
             yield self._profile(data, nodes)
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
-        return iter([link for link in self._db.data.links.values() if link.refused])
+        return iter([link for link in self._committed().links.values() if link.refused])
 
     def company_ids(self) -> list[str]:
-        return sorted(self._db.data.companies)
+        return sorted(self._committed().companies)
 
     def company_rows(self, company_id: str) -> CompanyRows | None:
-        data = self._db.data
+        data = self._committed()
         if company_id not in data.companies:
             return None
         members = sorted(n for n, cid in data.company_links if cid == company_id)
@@ -289,7 +305,7 @@ class ToyStore:
         return CompanyRows(tuple(traits), tuple(members))
 
     def counts(self) -> Counts:
-        data = self._db.data
+        data = self._committed()
         profiles = {n.profile for n in data.nodes.values()}
         identified = {n.profile for n in data.nodes.values() if n.kind == "user_id"}
         return Counts(

@@ -24,7 +24,8 @@ between ``load`` and the end of ``save`` no other batch may change those compone
 that detects a conflict instead of preventing it raises :class:`RetryBatch` from ``load``,
 ``save`` or the commit; the graph then discards the batch and replays it, a bounded number
 of times, before raising :class:`~identityres.errors.StorageError`. Each read call sees one
-committed state.
+committed state; the read calls one thread makes inside :meth:`Store.snapshot` all see the
+same one (how ``IdentityGraph`` answers a read that needs several calls).
 """
 
 from __future__ import annotations
@@ -126,6 +127,18 @@ class Store(Protocol):
         """The secret this store's erased identifiers are hashed with (``forget``, see
         docs/operator-tools.md): created once, kept with the data, the same for every handle
         on the store."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A block of reads that see one state: every read call this thread makes on this
+        store object inside the ``with`` block sees the same committed state — that of when
+        the block began — whatever other handles, threads or processes commit meanwhile
+        (they are not held up, or only as long as the block lasts). Re-entrant: an inner
+        block reads the outer one's state. Streams (``iter_profiles``,
+        ``iter_refused_links``) consumed inside the block read that state too. Only reads
+        belong inside: a store may refuse a batch opened there (``StorageError``). E.g. one
+        read transaction held open on a connection, a lock that keeps writers out, or the
+        committed version pinned for the block."""
         ...
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:

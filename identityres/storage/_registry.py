@@ -5,6 +5,7 @@ are imported only when their scheme is used."""
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -36,11 +37,23 @@ def store_from_url(url: str, **options: Any) -> Store:
     """Open the store a URL names; ``options`` go to the store's ``from_url`` (e.g.
     ``timeout=``, ``retries=``, ``create=`` for SQLite, ``in_place=`` for memory) and win
     over the same options in the URL. Raises :class:`ConfigurationError` for a malformed
-    URL, an unknown scheme (naming the URL and the schemes known) or an unknown option."""
+    URL (one holding a lone surrogate, too), an unknown scheme (naming the URL and the
+    schemes known) or an unknown option."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
             f"store={url!r}: not a store URL; expected e.g. 'memory://' or 'sqlite:///ids.db'"
         )
+    try:
+        # the URL must be text the system can use as a file name: a lone surrogate would
+        # fail deep in a driver (UnicodeEncodeError); the surrogateescape'd bytes of an
+        # undecodable POSIX file name (os.fsdecode) are fine
+        os.fsencode(url)
+    except UnicodeError as exc:
+        raise ConfigurationError(
+            f"store={url!r}: not valid text (a lone surrogate at {exc.start})"
+            if isinstance(exc, UnicodeEncodeError)
+            else f"store={url!r}: not valid text"
+        ) from None
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:

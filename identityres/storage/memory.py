@@ -7,16 +7,24 @@ every batch through the protocol instead.
 
 One lock per store, shared by every handle (:meth:`MemoryStore.handle`) and every graph
 using it: writes in place, batches and reads all take it, so several graphs on one store in
-several threads are as safe as one.
+several threads are as safe as one. ``snapshot()`` holds it for a block of reads.
+
+A forked child gets a copy of the store. The copy is used as it is unless another thread held
+the lock at the fork: it may then be half-written, and every use of it in the child raises
+``StorageError`` (docs/storage.md, "Fork").
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
-from identityres._engine import Engine
+from identityres._engine import _ABSENT, Engine, _put
+from identityres._fork import release_orphaned
 from identityres._merge import keep
 from identityres._rows import (
     Changes,
@@ -44,12 +52,34 @@ __all__ = ["MemoryStore"]
 class _State:
     """What every handle on one memory store shares."""
 
-    __slots__ = ("engine", "lock", "rules")
+    __slots__ = ("__weakref__", "broken", "engine", "lock", "rules")
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self.rules: RulesRecord | None = None
         self.lock = threading.RLock()
+        #: why this state may not be used (a fork while another thread held the lock)
+        self.broken: str | None = None
+        _STATES.add(self)
+
+
+#: every memory store's state in this process (for the at-fork hook)
+_STATES: weakref.WeakSet[_State] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_STATES):
+        # The lock is made free in place: the writers and graphs that cached it keep it.
+        if release_orphaned(state.lock):
+            state.broken = (
+                "MemoryStore: this process was forked while another thread was using this "
+                "memory store, so its copy here may be half-written and is not used: make a "
+                "new store in the child (or fork while no thread uses the store)"
+            )
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _MemoryBatch:
@@ -115,6 +145,8 @@ class MemoryStore:
                 "(RulesRecord.rules)"
             )
         with state.lock:
+            if state.broken is not None:
+                raise StorageError(state.broken)
             if state.rules is None:
                 state.engine = Engine(proposed.rules.compiled)
                 state.rules = proposed
@@ -135,10 +167,19 @@ class MemoryStore:
     @property
     def engine(self) -> Engine:
         """The engine that holds the state (internal)."""
-        engine = self._state.engine
+        state = self._state
+        if state.broken is not None:
+            raise StorageError(state.broken)
+        engine = state.engine
         if engine is None:
             raise ConfigurationError("store: no graph has used this MemoryStore yet")
         return engine
+
+    @property
+    def fork_error(self) -> str | None:
+        """Why this process may not use the store: it was forked while another thread was
+        using it (internal)."""
+        return self._state.broken
 
     @property
     def lock(self) -> threading.RLock:
@@ -155,6 +196,12 @@ class MemoryStore:
                 _apply(self.engine, batch._changes)
 
     # -- reading --------------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Holds the store's lock: no write of any thread or handle lands inside the block."""
+        with self.lock:
+            yield
 
     def node(self, kind: str, value: str) -> NodeRow | None:
         with self.lock:
@@ -301,17 +348,50 @@ def _apply(engine: Engine, changes: Changes) -> None:
                 roots.add(root)
     current = component_rows(engine, roots)
     deleted = set(changes.deleted)
+    for ref in deleted:
+        if not stored(ref):
+            raise StorageError(f"save: ref {ref} names no stored node")
     nodes = {row.ref: row for row in current.nodes if row.ref not in deleted}
     nodes.update((row.ref, row) for row in changes.nodes)
     links = {link.event_id: link for link in current.links if link.event_id not in gone_links}
     links.update((link.event_id, link) for link in changes.links)
+    # All or nothing: the writes below are journaled (the engine's own writers journal
+    # theirs), and if one fails the components are loaded again from ``current``.
+    mark, journal = engine.savepoint()
+    try:
+        _save(engine, changes, roots, deleted, nodes, links, journal)
+    except BaseException:
+        engine.restore(mark, journal)
+        for row in current.nodes:  # (their parents may name nodes that were just removed)
+            engine.parent[row.ref] = engine.lparent[row.ref] = row.ref
+        known = {link.event_id for link in current.links}
+        for link in changes.links:
+            if link.event_id not in known:
+                engine.refusals.pop(link.event_id, None)
+                engine.erasures.pop(link.event_id, None)
+        load_rows(engine, current.nodes, current.links)
+        raise
+    engine.release()
+
+
+def _save(
+    engine: Engine,
+    changes: Changes,
+    roots: set[int],
+    deleted: set[int],
+    nodes: Mapping[int, NodeRow],
+    links: Mapping[str, LinkRow],
+    journal: list[Any],
+) -> None:
     for root in roots:
         engine.drop_log(root)
     for ref in deleted:
-        if not stored(ref):
-            raise StorageError(f"save: ref {ref} names no stored node")
         engine._erase_node(ref)
-    engine.suppressed.update(changes.suppressed)
+    held = engine.suppressed
+    for h in changes.suppressed:
+        if h not in held:
+            journal += (held, h, set.discard, 2)
+            held.add(h)
     local = load_rows(engine, nodes.values(), links.values())
 
     def node_of(ref: int) -> int:
@@ -322,16 +402,32 @@ def _apply(engine: Engine, changes: Changes) -> None:
             engine._write_traits(node_of(t.node), t.ts, t.event_id, None, {t.key: t.value})
         else:
             engine._write_traits(node_of(t.node), t.ts, t.event_id, {t.key: t.value}, None)
+    members = engine.company_members
     for cid in changes.companies:
-        engine.company_members.setdefault(cid, set())
+        if cid not in members:
+            journal += (members, cid, None, dict.pop, 3)
+            members[cid] = set()
     for c in changes.company_links:
         engine._write_company(node_of(c.node), c.ts, c.event_id, c.company_id, None)
+    company_traits = engine.company_traits
     for ct in changes.company_traits:
-        traits = engine.company_traits.setdefault(ct.company_id, {})
+        traits = company_traits.get(ct.company_id)
+        if traits is None:
+            journal += (company_traits, ct.company_id, None, dict.pop, 3)
+            traits = company_traits[ct.company_id] = {}
+        journal += (traits, ct.key, traits.get(ct.key, _ABSENT), _put, 3)
         keep(traits, ct.key, ct.ts, ct.event_id, ct.value)
+    seen = engine.seen
     for event_id, fingerprint in changes.events:
-        engine.seen[event_id] = fingerprint
+        journal += (seen, event_id, seen.get(event_id, _ABSENT), _put, 3)
+        seen[event_id] = fingerprint
+    blocked = engine.blocked
     for kind_name, value in changes.unblocked:
-        engine.blocked.pop((kind_name, value), None)
+        key = (kind_name, value)
+        if key in blocked:
+            journal += (blocked, key, blocked[key], _put, 3)
+            del blocked[key]
     for kind, value, count in changes.blocked:
-        engine.blocked[(kind, value)] += count
+        key = (kind, value)
+        journal += (blocked, key, blocked.get(key, _ABSENT), _put, 3)
+        blocked[key] += count

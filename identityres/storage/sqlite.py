@@ -9,7 +9,8 @@ engine decides; this module only keeps rows.
 Schema (version 1)::
 
     schema_version(version)             one row: the layout of this file
-    meta(name, value)                   the erasure key
+    meta(name, value)                   the erasure key, the rules; erasure_pending while
+                                        an erasure's bytes may remain in the files
     counters(name, value)               events, identifiers, profiles, identified_profiles,
                                         next_ref (refs are never reused)
     kinds(id, name)                     identifier kind names, numbered
@@ -29,12 +30,33 @@ Schema (version 1)::
 
 A node's ref is its ``INTEGER PRIMARY KEY``. Every value reaches SQL as a bound parameter.
 
+Erasure: a batch that erases something writes ``erasure_pending`` in its own transaction;
+after the commit the file is rebuilt (``VACUUM``: stale copies of cells stay in the unused
+space of rebalanced pages, even with ``secure_delete``) and the WAL checkpointed and cut to
+nothing, and only then is the row deleted. A busy reader makes that fail
+(``ErasureIncompleteError``); ``scrub()`` or the next open finishes it, as after a crash. A new
+database file is created readable by its owner only (it holds the erasure key); a damaged row
+is reported as a ``StorageError`` naming its table and key (docs/storage.md).
+
 Concurrency: the database is in WAL mode. A batch is one transaction begun with ``BEGIN
 IMMEDIATE``, which takes the database's write lock, so batches from any number of threads and
 processes are serialized (the protocol's "serializable" promise) while readers go on reading
 the last committed state. A database kept busy by another writer for longer than ``timeout``
-is retried ``retries`` times with a growing pause, then reported as a ``StorageError``. One
-connection per store, used under the store's own lock.
+is retried ``retries`` times with a growing pause, then reported as a ``StorageError``. Two
+connections per store object, each used under its own lock: batches write through one, reads
+go through the other (one read transaction per read call, or one for a whole ``snapshot()``).
+
+Fork: SQLite connections must not cross a fork (https://www.sqlite.org/howtocorrupt.html).
+Neither may they be kept open, unused, in the child: SQLite keeps the file's locks per
+process, so the child's own connections would then take no lock the other processes can see,
+and a process closing its last connection would checkpoint and delete the WAL under them
+(their commits lost). So a child closes, in an ``os.register_at_fork`` hook that runs before
+anything else in it, every connection it inherited that no thread was using — closing an idle
+connection changes nothing on disk while any other process has the file open — and opens its
+own on first use. A connection another thread was using at the fork (inside a batch or a read)
+cannot be closed (that would roll back the parent's transaction in the shared WAL index): it is
+kept, never used, and the file refuses to be opened again in that child, with a
+``StorageError`` saying so. A ``:memory:`` store stays with the process that made it.
 """
 
 from __future__ import annotations
@@ -53,6 +75,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from identityres._fork import release_orphaned
 from identityres._merge import winners
 from identityres._rows import (
     Changes,
@@ -68,7 +91,7 @@ from identityres._rows import (
     TraitRow,
 )
 from identityres._rules import RulesRecord
-from identityres.errors import ConfigurationError, StorageError
+from identityres.errors import ConfigurationError, ErasureIncompleteError, StorageError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -225,6 +248,9 @@ _UPSERT_BLOCKED = (
     "ON CONFLICT (kind, value) DO UPDATE SET count = blocked.count + excluded.count"
 )
 
+#: the ``meta`` row that an erasure writes in its own transaction and that is deleted once
+#: no byte of the erased values can remain in the files (see ``SQLiteStore.scrub``)
+_ERASURE_PENDING = "erasure_pending"
 #: identifiers (or refused links) per page when streaming profiles (or refusals)
 _PAGE = 2000
 #: SQLite's primary result codes for "another connection holds the lock"
@@ -260,15 +286,84 @@ def _encode_refused(refused: tuple[RefusedMember, ...]) -> str | None:
     return json.dumps([list(r) for r in refused]) if refused else None
 
 
+#: what decoding a damaged stored value raises (bad JSON, wrong shapes, wrong types)
+_DECODING_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def _damaged(table: str, row: str, what: str, exc: BaseException) -> StorageError:
+    """The error for a stored row that cannot be read back: it names the table and the row
+    (never its values: a row may hold personal data)."""
+    return StorageError(
+        f"the database is damaged: {table} row {row}: {what} cannot be read "
+        f"({type(exc).__name__}: {exc})"
+    )
+
+
 def _decode_link(row: tuple[Any, ...]) -> LinkRow:
     eid, ts, component, members, refused, etype, erased_kind = row
     items: tuple[RefusedMember, ...] = ()
-    if refused is not None:
-        items = tuple(
-            RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
-        )
-    refs = tuple(map(int, members.split(","))) if members else ()
+    try:
+        if refused is not None:
+            items = tuple(
+                RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
+            )
+        refs = tuple(map(int, members.split(","))) if members else ()
+    except _DECODING_ERRORS as exc:
+        raise _damaged("links", f"event_id={eid!r}", "members or refused", exc) from exc
     return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
+
+
+def _decode_json(table: str, row: str, text: Any) -> Any:
+    """A JSON value of a ``traits`` or ``company_traits`` row."""
+    try:
+        return json.loads(text)
+    except _DECODING_ERRORS as exc:
+        raise _damaged(table, row, "the JSON value", exc) from exc
+
+
+def _trait_key(node: Any, once: Any, key: Any) -> str:
+    return f"(node={node!r}, once={once!r}, key={key!r})"
+
+
+def _find_in_file(path: str, needle: bytes, *, chunk: int = 1 << 20) -> list[int]:
+    """The offsets of every occurrence of ``needle`` in the file at ``path`` (read in chunks
+    that overlap by ``len(needle) - 1`` bytes, so an occurrence across two is found)."""
+    if not needle:
+        return []
+    found: list[int] = []
+    keep = len(needle) - 1
+    with open(path, "rb") as f:
+        base = 0  # the file offset of ``data[0]``
+        data = b""
+        while True:
+            block = f.read(max(chunk, 1))
+            if not block:
+                break
+            data += block
+            at = data.find(needle)
+            while at >= 0:
+                found.append(base + at)
+                at = data.find(needle, at + 1)
+            cut = max(len(data) - keep, 0)
+            base += cut
+            data = data[cut:]
+    return found
+
+
+def _create_owner_only(path: str) -> None:
+    """Create the database file, empty, readable and writable by its owner only (it holds the
+    erasure key); SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. A
+    file that exists already keeps the mode its owner gave it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return  # it exists (someone else's mode stays), or SQLite will say why it cannot open it
+    try:
+        fchmod = getattr(os, "fchmod", None)  # POSIX; the umask could have taken more away
+        if fchmod is not None:
+            fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class _SQLiteBatch:
@@ -310,6 +405,14 @@ class _SQLiteBatch:
         self._saved = True
         with self._store._errors("save"):
             self._save(changes)
+            if self.erased:
+                # In the erasure's own transaction: until the file is rewritten and the WAL
+                # emptied, this row says so, and a crash leaves the job to the next open.
+                # A fresh token per erasure: finishing an older one leaves this one pending.
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                    (_ERASURE_PENDING, secrets.token_bytes(8)),
+                )
 
     def _save(self, changes: Changes) -> None:
         conn = self._conn
@@ -512,8 +615,13 @@ class SQLiteStore:
         # even while this store has a batch open.
         self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
+        # ``None``: not open (yet): a forked child opens its own on first use (see "Fork" in
+        # the module docs), unless ``_unusable`` says why it may not.
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._unusable: str | None = None
+        #: depth of the snapshot open on the reader connection, by the holder of ``_read_lock``
+        self._snapshots = 0
         self._kind_ids: dict[str, int] = {}
         self._kind_names: dict[int, str] = {}
         # kinds added by the open batch: forgotten if it rolls back
@@ -535,12 +643,14 @@ class SQLiteStore:
             raise ConfigurationError(f"path={self.path!r}: does not exist")
         else:
             self._file = self.path
+            _create_owner_only(self._file)  # before SQLite creates it with the umask's mode
         try:
             self._writer = self._connect(setup=True)
             self._reader = self._connect(setup=False)
         except BaseException:
             self.close()
             raise
+        _LIVE.add(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -624,6 +734,8 @@ class SQLiteStore:
             attempt += 1
 
     def _connect(self, *, setup: bool) -> sqlite3.Connection:
+        if _POISONED and _file_key(self._file) in _POISONED:
+            raise StorageError(_poisoned(self))
         try:
             conn = sqlite3.connect(
                 self._file, timeout=self.timeout, isolation_level=None, check_same_thread=False
@@ -635,6 +747,20 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connection(self, *, writer: bool) -> sqlite3.Connection:
+        """The writer (or the reader) connection; opened here in a forked child, whose
+        inherited ones are not its own. The caller holds the connection's lock."""
+        conn = self._writer if writer else self._reader
+        if conn is None:
+            if self._unusable is not None:
+                raise StorageError(self._unusable)
+            conn = self._connect(setup=writer)
+            if writer:
+                self._writer = conn
+            else:
+                self._reader = conn
         return conn
 
     def _setup(self, conn: sqlite3.Connection, *, schema: bool) -> None:
@@ -676,10 +802,22 @@ class SQLiteStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
-            (self._erasure_key,) = conn.execute(
-                "SELECT value FROM meta WHERE name = 'erasure_key'"
-            ).fetchone()
+            found = conn.execute("SELECT value FROM meta WHERE name = 'erasure_key'").fetchone()
+            if found is None or not isinstance(found[0], bytes) or not found[0]:
+                raise StorageError(
+                    f"{self!r}: the database is damaged: meta row name='erasure_key' is "
+                    f"{'missing' if found is None else 'not a key (no bytes)'}; without it "
+                    "erased identifiers cannot be recognized"
+                )
+            self._erasure_key = found[0]
             self._read_kinds(conn)
+            pending = conn.execute(
+                "SELECT 1 FROM meta WHERE name = ?", (_ERASURE_PENDING,)
+            ).fetchone()
+            if pending is not None:
+                # An erasure met a busy reader, or a crash came before its end: finish it.
+                with suppress(ErasureIncompleteError):  # still busy: scrub() or the next open
+                    self._finish_erasure()
         for statement in _TEMP_SCHEMA:
             conn.execute(statement)
 
@@ -767,7 +905,12 @@ class SQLiteStore:
             name = names.get(r[1])
             if name is None:
                 self._read_kinds(conn)  # a kind another process added since
-                name = names[r[1]]
+                name = names.get(r[1])
+                if name is None:
+                    raise StorageError(
+                        f"{self!r}: the database is damaged: nodes row ref={r[0]!r} has kind "
+                        f"{r[1]!r}, and the kinds table has no row with id={r[1]!r}"
+                    )
             out.append(NodeRow(r[0], name, *r[2:]))
         return tuple(out)
 
@@ -837,9 +980,12 @@ class SQLiteStore:
         from the start, so the batches of all threads and processes are serialized.
         Committed when the block exits normally, rolled back when it raises."""
         with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                raise StorageError(f"{self!r} is closed")
+            if self._snapshots and self._read_lock._is_owned():  # type: ignore[attr-defined]
+                raise StorageError(
+                    f"{self!r}: a batch cannot be opened inside a snapshot (only reads belong "
+                    "there, and they would not see the batch)"
+                )
+            conn = self._connection(writer=True)
             if conn.in_transaction:
                 raise StorageError(f"{self!r}: a batch is already open on this store")
             self._retrying("begin a batch", lambda: conn.execute("BEGIN IMMEDIATE"))
@@ -850,6 +996,8 @@ class SQLiteStore:
                 if pending is not None:
                     self._record_rules(conn, pending)
                 yield batch
+                if conn is not self._writer:  # (closed, or this very thread forked meanwhile)
+                    raise StorageError(f"{self!r}: the batch's connection is gone; not committed")
                 self._retrying("commit", lambda: conn.execute("COMMIT"))
             except BaseException:
                 self._rollback(conn)
@@ -857,12 +1005,112 @@ class SQLiteStore:
             self._pending_rules = None
             self._new_kinds.clear()
             if batch.erased:
-                # The WAL still holds the pages as they were before the erasure: copy the
-                # new pages into the file and cut the WAL to nothing.
-                self._retrying(
-                    "checkpoint after an erasure",
-                    lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+                self._finish_erasure()
+
+    # -- erasure: no byte of an erased value left in the files ------------------------------
+
+    def scrub(self) -> None:
+        """Finish an erasure whose bytes may still be in the files: one that met a busy
+        reader (:class:`~identityres.errors.ErasureIncompleteError`), or that a crash
+        interrupted (opening the store tries this too). Raises ``ErasureIncompleteError``
+        when it still cannot; does nothing when no erasure is pending."""
+        with self._write_lock:
+            self._connection(writer=True)  # StorageError when the store is closed
+            self._finish_erasure()
+
+    def find_bytes(self, data: bytes) -> dict[str, list[int]]:
+        """Where ``data`` occurs in the database file, its ``-wal``, ``-shm`` and ``-journal``
+        files: the offsets, by file path (files without it are left out). For checking an
+        erasure (``identityres forget --verify``: the value's UTF-8 bytes); the files are read
+        as they are, without a lock. A short value may also occur inside other data."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"data={data!r}: must be bytes")
+        found: dict[str, list[int]] = {}
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path = self._file + suffix
+            try:
+                offsets = _find_in_file(path, data)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"{self!r}: cannot read {path!r}: {exc}") from exc
+            if offsets:
+                found[path] = offsets
+        return found
+
+    def files(self) -> list[str]:
+        """The paths of the store's files that exist now: the database, and its ``-wal``,
+        ``-shm`` and ``-journal`` files if there are any."""
+        return [
+            self._file + suffix
+            for suffix in ("", "-wal", "-shm", "-journal")
+            if os.path.exists(self._file + suffix)
+        ]
+
+    def _finish_erasure(self) -> None:
+        """Remove every copy of erased values from the database file and its WAL, then delete
+        the ``erasure_pending`` row. ``PRAGMA secure_delete`` zeroes the deleted rows, but
+        B-tree rebalancing leaves stale copies of cells in the unused space of index pages,
+        and the WAL holds the pages as they were before the erasure: ``VACUUM`` rebuilds every
+        page from the live rows, and a ``TRUNCATE`` checkpoint copies the new pages into the
+        file and cuts the WAL to nothing. That checkpoint cannot finish while another
+        connection reads an older state: then the row stays and ``ErasureIncompleteError``
+        says so. Called with the write lock held (no batch of this store is open)."""
+        try:
+            conn = sqlite3.connect(
+                self._file, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._incomplete(f"cannot open the database: {exc}") from exc
+        try:
+            try:
+                with self._errors("erasure"):
+                    conn.execute("PRAGMA secure_delete = ON")
+                    conn.execute("PRAGMA temp_store = MEMORY")  # the rebuilt copy: no temp file
+                    durable = self._temporary is None
+                    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+                row = self._retrying(
+                    "erasure: read the pending mark",
+                    lambda: conn.execute(
+                        "SELECT value FROM meta WHERE name = ?", (_ERASURE_PENDING,)
+                    ).fetchone(),
                 )
+                if row is None:
+                    return  # nothing pending (another handle finished it)
+                self._retrying("erasure: rebuild the file", lambda: conn.execute("VACUUM"))
+                busy, log, done = self._retrying(
+                    "erasure: empty the WAL",
+                    lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(),
+                )
+                if busy or log != done:
+                    raise self._incomplete(
+                        "another connection is reading an older state of the database, so "
+                        f"the write-ahead log cannot be emptied yet ({done} of {log} pages "
+                        "copied into the file)"
+                    )
+                # Only the mark this erasure saw: one committed since stays pending.
+                self._retrying(
+                    "erasure: delete the pending mark",
+                    lambda: conn.execute(
+                        "DELETE FROM meta WHERE name = ? AND value = ?", (_ERASURE_PENDING, row[0])
+                    ),
+                )
+                with suppress(sqlite3.Error):  # the WAL holds that deletion only: no value
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except ErasureIncompleteError:
+                raise
+            except StorageError as exc:
+                raise self._incomplete(str(exc)) from exc
+        finally:
+            conn.close()
+
+    def _incomplete(self, why: str) -> ErasureIncompleteError:
+        return ErasureIncompleteError(
+            f"{self!r}: the erasure is committed (the identifier is deleted and suppressed; no "
+            "read returns it), but bytes of the erased values may remain in the database "
+            f"file or its WAL: {why}. They are removed by the next open of the store, or by "
+            "store.scrub(), once no other connection holds a read transaction"
+        )
 
     def _record_rules(self, conn: sqlite3.Connection, proposed: RulesRecord) -> None:
         with self._errors("record the rules"):
@@ -885,7 +1133,8 @@ class SQLiteStore:
                 self._kind_names.pop(kind_id, None)
         self._new_kinds.clear()
         try:
-            if conn.in_transaction:
+            # (a connection inherited across a fork is never used: see the module docs)
+            if conn is self._writer and conn.in_transaction:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # the error being raised says more; SQLite undoes a broken transaction
@@ -917,18 +1166,63 @@ class SQLiteStore:
     @contextmanager
     def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
         """The reader connection in one read transaction: a consistent view of the committed
-        batches."""
+        batches. Inside this thread's :meth:`snapshot`, the snapshot's transaction."""
         with self._read_lock:
-            conn = self._reader
-            if conn is None:
-                raise StorageError(f"{self!r} is closed")
+            if self._snapshots:  # (held by whoever holds the lock: this thread)
+                conn = self._reader
+                if conn is None:
+                    raise StorageError(self._unusable or f"{self!r}: the snapshot is gone")
+                with self._errors(what):
+                    yield conn
+                return
+            conn = self._connection(writer=False)
             self._retrying(what, lambda: conn.execute("BEGIN"))
             try:
                 with self._errors(what):
                     yield conn
             finally:
-                if conn.in_transaction:
+                if conn.in_transaction and conn is self._reader:
                     with self._errors(what):
+                        conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read this thread makes on this store object inside the block sees the one
+        committed state of when the block began: one read transaction on the reader
+        connection, held with the reader's lock (other threads' reads on this object wait
+        for the block; other handles and processes go on reading and writing). Re-entrant.
+        Only reads belong inside: a batch opened there raises ``StorageError``."""
+        with self._read_lock:
+            if self._snapshots:
+                self._snapshots += 1
+                try:
+                    yield
+                finally:
+                    self._snapshots -= 1
+                return
+            conn = self._connection(writer=False)
+
+            def begin() -> None:
+                if conn.in_transaction:  # (a try that found the database busy)
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN")
+                # A deferred transaction takes its snapshot at its first read: take it now.
+                conn.execute("SELECT version FROM schema_version").fetchall()
+
+            try:
+                self._retrying("snapshot", begin)
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise
+            self._snapshots = 1
+            try:
+                yield
+            finally:
+                self._snapshots = 0
+                if conn.in_transaction and conn is self._reader:
+                    with self._errors("snapshot"):
                         conn.execute("COMMIT")
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
@@ -1000,7 +1294,10 @@ class SQLiteStore:
         nodes = self._decode_nodes(conn, rows)
         return ProfileRows(
             nodes,
-            tuple(TraitRow(n, k, ts, e, json.loads(v), bool(o)) for n, k, ts, e, v, o in traits),
+            tuple(
+                TraitRow(n, k, ts, e, _decode_json("traits", _trait_key(n, o, k), v), bool(o))
+                for n, k, ts, e, v, o in traits
+            ),
             tuple(CompanyLinkRow(*c) for c in links),
         )
 
@@ -1045,7 +1342,8 @@ class SQLiteStore:
             for node in nodes:
                 page.setdefault(node.profile, ([], [], []))[0].append(node)
             for p, n, k, ts, e, v, o in traits:
-                page[p][1].append(TraitRow(n, k, ts, e, json.loads(v), bool(o)))
+                value = _decode_json("traits", _trait_key(n, o, k), v)
+                page[p][1].append(TraitRow(n, k, ts, e, value, bool(o)))
             for p, n, cid, ts, e in links:
                 page[p][2].append(CompanyLinkRow(n, cid, ts, e))
             for p in sorted(page):
@@ -1093,13 +1391,24 @@ class SQLiteStore:
                 (company_id,),
             ).fetchall()
         return CompanyRows(
-            tuple(CompanyTraitRow(c, k, ts, e, json.loads(v)) for c, k, ts, e, v in traits),
+            tuple(
+                CompanyTraitRow(
+                    c, k, ts, e, _decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
+                )
+                for c, k, ts, e, v in traits
+            ),
             tuple(members),
         )
 
     def counts(self) -> Counts:
         with self._reading("counts") as conn:
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+            missing = [name for name in _COUNTS if not isinstance(counters.get(name), int)]
+            if missing:
+                raise StorageError(
+                    f"{self!r}: the database is damaged: counters rows name={missing!r} are "
+                    "missing or not numbers"
+                )
             blocked = {
                 (kind, value): count
                 for kind, value, count in conn.execute("SELECT kind, value, count FROM blocked")
@@ -1117,6 +1426,8 @@ class SQLiteStore:
         with self._write_lock, self._read_lock:
             connections = (self._writer, self._reader)
             self._writer = self._reader = None
+            self._unusable = f"{self!r} is closed"
+            _LIVE.discard(self)
             failure: sqlite3.Error | None = None
             for conn in connections:
                 if conn is not None:
@@ -1128,6 +1439,71 @@ class SQLiteStore:
                 self._temporary()
             if failure is not None:
                 raise StorageError(f"{self!r}: close failed: {failure}") from failure
+
+    def _after_fork_in_child(self) -> None:
+        """Make this store object the child's own (see "Fork" in the module docs)."""
+        writing = release_orphaned(self._write_lock)
+        reading = release_orphaned(self._read_lock)
+        self._snapshots = 0
+        # What another thread's batch may have half-changed; read again from the file.
+        self._kind_ids, self._kind_names, self._new_kinds = {}, {}, []
+        inherited_in_use = False
+        for conn, busy in ((self._writer, writing), (self._reader, reading)):
+            if conn is None:
+                continue
+            if busy or conn.in_transaction:
+                _INHERITED.append(conn)  # never closed (closing rolls back), never used
+                inherited_in_use = True
+            else:
+                with suppress(sqlite3.Error):
+                    conn.close()
+        self._writer = self._reader = None
+        if isinstance(self._temporary, weakref.finalize):
+            self._temporary.detach()  # the parent's file: the child must not remove it
+            self._unusable = (
+                f"{self!r}: a private database (':memory:') stays with the process that made "
+                "it, and this process was forked from that one"
+            )
+        if inherited_in_use:
+            key = _file_key(self._file)
+            if key is not None:
+                _POISONED.add(key)
+
+
+#: every open ``SQLiteStore`` of this process (for the at-fork hook)
+_LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+#: connections a forked child inherited while another thread was using them: kept here, so
+#: that they are never closed (that would roll back the parent's transaction) nor used
+_INHERITED: list[sqlite3.Connection] = []
+#: ``(device, inode)`` of the database files such connections are open on, in this process
+_POISONED: set[tuple[int, int]] = set()
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _poisoned(store: SQLiteStore) -> str:
+    return (
+        f"{store!r}: this process was forked while another thread was using this database "
+        "through an SQLiteStore, and SQLite cannot use the file safely in this process any "
+        "more (https://www.sqlite.org/howtocorrupt.html, 'carrying an open database "
+        "connection across a fork'): open the store in the child while no thread of the "
+        "parent uses it at the fork, or start the processes with the 'spawn' method"
+    )
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_LIVE):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read_rules(conn: sqlite3.Connection) -> RulesRecord | None:

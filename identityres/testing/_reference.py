@@ -15,6 +15,7 @@ snapshots are equal.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -375,6 +376,23 @@ class ReferenceResolver(EventWriter[None]):
     def refusals(self) -> Iterator[Refusal]:
         """Every refusal, in event-key order, then in the event's identifier (priority) order."""
         return iter(self._fold().refusals)
+
+    def blocked_counts(self) -> Counter[tuple[str, str]]:
+        """How often each blocked ``(kind, value)`` was seen (what ``stats().blocked_values``
+        counts, there by ``"kind:preview"``): once per accepted event carrying it, except
+        that a value ever forgotten is not counted at all. A forget of a blocked value
+        applies, like a forget of an identifier, to the events dated before it and to those
+        dated after it alike (docs/operator-tools.md): the count is a function of the set of
+        events, whatever their order."""
+        names = self._compiled.kind_names
+        records = self._records.values()
+        forgotten = {(names[r.ids[0][0]], r.ids[0][1]) for r in records if r.etype == FORGET}
+        counts: Counter[tuple[str, str]] = Counter()
+        for r in records:
+            for kind, value, _ in r.blocked:
+                if (kind, value) not in forgotten:
+                    counts[(kind, value)] += 1
+        return counts
 
     def company(self, company_id: IdLike) -> Company | None:
         """A company with its traits and the canonical ids of its profiles, or ``None``."""

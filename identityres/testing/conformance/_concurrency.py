@@ -2,7 +2,8 @@
 
 :class:`ConcurrencySuite` checks that reads see committed batches only (not the rows of a
 batch still open), that a second handle on the same data (``reopen``) reads committed
-batches only, and that two batches on one component, from two handles in two threads, are
+batches only, that the reads inside ``snapshot()`` see one state while another handle
+commits, and that two batches on one component, from two handles in two threads, are
 serialized: nothing one writes is lost when the other saves. The cases that need a second
 handle skip, saying why, when the store gives none.
 """
@@ -86,6 +87,59 @@ class ConcurrencySuite(SuiteBase):
                 )
             finally:
                 other.close()
+
+    def test_a_snapshot_sees_one_state_while_another_handle_commits(self, tmp_path: Path) -> None:
+        """Inside ``snapshot()`` on one handle, a batch that a second handle commits (from
+        another thread) is not seen; after the block it is (docs/storage.md, "Reads")."""
+        with self._store(tmp_path) as store:
+            other = self._second_handle(store)
+            try:
+                self._check_snapshot(store, other)
+            finally:
+                other.close()
+
+    def _check_snapshot(self, store: Store, other: Store) -> None:
+        refs = self._saved_world(store)
+        profiles = sorted(map(repr, store.iter_profiles()))
+        counts = store.counts()
+        failures: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                with other.batch() as batch:
+                    batch.load([("user_id", "u2"), ("email", "x@example.com")])
+                    batch.save(_second_changes(refs))
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        thread = threading.Thread(target=commit)
+        with store.snapshot():
+            _check("counts() in a snapshot", store.counts(), counts)
+            thread.start()
+            # (a store whose snapshot keeps writers out makes this wait until the block ends)
+            thread.join(0.5)
+            _check(
+                "node() in a snapshot, of a node another handle committed meanwhile",
+                store.node("phone", "+1 555 0100"),
+                None,
+            )
+            with store.snapshot():  # re-entrant: the outer block's state
+                _check("counts() in a nested snapshot", store.counts(), counts)
+            _check("profiles in a snapshot", sorted(map(repr, store.iter_profiles())), profiles)
+            _check(
+                "refused links in a snapshot",
+                len(list(store.iter_refused_links())),
+                1,
+            )
+        thread.join(30)
+        _require(not thread.is_alive(), "the second handle's batch never finished")
+        if failures:
+            raise AssertionError(f"the second handle's batch failed: {failures[0]!r}")
+        _require(
+            store.node("phone", "+1 555 0100") is not None,
+            "a node another handle committed during a snapshot is missing after it",
+        )
+        _check("counts() after the snapshot", store.counts(), other.counts())
 
     def test_batches_on_one_component_are_serialized(self, tmp_path: Path) -> None:
         """Handle A loads a component and pauses; meanwhile handle B writes a link into the

@@ -169,6 +169,9 @@ class _ProxyStore:
     def erasure_key(self) -> bytes:
         return self._store.erasure_key()
 
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        return self._store.snapshot()
+
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
         return self._store.read_components(identifiers)
 
