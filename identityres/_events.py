@@ -235,7 +235,11 @@ def _encoding_failed(field: str, value: Any, exc: Exception) -> InvalidEventErro
 def _checked(field: str, value: Any, text: str) -> str:
     """``text`` (the ASCII JSON of ``value``) when ``value`` holds no lone surrogate and
     nests at most ``MAX_NESTING`` levels deep."""
-    if "\\ud" in text or text.count("{") + text.count("[") > MAX_NESTING:
+    # Deeper than MAX_NESTING takes more than 2 * MAX_NESTING brackets: short texts (most)
+    # are not counted.
+    if "\\ud" in text or (
+        len(text) > 2 * MAX_NESTING and text.count("{") + text.count("[") > MAX_NESTING
+    ):
         problem = _problem(value)
         if problem is not None:
             raise InvalidEventError(field, value, problem)

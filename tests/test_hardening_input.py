@@ -689,3 +689,16 @@ def test_a_store_path_of_undecodable_bytes_still_opens(tmp_path: Path) -> None:
     with ir.IdentityGraph(store=url) as g:
         g.identify("u1", timestamp=1)
     assert (tmp_path / "\udcff.db").exists()
+
+
+def test_a_store_path_that_is_not_valid_text_is_refused(tmp_path: Path) -> None:
+    from identityres.storage.sqlite import SQLiteStore
+
+    for path in (f"{tmp_path}/\ud800.db", Path(f"{tmp_path}/\ud83d.db")):
+        with pytest.raises(ir.ConfigurationError, match="path=") as info:
+            SQLiteStore(path)
+        str(info.value).encode("utf-8")  # the message itself is printable
+    assert list(tmp_path.iterdir()) == []
+    # what os.fsdecode makes of bytes that are not UTF-8 is a usable name
+    SQLiteStore(f"{tmp_path}/\udcff.db").close()
+    assert (tmp_path / "\udcff.db").exists()

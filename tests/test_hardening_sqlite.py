@@ -55,8 +55,6 @@ def _left(db: Path, values: Iterator[str] | list[str]) -> dict[str, list[str]]:
     return found
 
 
-
-
 # --- stale cells: a sweep of database sizes -----------------------------------------------------
 
 

@@ -278,9 +278,7 @@ def test_a_graph_closes_the_store_it_opened_when_the_rules_differ(
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_a_reused_event_id_is_located_like_a_validation_error(
-    store: str, tmp_path: Path
-) -> None:
+def test_a_reused_event_id_is_located_like_a_validation_error(store: str, tmp_path: Path) -> None:
     url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'ids.db'}"
     graph = ir.IdentityGraph(store=url)
     graph.ingest([{"type": "identify", "userId": "u1", "messageId": "m1", "timestamp": 1}])

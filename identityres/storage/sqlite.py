@@ -608,6 +608,13 @@ class SQLiteStore:
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
             raise ConfigurationError(f"path={path!r}: must be a str or an os.PathLike of str")
+        try:
+            # a lone surrogate is no file name: refuse it here, not deep in os.open
+            os.fsencode(self.path)
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"path={self.path!a}: not valid text (a lone surrogate at {exc.start})"
+            ) from None
         self.timeout = float(timeout)
         self.retries = retries
         # Two connections: batches write through one, under ``_write_lock`` (held for the
