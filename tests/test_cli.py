@@ -272,7 +272,7 @@ def test_example_profile_details(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert by_id["usr_1005"]["company_id"] == "grp_initech"
     assert by_id["usr_1006"]["company_id"] is None
     gina = by_id["usr_1007"]
-    assert gina["traits"] == {"name": "Gina Rossi", "phone": "+15555550123"}
+    assert gina["traits"] == {"name": "Gina Rossi", "email": "", "phone": "+15555550123"}
     lurker = by_id["anon-d0c5f0"]
     assert lurker["user_id_kind"] == "anonymous_id"
     assert lurker["identified_user_id"] is None
