@@ -78,6 +78,7 @@ from typing import IO, Any, BinaryIO, NoReturn
 from identityres import export
 from identityres._events import parse_iso_timestamp
 from identityres._explain import Decision, Step, iso, show_identifier, show_text
+from identityres._formats import FORMATS
 from identityres._graph import IdentityGraph
 from identityres._model import USER_ID, Identifier, Profile
 from identityres._rules import Rules
@@ -218,8 +219,10 @@ def _parse_line(raw: bytes, lineno: int) -> dict[str, Any] | str:
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return "invalid JSON: nested too deeply"
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return {"batch": value}  # a batch body some clients post (Mixpanel's /import)
     if not isinstance(value, dict):
-        return f"expected a JSON object (one message), got {_json_type(value)}"
+        return f"expected a JSON object (one message or a batch body), got {_json_type(value)}"
     return value
 
 
@@ -239,7 +242,7 @@ def _problem(
     msg: dict[str, Any], field: str, value: Any, reason: str, line_of_event: dict[str, int]
 ) -> str:
     """A validation error of one message, as ``field=value: reason``."""
-    if field == "timestamp" and isinstance(value, datetime):
+    if field == "timestamp" and isinstance(value, datetime) and isinstance(msg, dict):
         # The library parsed the ISO-8601 text before rejecting it: show what the line says.
         value = msg.get("timestamp", msg.get("originalTimestamp", value))
     problem = f"{field}={_short(value)}: {reason}"
@@ -350,9 +353,10 @@ def _write_profiles(path: str, profiles: list[Profile]) -> None:
 class _Run:
     """What one ``resolve`` run has seen so far, line by line."""
 
-    def __init__(self, label: str, skip: bool) -> None:
+    def __init__(self, label: str, skip: bool, fmt: str = "auto") -> None:
         self.label = label
         self.skip = skip
+        self.format = fmt
         self.graph = IdentityGraph()
         self.read = 0
         self.applied = 0
@@ -375,7 +379,7 @@ class _Run:
             return
         # One message per ``ingest`` call: the messages are applied in file order, so a
         # message older than what its part of the graph has seen is handled as a late one.
-        report = self.graph.ingest([msg], on_error="skip")
+        report = self.graph.ingest([msg], on_error="skip", format=self.format)
         for err in report.errors:
             self._bad(lineno, _problem(msg, err.field, err.value, err.reason, self.line_of_event))
         for outcome in report.outcomes:
@@ -399,11 +403,11 @@ class _Run:
         _write_err(f"{PROG}: skipped {where}\n")
 
 
-def _read_file(path: str, *, skip: bool) -> _Run:
+def _read_file(path: str, *, skip: bool, fmt: str = "auto") -> _Run:
     """Apply the messages of an events file (``-``: standard input) to a new in-memory graph,
     line by line."""
     label = "<stdin>" if path == "-" else path
-    run = _Run(label, skip=skip)
+    run = _Run(label, skip=skip, fmt=fmt)
     events = _open_events(path)
     try:
         # Binary lines end at b"\n" only: a U+2028 inside a JSON string does not split a line.
@@ -421,7 +425,7 @@ def _read_file(path: str, *, skip: bool) -> _Run:
 def _resolve(args: argparse.Namespace) -> int:
     if args.output is not None:
         _check_output(args.output, [] if args.events == "-" else [("the events file", args.events)])
-    run = _read_file(args.events, skip=args.on_error == "skip")
+    run = _read_file(args.events, skip=args.on_error == "skip", fmt=args.format)
 
     # the documented order of the output: by the priority of the canonical id's kind, then id
     kind_index = run.graph.rules.compiled.kind_index
@@ -458,6 +462,7 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
 
     return {
         "input": run.label,
+        "format": run.format,
         "events": {
             "read": run.read,
             "applied": run.applied,
@@ -637,7 +642,7 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
     into memory."""
     url: str | None = args.store
     if url is None:
-        return _read_file(args.input, skip=args.on_error == "skip").graph
+        return _read_file(args.input, skip=args.on_error == "skip", fmt=args.input_format).graph
     # Opening an SQLite store creates the file: a mistyped path would read as empty.
     options = {"create": False} if url.partition("://")[0].lower() == "sqlite" else {}
     try:
@@ -1040,6 +1045,14 @@ def _parser() -> _Parser:
         help="on a bad line: stop with exit status 2 (raise, the default) or skip it and report "
         "it (skip)",
     )
+    resolve.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="what the lines are: Segment/RudderStack, PostHog, Mixpanel, Amplitude (HTTP API "
+        "v2) or Moesif messages or batch bodies, or auto (the default): each line's own, "
+        "detected (docs/formats.md)",
+    )
     resolve.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     resolve.add_argument(
         "--top",
@@ -1087,6 +1100,12 @@ def _source(*, store_only: bool = False) -> argparse.ArgumentParser:
         choices=("raise", "skip"),
         default="raise",
         help="with --input, on a bad line: stop (raise, the default) or skip it and report it",
+    )
+    group.add_argument(
+        "--input-format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="with --input, what the lines are (docs/formats.md); auto (the default) detects it",
     )
     return parent
 
