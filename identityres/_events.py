@@ -1075,17 +1075,22 @@ class RecordBuilder:
         kind (the first rule that finds a value wins), leaving out the kinds ``given`` (the
         ``identifiers`` extension) names (docs/formats.md, Identifiers inside messages)."""
         rules = self._rules
-        extractors = rules.extractors.get(mtype)
-        if not extractors:
+        compiled = rules.extractors.get(mtype)
+        if compiled is None:
             return []
+        parents, extractors = compiled
+        found = [_dig(msg, parent) for parent in parents]
         taken: set[int] = set()
         if isinstance(given, Mapping):
             taken.update(rules.kind_index[k] for k in given if k in rules.kind_index)
         out: list[tuple[int, str]] = []
-        for kind, parts, conditions, path in extractors:
-            if kind in taken:
+        for at, leaf, kind, conditions, path in extractors:
+            parent = found[at]
+            if parent is None or kind in taken:
                 continue
-            raw = _dig(msg, parts)
+            if type(parent) is not dict and not isinstance(parent, Mapping):
+                continue
+            raw = parent.get(leaf)
             if type(raw) is not str and (type(raw) is not int or isinstance(raw, bool)):
                 # absent, null, or a trait of another shape (a list, an object, a bool): it
                 # stays data and identifies nobody
@@ -1189,11 +1194,11 @@ TIME_KEYS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 
 
 def _dig(msg: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
-    """The value at a dotted path of a message, or ``None`` where a step is missing or not a
-    mapping."""
+    """The value at a dotted path of a message (the message itself for no parts), or ``None``
+    where a step is missing or not a mapping."""
     value: Any = msg
     for part in parts:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # (dict: the fast test)
             return None
         value = value.get(part)
         if value is None:

@@ -477,7 +477,7 @@ def _count(value: Any) -> bool:
 
 
 #: a compiled extraction rule (see ``CompiledRules.extractors``)
-Extractor = tuple[int, tuple[str, ...], tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], str]
+Extractor = tuple[int, str, int, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], str]
 
 
 class CompiledRules:
@@ -599,22 +599,34 @@ class CompiledRules:
         self.extraction: tuple[Extract, ...] = self._extraction(rules.extraction)
         #: per message type: ``(kind index, path parts, ((path parts, allowed values), ...),
         #: dotted path)`` in rule order
-        self.extractors: dict[str, tuple[Extractor, ...]] = {
-            t: tuple(
-                (
-                    self.kind_index[r.kind],
-                    tuple(r.path.split(".")),
-                    tuple(
-                        (tuple(p.split(".")), (v,) if isinstance(v, str) else tuple(v))
-                        for p, v in sorted(r.when.items())
-                    ),
-                    r.path,
+        #: per message type: the distinct parent paths its rules read (each dug out of a
+        #: message once), and the rules in order as ``(parent index, leaf key, kind index,
+        #: ((condition path, allowed values), ...), dotted path)``
+        self.extractors: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[Extractor, ...]]] = {}
+        for t in MESSAGE_TYPES:
+            parents: list[tuple[str, ...]] = []
+            compiled: list[Extractor] = []
+            for r in self.extraction:
+                if t not in r.types:
+                    continue
+                *parent, leaf = r.path.split(".")
+                if tuple(parent) not in parents:
+                    parents.append(tuple(parent))
+                conditions = tuple(
+                    (tuple(p.split(".")), (v,) if isinstance(v, str) else tuple(v))
+                    for p, v in sorted(r.when.items())
                 )
-                for r in self.extraction
-                if t in r.types
-            )
-            for t in MESSAGE_TYPES
-        }
+                compiled.append(
+                    (
+                        parents.index(tuple(parent)),
+                        leaf,
+                        self.kind_index[r.kind],
+                        conditions,
+                        r.path,
+                    )
+                )
+            if compiled:
+                self.extractors[t] = (tuple(parents), tuple(compiled))
 
     def _extraction(self, given: tuple[Extract, ...] | None) -> tuple[Extract, ...]:
         if given is None:
