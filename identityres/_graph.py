@@ -82,6 +82,9 @@ class IngestReport:
 
     outcomes: tuple[Outcome, ...]
     errors: tuple[EventError, ...]
+    #: the position in the batch of the event each outcome is of (one message of another
+    #: platform can be several operations, so several outcomes share a position)
+    indexes: tuple[int, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def applied(self) -> int:
@@ -368,13 +371,15 @@ class IdentityGraph(EventWriter[Outcome]):
                 if isinstance(events_list[first.index], dict):
                     relabel(first.error, MESSAGE_FIELDS)
                 raise first.error.at_index(first.index) from None
+        refused = {(index, reused.value) for index, reused in conflicts}
+        indexes = tuple(i for i, rec in records if (i, rec.event_id) not in refused)
         for index, reused in conflicts:
             if isinstance(events_list[index], dict):
                 relabel(reused, MESSAGE_FIELDS)
             reused.at_index(index)
             errors.append(EventError(index, reused.field, reused.value, reused.reason, reused))
         errors.sort(key=lambda e: e.index)
-        return IngestReport(tuple(outcomes), tuple(errors))
+        return IngestReport(tuple(outcomes), tuple(errors), indexes)
 
     # -- reading --------------------------------------------------------------------------
     #

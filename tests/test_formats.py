@@ -270,6 +270,7 @@ def test_amplitude_events_identify_and_groups() -> None:
         ]
     )
     assert report.errors == () and len(report.outcomes) == 6  # B is a track, traits, a group
+    assert report.indexes == (0,) * 6  # all of the one batch body given
     p = one(g, user_id="u1")
     assert p.anonymous_ids == {"d1"} and p.identifiers["email"] == {"a@x.io"}
     assert p.traits == {"email": "a@x.io", "s": 1, "plan": "pro"}
