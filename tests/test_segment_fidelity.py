@@ -380,3 +380,49 @@ def test_extraction_values_are_validated_naming_the_path() -> None:
     )
     (error,) = report.errors
     assert error.field in ("traits", "traits.email")
+
+
+_EMAILS = st.sampled_from(["ada@x.io", "ben@x.io", " ada@x.io ", "", "null"])
+_WHERE = st.sampled_from(["traits", "context.traits", "properties"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", None]), st.sampled_from(["a1", "a2"]), _EMAILS, _WHERE
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_an_extracted_email_is_the_identifiers_extension(
+    rows: list[tuple[str | None, str, str, str]], rnd: Any
+) -> None:
+    """Wherever the default rules find an email, the profiles are those of the same messages
+    with ``identifiers={"email": ...}`` and extraction off, in any order."""
+    extracted, explicit = [], []
+    for i, (user, anon, email, where) in enumerate(rows):
+        mtype = "track" if where == "properties" else "identify"
+        base: dict[str, Any] = msg(mtype, f"m{i}", i, userId=user, anonymousId=anon)
+        if mtype == "track":
+            base["event"] = "X"
+        if where == "context.traits":
+            extracted.append({**base, "context": {"traits": {"email": email}}})
+        else:
+            extracted.append({**base, where: {"email": email}})
+        explicit.append({**base, "identifiers": {"email": email}})
+        if where == "traits":
+            explicit[-1]["traits"] = {"email": email}
+        elif where == "context.traits":
+            explicit[-1]["context"] = {"traits": {"email": email}}
+        else:
+            explicit[-1]["properties"] = {"email": email}
+    rnd.shuffle(extracted)
+    g1, g2 = ir.IdentityGraph(), ir.IdentityGraph(ir.Rules(extraction=()))
+    for m in extracted:
+        g1.ingest([m])
+    g2.ingest(explicit)
+    assert profiles(g1) == profiles(g2)
+    assert g1.stats().blocked_values == g2.stats().blocked_values
