@@ -447,13 +447,17 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
-        # The forms Python 3.11 reads and 3.10 does not, made the same on both: a fraction
-        # of other than 3 or 6 digits (``.12``), an offset without a colon (``+0000``).
-        text = _OFFSET.sub(r"\1:\2", _FRACTION.sub(_six_digits, text))
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
+            # The forms Python 3.11 reads and 3.10 does not, read on both: a fraction of
+            # other than 3 or 6 digits (``.12``), an offset without a colon (``+0000``).
+            try:
+                parsed = datetime.fromisoformat(
+                    _OFFSET.sub(r"\1:\2", _FRACTION.sub(_six_digits, text))
+                )
+            except ValueError:
+                raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
         return to_timestamp(parsed, field)
     return to_timestamp(value, field)
 
