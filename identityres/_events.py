@@ -1156,7 +1156,7 @@ class RecordBuilder:
                 event_id,
                 self._given(msg.get("identifiers"))
                 + self.extract(mtype, msg, msg.get("identifiers")),
-                members_optional=bool(msg.get("_company_only")),
+                members_optional=isinstance(msg, Translated) and msg.company_only,
             )
         if mtype == "reset":
             return self.reset(anonymous_id, ts, event_id)
@@ -1177,7 +1177,7 @@ class RecordBuilder:
         previous = msg.get("previousId")
         if previous is None:
             return None
-        kind = msg.get("_previous_kind")  # set by the other platforms' readers
+        kind = msg.previous_kind if isinstance(msg, Translated) else None
         if kind is None:
             kind = ANONYMOUS_ID if anonymous_id is None or previous == anonymous_id else USER_ID
         if kind == USER_ID and self._rules.limits[self._rules.user] == 1:
@@ -1191,6 +1191,29 @@ class RecordBuilder:
                 "Rules(limits={'user_id': None}) (docs/merge-rules.md, Aliases)",
             )
         return (kind, previous)
+
+
+class Translated(dict):  # type: ignore[type-arg]
+    """A Segment-spec message that a reader of another platform made (``_formats``), with what
+    that platform's message said beyond the spec, kept out of the message's keys so that no
+    message can claim it: ``fields`` (Segment key -> the platform's path, for errors),
+    ``company_only`` (a group update with no member), ``previous_kind`` (the kind of an
+    alias's ``previousId``)."""
+
+    __slots__ = ("company_only", "fields", "previous_kind")
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        fields: dict[str, str],
+        *,
+        company_only: bool = False,
+        previous_kind: str | None = None,
+    ) -> None:
+        super().__init__(data)
+        self.fields = fields
+        self.company_only = company_only
+        self.previous_kind = previous_kind
 
 
 #: The keys a message's time is read from, first found first (docs/formats.md, Timestamps).

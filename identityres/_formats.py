@@ -4,8 +4,9 @@ and Moesif events become the operations a Segment-spec message names (as dicts o
 
 Each reader is a function of one message alone, so that the operations it gives, and so the
 profiles, never depend on the order messages arrive in (R8 in docs/merge-rules.md). Errors name
-the platform's own fields: a translated dict carries ``_fields``, the Segment keys it filled
-mapped to the platform's paths, which ``IdentityGraph.ingest`` relabels errors with.
+the platform's own fields: a translated dict (``Translated``) carries ``fields``, the Segment
+keys it filled mapped to the platform's paths, which ``IdentityGraph.ingest`` relabels errors
+with.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from identityres._events import MAX_TIMESTAMP, MIN_TIMESTAMP, parse_iso_timestamp
+from identityres._events import MAX_TIMESTAMP, MIN_TIMESTAMP, Translated, parse_iso_timestamp
 from identityres._model import ANONYMOUS_ID, USER_ID, Merge
 from identityres.errors import InvalidEventError, InvalidTimestampError, UnknownFormatError
 
@@ -78,7 +79,7 @@ def envelope(msg: Mapping[str, Any]) -> list[Any] | None:
 
 def translate(msg: Mapping[str, Any], fmt: str) -> list[Any]:
     """The operations of one message of format ``fmt`` (``"auto"``: detected): Segment-spec
-    dicts (carrying ``_fields``) and ``Merge`` objects. Raises
+    dicts (``Translated``, carrying ``fields``) and ``Merge`` objects. Raises
     :class:`~identityres.errors.UnknownFormatError` when the message is not of the format."""
     inner = envelope(msg)
     if inner is not None:
@@ -169,15 +170,21 @@ def _ms(field: str, value: Any) -> float | None:
     return seconds
 
 
-def _message(mtype: str, fields: dict[str, str], **keys: Any) -> dict[str, Any]:
-    out = {"type": mtype, **{k: v for k, v in keys.items() if v is not None}}
-    out["_fields"] = fields
-    return out
+def _message(
+    mtype: str,
+    fields: dict[str, str],
+    *,
+    company_only: bool = False,
+    previous_kind: str | None = None,
+    **keys: Any,
+) -> Translated:
+    data = {"type": mtype, **{k: v for k, v in keys.items() if v is not None}}
+    return Translated(data, fields, company_only=company_only, previous_kind=previous_kind)
 
 
 def _membership(
     base_id: Any, ts: Any, user: Any, anon: Any, company: Any, fields: dict[str, str]
-) -> dict[str, Any]:
+) -> Translated:
     """A ``group`` message: this person belongs to ``company`` (its own event id)."""
     return _message(
         "group",
@@ -253,7 +260,7 @@ def _posthog(msg: Mapping[str, Any]) -> list[Any]:
                 timestamp=ts,
                 userId=alias,
                 previousId=distinct,
-                _previous_kind=USER_ID if props.get("$is_identified") is True else ANONYMOUS_ID,
+                previous_kind=USER_ID if props.get("$is_identified") is True else ANONYMOUS_ID,
             )
         ]
     if event == "$merge_dangerously":
@@ -284,7 +291,7 @@ def _posthog(msg: Mapping[str, Any]) -> list[Any]:
                 timestamp=ts,
                 groupId=props.get("$group_key"),
                 traits=props.get("$group_set"),
-                _company_only=True,
+                company_only=True,
             )
         ]
     ops: list[Any] = []
@@ -369,7 +376,7 @@ def _mixpanel(msg: Mapping[str, Any]) -> list[Any]:
                 timestamp=_epoch("$time", msg.get("$time")),
                 groupId=msg.get("$group_id"),
                 traits=_mapping("$set", msg.get("$set")),
-                _company_only=True,
+                company_only=True,
             )
         ]
     if "$distinct_id" in msg:
@@ -435,7 +442,7 @@ def _mixpanel(msg: Mapping[str, Any]) -> list[Any]:
                 timestamp=ts,
                 userId=props.get("alias"),
                 previousId=props.get("distinct_id"),
-                _previous_kind=ANONYMOUS_ID,
+                previous_kind=ANONYMOUS_ID,
             )
         ]
     if event == "$merge":
@@ -535,7 +542,7 @@ def _amplitude(msg: Mapping[str, Any]) -> list[Any]:
                 timestamp=ts,
                 groupId=company,
                 traits=sets,
-                _company_only=True,
+                company_only=True,
             )
         ]
     sets, once = _amplitude_ops(msg.get("user_properties"), "user_properties")
@@ -601,7 +608,7 @@ def _moesif(msg: Mapping[str, Any]) -> list[Any]:
                     timestamp=ts,
                     groupId=company,
                     traits=metadata,
-                    _company_only=True,
+                    company_only=True,
                 )
             ]
         ops: list[Any] = [_message("identify", fields, timestamp=ts, userId=user, traits=metadata)]

@@ -21,6 +21,7 @@ from identityres._events import (
     MESSAGE_FIELDS,
     Record,
     RecordBuilder,
+    Translated,
     relabel,
 )
 from identityres._explain import (
@@ -151,9 +152,8 @@ def _name_fields(error: ValidationError, event: Any, op: Any) -> None:
     ``_formats``."""
     if isinstance(op, Mapping):
         relabel(error, MESSAGE_FIELDS)
-        fields = op.get("_fields")
-        if isinstance(fields, Mapping):
-            relabel(error, fields)
+        if isinstance(op, Translated):
+            relabel(error, op.fields)
     elif isinstance(event, dict):
         fields = getattr(op, "fields", None)
         relabel(error, fields if isinstance(fields, Mapping) else MESSAGE_FIELDS)

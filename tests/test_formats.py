@@ -435,3 +435,16 @@ def test_redelivered_messages_are_duplicates() -> None:
     g.ingest(MIXED)
     again = g.ingest(MIXED)
     assert again.applied == 0 and again.duplicates == len(again.outcomes)
+
+
+def test_a_segment_message_cannot_claim_what_only_a_reader_says() -> None:
+    # the notes a reader makes are not message keys: a group still needs a member
+    g = ir.IdentityGraph()
+    with pytest.raises(errors.InvalidEventError) as info:
+        g.ingest([{"type": "group", "groupId": "acme", "_company_only": True}])
+    assert info.value.field == "userId"
+    with pytest.raises(errors.AliasRefusedError):
+        g.ingest(
+            [{"type": "alias", "userId": "u", "previousId": "p", "anonymousId": "a",
+              "_previous_kind": "anonymous_id"}]
+        )  # fmt: skip
