@@ -224,10 +224,16 @@ class IdentityGraph(EventWriter[Outcome]):
         try:
             recorded = store.bind_rules(proposed)
             if recorded.digest != proposed.digest:
+                hint = (
+                    " (a store written before extraction rules existed: Rules(extraction=()))"
+                    if '"extraction"' not in recorded.description
+                    and '"extraction"' in proposed.description
+                    else ""
+                )
                 raise ConfigurationError(
                     f"store={store!r}: written with other rules; "
                     f"{proposed.difference(recorded)}. Open it with the rules it was written "
-                    "with, or resolve the events again into a new store"
+                    f"with{hint}, or resolve the events again into a new store"
                 )
         except BaseException:
             if opened:  # a store this graph opened is this graph's to close

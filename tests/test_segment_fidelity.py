@@ -369,8 +369,14 @@ def test_the_rules_record_holds_the_extraction_and_a_store_notices_a_change(
     assert "extraction" in str(info.value)
     with ir.IdentityGraph(custom, store=SQLiteStore(tmp_path / "ids.db")) as g:
         assert g.resolve(identifier=("email", "a@x.io")) == "u1"
-    # rules that extract nothing record what stores written before extraction rules recorded
+    # rules that extract nothing record what stores written before extraction rules recorded,
+    # and the error for such a store with the default rules says so
     assert "extraction" not in ir.Rules(extraction=()).record().description
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    with ir.IdentityGraph(ir.Rules(extraction=()), store=old) as g:
+        g.identify("u1", timestamp=1)  # (SQLite records the rules with the first batch)
+    with pytest.raises(errors.ConfigurationError, match=r"Rules\(extraction=\(\)\)"):
+        ir.IdentityGraph(store=old)
 
 
 def test_extraction_values_are_validated_naming_the_path() -> None:
