@@ -27,8 +27,9 @@ from identityres._model import (
     Split,
     Track,
 )
-from identityres._rules import Rules, normalize_email
+from identityres._rules import DEFAULT_EXTRACTION, Extract, Rules, normalize_email
 from identityres.errors import (
+    AliasRefusedError,
     ConfigurationError,
     ErasureIncompleteError,
     EventIdConflictError,
@@ -37,6 +38,7 @@ from identityres.errors import (
     InvalidEventError,
     InvalidTimestampError,
     StorageError,
+    UnknownFormatError,
     UnknownKindError,
     ValidationError,
 )
@@ -44,7 +46,9 @@ from identityres.errors import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DEFAULT_EXTRACTION",
     "Alias",
+    "AliasRefusedError",
     "BlockedValue",
     "Company",
     "ConfigurationError",
@@ -54,6 +58,7 @@ __all__ = [
     "EventError",
     "EventIdConflictError",
     "Explanation",
+    "Extract",
     "Forget",
     "GraphStats",
     "Identifier",
@@ -76,6 +81,7 @@ __all__ = [
     "Step",
     "StorageError",
     "Track",
+    "UnknownFormatError",
     "UnknownKindError",
     "ValidationError",
     "from_epoch_ms",

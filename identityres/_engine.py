@@ -384,6 +384,10 @@ class Engine:
             if not ids and etype == COMPANY and rec.company_id is not None:
                 self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
         if not ids:
+            if etype == COMPANY and rec.company_id is not None and not rec.ids and not rec.blocked:
+                # a company's own traits, with no member (another platform's group update,
+                # docs/formats.md)
+                self._write_company(None, ts, eid, rec.company_id, rec.company_traits)
             return None, False, 0
         if len(ids) == 2 and etype != MERGE and not anchor_erased:
             (ka, va), (kb, vb) = ids

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from identityres._model import (
 )
 from identityres._rules import CompiledRules, strip_whitespace
 from identityres.errors import (
+    AliasRefusedError,
     IdentifierTypeError,
     InvalidEventError,
     InvalidTimestampError,
@@ -435,6 +437,14 @@ def from_epoch_ms(value: int | float) -> float:
     )
 
 
+_FRACTION = re.compile(r"(?<=:\d\d)[.,](\d+)")
+_OFFSET = re.compile(r"(?<=\d)([+-]\d\d)(\d\d)\Z")
+
+
+def _six_digits(match: re.Match[str]) -> str:
+    return "." + (match.group(1) + "00000")[:6]
+
+
 def parse_iso_timestamp(value: Any, field: str) -> float:
     """An ISO-8601 string (as in Segment messages) or any value ``to_timestamp`` takes."""
     if isinstance(value, str):
@@ -444,7 +454,14 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
+            # The forms Python 3.11 reads and 3.10 does not, read on both: a fraction of
+            # other than 3 or 6 digits (``.12``), an offset without a colon (``+0000``).
+            try:
+                parsed = datetime.fromisoformat(
+                    _OFFSET.sub(r"\1:\2", _FRACTION.sub(_six_digits, text))
+                )
+            except ValueError:
+                raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
         return to_timestamp(parsed, field)
     return to_timestamp(value, field)
 
@@ -782,10 +799,12 @@ class RecordBuilder:
         properties: Any,
         timestamp: Any,
         event_id: Any,
+        extracted: list[tuple[int, str]] | None = None,
     ) -> Record:
         rules = self._rules
         if (
-            type(event) is str
+            not extracted
+            and type(event) is str
             and event
             and identifiers is None
             and type(event_id) is str
@@ -812,12 +831,14 @@ class RecordBuilder:
                 (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
             )
         self._extra(identifiers, pairs)
+        if identifiers:
+            self._single_kind_check(pairs)
+        if extracted:
+            pairs.extend(extracted)
         if not pairs:
             raise InvalidEventError(
                 "identifiers", None, "track needs anonymous_id, user_id or identifiers"
             )
-        if identifiers:
-            self._single_kind_check(pairs)
         props = _check_mapping("properties", properties)
         ts = self.timestamp(timestamp)
         payload = (event, None if props is None else _json(props, "properties"))
@@ -832,10 +853,12 @@ class RecordBuilder:
         set_once: Any,
         timestamp: Any,
         event_id: Any,
+        extracted: list[tuple[int, str]] | None = None,
     ) -> Record:
         rules = self._rules
         if (
-            type(user_id) is str
+            not extracted
+            and type(user_id) is str
             and type(anonymous_id) is str
             and identifiers is None
             and traits is None
@@ -866,9 +889,9 @@ class RecordBuilder:
                 digest = _digest(_TS(ts) + text.encode(), digest_size=16).digest()
                 content = (IDENTIFY, ts, fast, None, None, None)
                 return Record(IDENTIFY, ts, event_id, fast, (), content, digest)
-        if user_id is None:
-            raise InvalidEventError("user_id", None, "identify needs a user_id")
-        pairs = [(rules.user, self.identifier_value("user_id", rules.user, user_id))]
+        pairs: list[tuple[int, str]] = []
+        if user_id is not None:
+            pairs.append((rules.user, self.identifier_value("user_id", rules.user, user_id)))
         if anonymous_id is not None:
             pairs.append(
                 (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
@@ -876,6 +899,13 @@ class RecordBuilder:
         if identifiers is not None:
             self._extra(identifiers, pairs)
             self._single_kind_check(pairs)
+        if extracted:
+            pairs.extend(extracted)
+        if not pairs:
+            # traits for a visitor (only an anonymous id) are fine; traits for nobody are not
+            raise InvalidEventError(
+                "user_id", None, "identify needs a user_id, an anonymous_id or identifiers"
+            )
         t = _json_data("traits", _check_mapping("traits", traits))
         s = _json_data("set_once", _check_mapping("set_once", set_once))
         ts = self.timestamp(timestamp)
@@ -919,6 +949,8 @@ class RecordBuilder:
         traits: Any,
         timestamp: Any,
         event_id: Any,
+        extracted: list[tuple[int, str]] | None = None,
+        members_optional: bool = False,
     ) -> Record:
         rules = self._rules
         if company_id is None:
@@ -933,7 +965,9 @@ class RecordBuilder:
             pairs.append(
                 (rules.anon, self.identifier_value("anonymous_id", rules.anon, anonymous_id))
             )
-        if not pairs:
+        if extracted:
+            pairs.extend(extracted)
+        if not pairs and not members_optional:
             raise InvalidEventError(
                 "user_id", None, "identify_company needs a user_id or an anonymous_id"
             )
@@ -1032,52 +1066,101 @@ class RecordBuilder:
             "event", event, "must be an event object (Track, Identify, …) or a message dict"
         )
 
+    def message_time(self, msg: Mapping[str, Any]) -> float | None:
+        """A message's time: the first of ``timestamp``, ``originalTimestamp``, ``sentAt``,
+        ``receivedAt`` that is there and not ``null``; ``None`` (the clock) when none is
+        (docs/formats.md, Timestamps). No clock-skew correction: see docs/decisions.md."""
+        for key in TIME_KEYS:
+            raw = msg.get(key)
+            if raw is not None:
+                return parse_iso_timestamp(raw, key)
+        return None
+
+    def extract(
+        self, mtype: str, msg: Mapping[str, Any], given: Any = None
+    ) -> list[tuple[int, str]]:
+        """The identifiers the extraction rules find in a message of type ``mtype``, one per
+        kind (the first rule that finds a value wins), leaving out the kinds ``given`` (the
+        ``identifiers`` extension) names (docs/formats.md, Identifiers inside messages)."""
+        rules = self._rules
+        compiled = rules.extractors.get(mtype)
+        if compiled is None:
+            return []
+        parents, extractors = compiled
+        found = [_dig(msg, parent) for parent in parents]
+        taken: set[int] = set()
+        if isinstance(given, Mapping):
+            taken.update(rules.kind_index[k] for k in given if k in rules.kind_index)
+        out: list[tuple[int, str]] = []
+        for at, leaf, kind, conditions, path in extractors:
+            parent = found[at]
+            if parent is None or kind in taken:
+                continue
+            if type(parent) is not dict and not isinstance(parent, Mapping):
+                continue
+            raw = parent.get(leaf)
+            if type(raw) is not str and (type(raw) is not int or isinstance(raw, bool)):
+                # absent, null, or a trait of another shape (a list, an object, a bool): it
+                # stays data and identifies nobody
+                continue
+            if conditions and not all(_dig(msg, where) in allowed for where, allowed in conditions):
+                continue
+            taken.add(kind)
+            out.append((kind, self.identifier_value(path, kind, raw)))
+        return out
+
     def from_message(self, msg: Mapping[str, Any]) -> Record:
-        """A Segment/RudderStack-spec message (``type``, ``userId``, ``anonymousId``, …).
+        """A Segment/RudderStack-spec message (``type``, ``userId``, ``anonymousId``, …), read
+        as docs/formats.md says: ``context.traits`` under ``traits``, identifiers extracted by
+        the rules' ``extraction``, the time by precedence, ``previousId`` by kind.
 
         identityres extensions: ``identifiers`` (kind -> value) on track and identify,
         ``set_once`` on identify, and ``type: "reset"``. ``page`` and ``screen`` messages are
         observations like ``track``.
         """
         mtype = msg.get("type")
-        ts_raw = msg.get("timestamp", msg.get("originalTimestamp"))
-        ts: Any = None if ts_raw is None else parse_iso_timestamp(ts_raw, "timestamp")
+        ts: Any = self.message_time(msg)
         event_id = msg.get("messageId")
         user_id = msg.get("userId")
         anonymous_id = msg.get("anonymousId")
         if mtype == "identify":
+            given = msg.get("identifiers")
             return self.identify(
                 user_id,
                 anonymous_id,
-                msg.get("identifiers"),
-                msg.get("traits"),
+                given,
+                _traits(msg),
                 msg.get("set_once"),
                 ts,
                 event_id,
+                self.extract(mtype, msg, given),
             )
         if mtype in ("track", "page", "screen"):
             name = msg.get("event") if mtype == "track" else msg.get("name") or mtype
+            given = msg.get("identifiers")
             return self.track(
                 name,
                 anonymous_id,
                 user_id,
-                msg.get("identifiers"),
+                given,
                 msg.get("properties"),
                 ts,
                 event_id,
+                self.extract(mtype, msg, given),
             )
         if mtype == "alias":
-            previous = msg.get("previousId")
-            # Segment's previousId is "an anonymous id or a user id the user had": it is an
-            # anonymous id when it is the message's own anonymousId, else a user id.
-            if previous is not None and anonymous_id is not None and previous == anonymous_id:
-                previous = (ANONYMOUS_ID, previous)
-            elif previous is not None:
-                previous = (USER_ID, previous)
-            return self.alias(user_id, previous, ts, event_id)
+            return self.alias(user_id, self._previous(msg, anonymous_id), ts, event_id)
         if mtype == "group":
             return self.identify_company(
-                msg.get("groupId"), user_id, anonymous_id, msg.get("traits"), ts, event_id
+                msg.get("groupId"),
+                user_id,
+                anonymous_id,
+                msg.get("traits"),
+                ts,
+                event_id,
+                self._given(msg.get("identifiers"))
+                + self.extract(mtype, msg, msg.get("identifiers")),
+                members_optional=isinstance(msg, Translated) and msg.company_only,
             )
         if mtype == "reset":
             return self.reset(anonymous_id, ts, event_id)
@@ -1085,12 +1168,99 @@ class RecordBuilder:
             "type", mtype, "must be one of identify, track, page, screen, alias, group, reset"
         )
 
+    def _given(self, identifiers: Any) -> list[tuple[int, str]]:
+        pairs: list[tuple[int, str]] = []
+        self._extra(identifiers, pairs)
+        return pairs
+
+    def _previous(self, msg: Mapping[str, Any], anonymous_id: Any) -> Any:
+        """The kind of an alias's ``previousId`` (docs/merge-rules.md, Aliases): the device's
+        anonymous id when the message has no ``anonymousId`` (the server SDKs) or the same
+        one (analytics.js, mobile before sign-in); a previous *user* id when the message's
+        ``anonymousId`` is another value (mobile after sign-in: an id migration)."""
+        previous = msg.get("previousId")
+        if previous is None:
+            return None
+        kind = msg.previous_kind if isinstance(msg, Translated) else None
+        if kind is None:
+            kind = ANONYMOUS_ID if anonymous_id is None or previous == anonymous_id else USER_ID
+        if kind == USER_ID and self._rules.limits[self._rules.user] == 1:
+            raise AliasRefusedError(
+                "previous_id",
+                previous,
+                "a previous user id (the message's anonymousId is "
+                f"{_shown(anonymous_id)}): an alias between two user ids would merge two "
+                "identified users, which the user_id limit refuses; merge them on purpose "
+                "with IdentityGraph.merge(), or lift the limit with "
+                "Rules(limits={'user_id': None}) (docs/merge-rules.md, Aliases)",
+            )
+        return (kind, previous)
+
+
+class Translated(dict):  # type: ignore[type-arg]
+    """A Segment-spec message that a reader of another platform made (``_formats``), with what
+    that platform's message said beyond the spec, kept out of the message's keys so that no
+    message can claim it: ``fields`` (Segment key -> the platform's path, for errors),
+    ``company_only`` (a group update with no member), ``previous_kind`` (the kind of an
+    alias's ``previousId``)."""
+
+    __slots__ = ("company_only", "fields", "previous_kind")
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        fields: dict[str, str],
+        *,
+        company_only: bool = False,
+        previous_kind: str | None = None,
+    ) -> None:
+        super().__init__(data)
+        self.fields = fields
+        self.company_only = company_only
+        self.previous_kind = previous_kind
+
+
+#: The keys a message's time is read from, first found first (docs/formats.md, Timestamps).
+TIME_KEYS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+
+
+def _dig(msg: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a dotted path of a message (the message itself for no parts), or ``None``
+    where a step is missing or not a mapping."""
+    value: Any = msg
+    for part in parts:
+        if type(value) is not dict and not isinstance(value, Mapping):  # (dict: the fast test)
+            return None
+        value = value.get(part)
+        if value is None:
+            return None
+    return value
+
+
+def _traits(msg: Mapping[str, Any]) -> Any:
+    """An identify's traits: ``context.traits`` (where RudderStack and the mobile SDKs put
+    them) under ``traits`` (the top level wins on a clash)."""
+    top = msg.get("traits")
+    context = msg.get("context")
+    inner = context.get("traits") if isinstance(context, Mapping) else None
+    if inner is None:
+        return top
+    if not isinstance(inner, Mapping):
+        raise InvalidEventError(
+            "context.traits", inner, f"must be a mapping, not {type(inner).__name__}"
+        )
+    if top is None:
+        return inner
+    if not isinstance(top, Mapping):
+        return top  # (refused as traits)
+    return {**inner, **top}
+
 
 def relabel(error: ValidationError, mapping: Mapping[str, str]) -> ValidationError:
     """Rename an error's field to the message key the user wrote (``userId``, …)."""
     field = error.field
     for ours, theirs in mapping.items():
-        if field == ours or field.startswith(ours + "["):
+        if field == ours or field.startswith((ours + "[", ours + ".")):
             error.field = theirs + field[len(ours) :]
             error.args = (error._message(),)
             break

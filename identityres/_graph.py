@@ -21,6 +21,7 @@ from identityres._events import (
     MESSAGE_FIELDS,
     Record,
     RecordBuilder,
+    Translated,
     relabel,
 )
 from identityres._explain import (
@@ -30,6 +31,7 @@ from identityres._explain import (
     profile_history,
 )
 from identityres._fork import release_orphaned
+from identityres._formats import FORMATS, translate
 from identityres._model import (
     Company,
     Identifier,
@@ -81,6 +83,9 @@ class IngestReport:
 
     outcomes: tuple[Outcome, ...]
     errors: tuple[EventError, ...]
+    #: the position in the batch of the event each outcome is of (one message of another
+    #: platform can be several operations, so several outcomes share a position)
+    indexes: tuple[int, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def applied(self) -> int:
@@ -139,6 +144,19 @@ class GraphStats:
         lines.extend(f"  {reason}: {n}" for reason, n in self.refusals.items())
         lines.extend(f"    {kind}: {n}" for kind, n in self.refusals_by_kind.items())
         return "\n".join(lines)
+
+
+def _name_fields(error: ValidationError, event: Any, op: Any) -> None:
+    """Rename an error's field to the key the user wrote: the Segment key (``userId``) for a
+    message dict, and the other platform's path (``distinct_id``) for a message read by
+    ``_formats``."""
+    if isinstance(op, Mapping):
+        relabel(error, MESSAGE_FIELDS)
+        if isinstance(op, Translated):
+            relabel(error, op.fields)
+    elif isinstance(event, dict):
+        fields = getattr(op, "fields", None)
+        relabel(error, fields if isinstance(fields, Mapping) else MESSAGE_FIELDS)
 
 
 def _in_place_canonical(writer: InPlaceWriter) -> Callable[[int, str], str | None]:
@@ -206,10 +224,16 @@ class IdentityGraph(EventWriter[Outcome]):
         try:
             recorded = store.bind_rules(proposed)
             if recorded.digest != proposed.digest:
+                hint = (
+                    " (a store written before extraction rules existed: Rules(extraction=()))"
+                    if '"extraction"' not in recorded.description
+                    and '"extraction"' in proposed.description
+                    else ""
+                )
                 raise ConfigurationError(
                     f"store={store!r}: written with other rules; "
                     f"{proposed.difference(recorded)}. Open it with the rules it was written "
-                    "with, or resolve the events again into a new store"
+                    f"with{hint}, or resolve the events again into a new store"
                 )
         except BaseException:
             if opened:  # a store this graph opened is this graph's to close
@@ -280,10 +304,21 @@ class IdentityGraph(EventWriter[Outcome]):
         return self._writer.submit(rec)
 
     def ingest(
-        self, events: Iterable[Any], *, on_error: Literal["raise", "skip"] = "raise"
+        self,
+        events: Iterable[Any],
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+        format: str = "auto",
     ) -> IngestReport:
-        """Apply a batch of event objects (``Track``, ``Identify``, …) and/or Segment-spec
-        message dicts.
+        """Apply a batch of event objects (``Track``, ``Identify``, …) and/or message dicts.
+
+        ``format`` says what the dicts are (docs/formats.md): ``"segment"`` (Segment and
+        RudderStack), ``"posthog"``, ``"mixpanel"``, ``"amplitude"`` (HTTP API v2),
+        ``"moesif"``, or ``"auto"`` (the default): each dict's own format, detected; a dict no
+        format fits raises :class:`~identityres.errors.UnknownFormatError`, which names them.
+        A batch body as a client posts it (``{"batch": [...]}``, ``{"events": [...]}``) is
+        read as its messages, and one message may be several operations (a PostHog event
+        with ``$groups`` is a track and a company membership), each with its outcome.
 
         ``on_error="raise"``: the first bad event raises its :class:`ValidationError` (with
         ``index`` set) and nothing of the batch is applied. ``"skip"``: the good events are
@@ -293,6 +328,10 @@ class IdentityGraph(EventWriter[Outcome]):
         """
         if on_error not in ("raise", "skip"):
             raise InvalidEventError("on_error", on_error, 'must be "raise" or "skip"')
+        if format != "auto" and format not in FORMATS:
+            raise InvalidEventError(
+                "format", format, f"must be one of {', '.join(('auto', *FORMATS))}"
+            )
         build = self._build
         writer = self._writer
         names = self._kinds
@@ -304,37 +343,49 @@ class IdentityGraph(EventWriter[Outcome]):
             # (a batch writer holds nothing here: it asks its store inside the batch)
             stored = writer.held
             for index, event in enumerate(events_list):
+                op: Any = event
                 try:
-                    rec = build.from_object(event)
-                    eid = rec.event_id
-                    held = in_batch.get(eid)
-                    if held is None:
-                        held = stored.get(eid)
-                    if held is not None and admit(held, rec, names) == CONFLICT:
-                        raise conflict(rec)
+                    if type(event) is dict and "type" in event and format in ("auto", "segment"):
+                        ops: Any = (event,)  # a Segment message (the common case)
+                    elif isinstance(event, Mapping):
+                        ops = translate(event, format)
+                    else:
+                        ops = (event,)
+                    built: list[tuple[str, Record]] = []
+                    for op in ops:
+                        rec = build.from_object(op)
+                        eid = rec.event_id
+                        held = in_batch.get(eid)
+                        if held is None:
+                            held = stored.get(eid)
+                        if held is not None and admit(held, rec, names) == CONFLICT:
+                            raise conflict(rec)
+                        built.append((eid, rec))
                 except ValidationError as exc:
-                    if isinstance(event, dict):
-                        relabel(exc, MESSAGE_FIELDS)
+                    _name_fields(exc, event, op)
                     exc.at_index(index)
                     if on_error == "raise":
                         raise
                     errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
                     continue
-                in_batch.setdefault(eid, rec.fingerprint)
-                records.append((index, rec))
+                for eid, rec in built:
+                    in_batch.setdefault(eid, rec.fingerprint)
+                    records.append((index, rec))
             try:
                 outcomes, conflicts = writer.write(records, raise_errors=on_error == "raise")
             except ConflictAt as first:
                 if isinstance(events_list[first.index], dict):
                     relabel(first.error, MESSAGE_FIELDS)
                 raise first.error.at_index(first.index) from None
+        refused = {(index, reused.value) for index, reused in conflicts}
+        indexes = tuple(i for i, rec in records if (i, rec.event_id) not in refused)
         for index, reused in conflicts:
             if isinstance(events_list[index], dict):
                 relabel(reused, MESSAGE_FIELDS)
             reused.at_index(index)
             errors.append(EventError(index, reused.field, reused.value, reused.reason, reused))
         errors.sort(key=lambda e: e.index)
-        return IngestReport(tuple(outcomes), tuple(errors))
+        return IngestReport(tuple(outcomes), tuple(errors), indexes)
 
     # -- reading --------------------------------------------------------------------------
     #

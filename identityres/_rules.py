@@ -23,6 +23,8 @@ from identityres.errors import ConfigurationError
 __all__ = [
     "DEFAULT_BLOCKED_EXACT",
     "DEFAULT_BLOCKED_INSENSITIVE",
+    "DEFAULT_EXTRACTION",
+    "Extract",
     "Rules",
     "RulesRecord",
     "normalize_email",
@@ -156,6 +158,96 @@ def _patterns_tuple(
     return patterns
 
 
+#: Message types an extraction rule may name (docs/formats.md, Identifiers inside messages).
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group")
+_PATH = re.compile(r"[A-Za-z0-9_$][A-Za-z0-9_$-]*(\.[A-Za-z0-9_$][A-Za-z0-9_$-]*)*\Z")
+
+
+def _path_tuple(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, str) or not _PATH.match(value):
+        raise ConfigurationError(
+            f"extraction: path={shown(value)}: must be a dotted message path such as "
+            "'traits.email' (letters, digits, '_', '$', '-' between the dots)"
+        )
+    return tuple(value.split("."))
+
+
+def _types_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen
+class Extract:
+    """One identifier extraction rule (docs/formats.md, Identifiers inside messages): the value
+    at ``path`` of a message (dotted: ``"context.traits.email"``) becomes an identifier of
+    ``kind``, on messages of the ``types`` given (default: every type extraction applies to,
+    ``identify``, ``track``, ``page``, ``screen``, ``group``) whose paths in ``when`` hold one
+    of the values given, e.g. ``when={"context.device.type": "ios"}``."""
+
+    kind: str
+    path: str
+    types: tuple[str, ...] = attrs.field(default=MESSAGE_TYPES, converter=_types_tuple)
+    when: Mapping[str, str | tuple[str, ...]] = attrs.field(factory=dict)
+
+    def describe(self) -> list[Any]:
+        """The rule as JSON data, for the rules record."""
+        when = {k: [v] if isinstance(v, str) else list(v) for k, v in sorted(self.when.items())}
+        return [self.kind, self.path, list(self.types), when]
+
+
+def _email_rules(kind: str) -> tuple[Extract, ...]:
+    return (
+        Extract(kind, f"traits.{kind}", types=("identify",)),
+        Extract(kind, f"context.traits.{kind}"),
+        Extract(kind, f"properties.{kind}", types=("track", "page", "screen")),
+    )
+
+
+#: What Segment Unify promotes to identifiers by default, for the kinds a set of rules
+#: declares (docs/formats.md, Identifiers inside messages): ``email`` and ``phone`` from
+#: ``traits`` (identify), ``context.traits`` (every type) and ``properties`` (track, page,
+#: screen); device ids from ``context.device`` by ``context.device.type``; and, for the
+#: declared ``api_key`` kind, an API server's ``properties.api_key`` on a track.
+DEFAULT_EXTRACTION: tuple[Extract, ...] = (
+    *_email_rules("email"),
+    *_email_rules("phone"),
+    Extract("api_key", "properties.api_key", types=("track",)),
+    Extract("ios_id", "context.device.id", when={"context.device.type": "ios"}),
+    Extract("ios_idfa", "context.device.advertisingId", when={"context.device.type": "ios"}),
+    Extract("android_id", "context.device.id", when={"context.device.type": "android"}),
+    Extract(
+        "android_idfa", "context.device.advertisingId", when={"context.device.type": "android"}
+    ),
+)
+
+
+def _extraction_tuple(value: Any) -> tuple[Extract, ...] | None:
+    if value is None:
+        return None
+    items = _collection("extraction", value, ordered=True)
+    out: list[Extract] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            unknown = set(item) - {"kind", "path", "types", "when"}
+            if unknown:
+                raise ConfigurationError(
+                    f"extraction: unknown key {sorted(unknown)[0]!r} in {shown(dict(item))}; "
+                    "the keys are kind, path, types, when"
+                )
+            try:
+                item = Extract(**item)
+            except TypeError as exc:
+                raise ConfigurationError(f"extraction: {shown(dict(item))}: {exc}") from None
+        if not isinstance(item, Extract):
+            raise ConfigurationError(
+                f"extraction: {shown(item)} is not an identityres.Extract or a mapping"
+            )
+        out.append(item)
+    return tuple(out)
+
+
 def _default_limits() -> dict[str, int | None]:
     return {USER_ID: 1}
 
@@ -198,6 +290,9 @@ class Rules:
       surrounding whitespace), e.g. ``{"email": normalize_email}``.
     * ``default_blocked_values``: keep the default blocked list of docs/merge-rules.md
       (default True).
+    * ``extraction``: which values inside a message become identifiers (:class:`Extract`
+      rules, or mappings with the same keys); by default ``DEFAULT_EXTRACTION``'s rules for
+      the kinds declared; ``()`` extracts nothing (docs/formats.md).
 
     Collections must be collections (a ``str`` is not split into characters, ``None`` is
     refused), ``kinds`` and ``priority`` ordered ones (no sets), mappings mappings; patterns
@@ -220,6 +315,7 @@ class Rules:
     max_length: int = 400
     normalizers: Mapping[str, Callable[[str], str]] = attrs.field(factory=dict)
     default_blocked_values: bool = True
+    extraction: tuple[Extract, ...] | None = attrs.field(default=None, converter=_extraction_tuple)
     _compiled: CompiledRules = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -296,6 +392,10 @@ class RulesRecord:
                 k: _callable_name(fn) for k, fn in zip(c.kind_names, c.normalizers, strict=True)
             },
         }
+        if c.extraction:
+            # (absent when nothing is extracted: the record of a store written before
+            # extraction rules existed)
+            data["extraction"] = [rule.describe() for rule in c.extraction]
         text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         return cls(digest, text, rules)
@@ -315,6 +415,10 @@ class RulesRecord:
             names = dict(data["normalizers"])
             max_profile_size = data["max_profile_size"]
             max_length = data["max_length"]
+            extraction = [
+                Extract(kind, path, tuple(types), {k: tuple(v) for k, v in when.items()})
+                for kind, path, types, when in data.get("extraction", [])
+            ]
         except (ValueError, KeyError, TypeError, AttributeError, re.error) as exc:
             raise ConfigurationError(
                 f"the recorded rules cannot be read ({exc!r}): {self.description[:200]!r}"
@@ -341,6 +445,7 @@ class RulesRecord:
             max_length=max_length,
             normalizers=normalizers,
             default_blocked_values=default,
+            extraction=extraction,
         )
         if rules.record().digest != self.digest:
             raise ConfigurationError(
@@ -371,6 +476,10 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT
 
 
+#: a compiled extraction rule (see ``CompiledRules.extractors``)
+Extractor = tuple[int, str, int, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], str]
+
+
 class CompiledRules:
     """Precomputed tables for the hot path. Kinds are indexes into ``kind_names``, which is
     in priority order, so sorting identifiers by priority is sorting by index."""
@@ -380,6 +489,8 @@ class CompiledRules:
         "blocked_exact",
         "blocked_insensitive",
         "ci_max_len",
+        "extraction",
+        "extractors",
         "kind_index",
         "kind_names",
         "limited",
@@ -485,6 +596,81 @@ class CompiledRules:
                 raise ConfigurationError(f"normalizers[{kind!r}]={shown(fn)}: not callable")
             normalizers[self.kind_index[kind]] = fn
         self.normalizers: tuple[Callable[[str], str], ...] = tuple(normalizers)
+        self.extraction: tuple[Extract, ...] = self._extraction(rules.extraction)
+        #: per message type: ``(kind index, path parts, ((path parts, allowed values), ...),
+        #: dotted path)`` in rule order
+        #: per message type: the distinct parent paths its rules read (each dug out of a
+        #: message once), and the rules in order as ``(parent index, leaf key, kind index,
+        #: ((condition path, allowed values), ...), dotted path)``
+        self.extractors: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[Extractor, ...]]] = {}
+        for t in MESSAGE_TYPES:
+            parents: list[tuple[str, ...]] = []
+            compiled: list[Extractor] = []
+            for r in self.extraction:
+                if t not in r.types:
+                    continue
+                *parent, leaf = r.path.split(".")
+                if tuple(parent) not in parents:
+                    parents.append(tuple(parent))
+                conditions = tuple(
+                    (tuple(p.split(".")), (v,) if isinstance(v, str) else tuple(v))
+                    for p, v in sorted(r.when.items())
+                )
+                compiled.append(
+                    (
+                        parents.index(tuple(parent)),
+                        leaf,
+                        self.kind_index[r.kind],
+                        conditions,
+                        r.path,
+                    )
+                )
+            if compiled:
+                self.extractors[t] = (tuple(parents), tuple(compiled))
+
+    def _extraction(self, given: tuple[Extract, ...] | None) -> tuple[Extract, ...]:
+        if given is None:
+            return tuple(r for r in DEFAULT_EXTRACTION if r.kind in self.kind_index)
+        for i, rule in enumerate(given):
+            where = f"extraction[{i}]"
+            if rule.kind not in self.kind_index or rule.kind in (USER_ID, ANONYMOUS_ID):
+                raise ConfigurationError(
+                    f"{where}.kind={shown(rule.kind)}: must be a declared kind other than "
+                    f"user_id and anonymous_id (userId and anonymousId are read as such); "
+                    f"declared: {list(self.kind_names)}"
+                )
+            try:
+                _path_tuple(rule.path)
+            except ConfigurationError:
+                raise ConfigurationError(
+                    f"{where}.path={shown(rule.path)}: must be a dotted message path such as "
+                    "'traits.email'"
+                ) from None
+            if not rule.types or any(t not in MESSAGE_TYPES for t in rule.types):
+                raise ConfigurationError(
+                    f"{where}.types={shown(rule.types)}: must name some of {list(MESSAGE_TYPES)}"
+                )
+            if not isinstance(rule.when, Mapping):
+                raise ConfigurationError(
+                    f"{where}.when={shown(rule.when)}: must be a mapping path -> value(s)"
+                )
+            for path, allowed in rule.when.items():
+                try:
+                    _path_tuple(path)
+                except ConfigurationError:
+                    raise ConfigurationError(
+                        f"{where}.when: {shown(path)} is not a dotted message path"
+                    ) from None
+                values = (allowed,) if isinstance(allowed, str) else allowed
+                if (
+                    not isinstance(values, (tuple, list))
+                    or not values
+                    or not all(isinstance(v, str) for v in values)
+                ):
+                    raise ConfigurationError(
+                        f"{where}.when[{path!r}]={shown(allowed)}: must be a str or a tuple of str"
+                    )
+        return given
 
     @staticmethod
     def _singletons(

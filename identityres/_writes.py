@@ -45,7 +45,7 @@ class EventWriter(Generic[R]):
 
     def identify(
         self,
-        user_id: IdLike,
+        user_id: IdLike | None,
         anonymous_id: IdLike | None = None,
         *,
         identifiers: Mapping[str, IdLike] | None = None,
@@ -56,7 +56,8 @@ class EventWriter(Generic[R]):
     ) -> R:
         """This device/session (``anonymous_id``) is this user. ``traits`` are written to the
         user (last write wins); ``set_once`` traits keep their earliest value
-        (docs/merge-rules.md, R6)."""
+        (docs/merge-rules.md, R6). ``user_id=None`` with an ``anonymous_id`` (or
+        ``identifiers``) writes a visitor's traits."""
         return self._submit(
             self._build.identify(
                 user_id, anonymous_id, identifiers, traits, set_once, timestamp, event_id

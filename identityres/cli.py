@@ -4,7 +4,8 @@ the operator's tools (docs/operator-tools.md).
 ::
 
     identityres resolve EVENTS.jsonl [--output PROFILES.jsonl] [--on-error raise|skip]
-                                     [--json] [--top N]
+                                     [--max-errors N] [--format FORMAT] [--rules RULES.toml]
+                                     [--store URL] [--quiet] [--json] [--top N]
     identityres profile ID    (--store URL | --input EVENTS.jsonl) [--json]
     identityres explain A B   (--store URL | --input EVENTS.jsonl) [--json]
     identityres history ID    (--store URL | --input EVENTS.jsonl) [--json]
@@ -22,14 +23,19 @@ not in the graph (``explain``: when the two are not one person; the answer is pr
 
 ``resolve``:
 
-``EVENTS.jsonl`` holds one Segment-spec message per line (``identify``, ``track``, ``page``,
-``screen``, ``alias``, ``group`` and the identityres extension ``{"type": "reset", ...}``; see
-:meth:`identityres.IdentityGraph.ingest`); blank lines are ignored and ``-`` reads standard
-input. The messages are applied to an in-memory :class:`identityres.IdentityGraph` in the order
-of the file, the way a live consumer receives them: a message that links identifiers (or a
-reset) and arrives after newer messages of its part of the graph is counted as *late* and
-handled by replaying that part; the resulting profiles are the same in any order (R8 in
-docs/merge-rules.md).
+``EVENTS.jsonl`` holds one message or batch body per line, of the format ``--format`` names
+(default ``auto``: each line's own; docs/formats.md): Segment-spec messages (``identify``,
+``track``, ``page``, ``screen``, ``alias``, ``group`` and the identityres extension
+``{"type": "reset", ...}``), PostHog, Mixpanel, Amplitude or Moesif ones; see
+:meth:`identityres.IdentityGraph.ingest`. Blank lines are ignored, ``-`` reads standard input
+and gzip input is read decompressed. The messages are applied to an in-memory
+:class:`identityres.IdentityGraph` (``--store``: to that store, created or extended; ``--rules``:
+with the rules of that TOML file) in the order of the file, the way a live consumer receives
+them: a message that links identifiers (or a reset) and arrives after newer messages of its part
+of the graph is counted as *late* and handled by replaying that part; the resulting profiles are
+the same in any order (R8 in docs/merge-rules.md). A store is written in batches of lines (one
+transaction each), and a batch is applied in time order, so *late* counts only messages older
+than earlier batches; in ``raise`` mode the batches before a bad line's are kept.
 
 The command prints a summary for a person to read (``--json``: the same summary as one JSON
 object): events read, applied, duplicates, late and skipped; identifiers by kind; profiles,
@@ -41,7 +47,10 @@ Bad input. A line that is not valid JSON, is not a JSON object, or is an event t
 rejects (:class:`identityres.errors.ValidationError`) is reported with its line number. With
 ``--on-error raise`` (the default) the first such line stops the command: the problem goes to
 standard error, no summary is printed and no output file is written. With ``--on-error skip``
-the line is skipped, reported on standard error and counted in the summary.
+the line is skipped and counted in the summary, and standard error reports the skipped lines
+grouped by reason; ``--max-errors N`` stops after more than ``N`` of them (exit status ``2``),
+and a run in which no line could be applied exits with ``2`` too. On a terminal a progress bar
+(the ``cli`` extra, tqdm) shows on standard error unless ``--quiet``.
 
 Exit status: ``0`` success (also when ``--on-error skip`` skipped lines); ``1`` command-line
 usage error (unknown option, missing argument); ``2`` bad input: the events file cannot be read,
@@ -63,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import importlib
 import io
 import json
@@ -78,11 +88,13 @@ from typing import IO, Any, BinaryIO, NoReturn
 from identityres import export
 from identityres._events import parse_iso_timestamp
 from identityres._explain import Decision, Step, iso, show_identifier, show_text
-from identityres._graph import IdentityGraph
+from identityres._formats import FORMATS, detect, envelope
+from identityres._graph import IdentityGraph, IngestReport
 from identityres._model import USER_ID, Identifier, Profile
-from identityres._rules import Rules
+from identityres._rules import Rules, _import_normalizer
 from identityres.errors import IdentityResError, ValidationError
 from identityres.storage import store_from_url
+from identityres.storage.memory import MemoryStore
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -107,6 +119,10 @@ PROG = "identityres"
 
 #: How many items of each list the text summary shows (``--json`` shows them all).
 _TEXT_LIMIT = 10
+#: How many line numbers of one reason the report of skipped lines shows.
+_LINES_SHOWN = 5
+#: Lines per batch written to a store by ``resolve --store``.
+_CHUNK = 2000
 
 
 class _UsageExit(Exception):
@@ -183,25 +199,36 @@ def _write_err(text: str) -> None:
 
 
 class _LineError:
-    """One line of the events file that was skipped."""
+    """One line of the events file that was skipped; ``reason`` groups it with the others
+    skipped for the same reason."""
 
-    __slots__ = ("line", "problem")
+    __slots__ = ("line", "problem", "reason")
 
-    def __init__(self, line: int, problem: str) -> None:
+    def __init__(self, line: int, problem: str, reason: str | None = None) -> None:
         self.line = line
         self.problem = problem
+        self.reason = problem if reason is None else reason
 
 
 # -- reading the events file ---------------------------------------------------------------
 
 
 def _open_events(path: str) -> BinaryIO:
+    """The events file (``-``: standard input); a gzip file (by its magic bytes) is read
+    decompressed."""
     if path == "-":
-        return sys.stdin.buffer
+        stdin = sys.stdin.buffer
+        peek = getattr(stdin, "peek", None)
+        if peek is not None and peek(2)[:2] == b"\x1f\x8b":
+            return gzip.GzipFile(fileobj=stdin, mode="rb")  # type: ignore[return-value]
+        return stdin
     try:
-        return open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except OSError as exc:
         raise _BadInput(f"cannot read {show_text(path)}: {exc.strerror or exc}") from None
+    if raw.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
 
 
 def _parse_line(raw: bytes, lineno: int) -> dict[str, Any] | str:
@@ -218,8 +245,10 @@ def _parse_line(raw: bytes, lineno: int) -> dict[str, Any] | str:
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return "invalid JSON: nested too deeply"
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return {"batch": value}  # a batch body some clients post (Mixpanel's /import)
     if not isinstance(value, dict):
-        return f"expected a JSON object (one message), got {_json_type(value)}"
+        return f"expected a JSON object (one message or a batch body), got {_json_type(value)}"
     return value
 
 
@@ -239,7 +268,7 @@ def _problem(
     msg: dict[str, Any], field: str, value: Any, reason: str, line_of_event: dict[str, int]
 ) -> str:
     """A validation error of one message, as ``field=value: reason``."""
-    if field == "timestamp" and isinstance(value, datetime):
+    if field == "timestamp" and isinstance(value, datetime) and isinstance(msg, dict):
         # The library parsed the ISO-8601 text before rejecting it: show what the line says.
         value = msg.get("timestamp", msg.get("originalTimestamp", value))
     problem = f"{field}={_short(value)}: {reason}"
@@ -350,10 +379,27 @@ def _write_profiles(path: str, profiles: list[Profile]) -> None:
 class _Run:
     """What one ``resolve`` run has seen so far, line by line."""
 
-    def __init__(self, label: str, skip: bool) -> None:
+    def __init__(
+        self,
+        label: str,
+        skip: bool,
+        fmt: str = "auto",
+        graph: IdentityGraph | None = None,
+        max_errors: int | None = None,
+    ) -> None:
         self.label = label
         self.skip = skip
-        self.graph = IdentityGraph()
+        self.format = fmt
+        self.graph = IdentityGraph() if graph is None else graph
+        self.max_errors = max_errors
+        #: lines per ``ingest`` call: 1 in memory (file order, late events as a consumer
+        #: sees them), a batch of them for a store
+        self.chunk = 0 if graph is None or isinstance(graph.store, MemoryStore) else _CHUNK
+        self.pending: list[tuple[int, Any]] = []
+        #: the store URL written to, or ``None`` (in memory)
+        self.store: str | None = None
+        #: the format of each line read, as detected (``batch`` bodies by their first message)
+        self.formats: Counter[str] = Counter()
         self.read = 0
         self.applied = 0
         self.duplicates = 0
@@ -371,14 +417,48 @@ class _Run:
         self.read += 1
         msg = _parse_line(raw, lineno)
         if isinstance(msg, str):
-            self._bad(lineno, msg)
+            self._bad(lineno, msg, msg.split(":")[0].split(" (")[0])
+            return
+        inner = envelope(msg)
+        first = inner[0] if inner else msg
+        self.formats[(detect(first) if isinstance(first, dict) else None) or "unknown"] += 1
+        if self.chunk:
+            # A store writes a batch per ``ingest`` call (a transaction, made durable): a
+            # call per line would be a hundred lines a second on SQLite.
+            self.pending.append((lineno, msg))
+            if len(self.pending) >= self.chunk:
+                self.flush()
             return
         # One message per ``ingest`` call: the messages are applied in file order, so a
         # message older than what its part of the graph has seen is handled as a late one.
-        report = self.graph.ingest([msg], on_error="skip")
+        report = self.graph.ingest([msg], on_error="skip", format=self.format)
+        self._report([(lineno, msg)], report)
+
+    def flush(self) -> None:
+        """Apply the lines buffered for a store, as one batch."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        messages = [m for _, m in pending]
+        if self.skip:
+            self._report(pending, self.graph.ingest(messages, on_error="skip", format=self.format))
+            return
+        try:  # raise mode: nothing of a batch with a bad line is written
+            report = self.graph.ingest(messages, format=self.format)
+        except ValidationError as err:
+            lineno, msg = pending[err.index or 0]
+            problem = _problem(msg, err.field, err.value, err.reason, self.line_of_event)
+            self._bad(lineno, problem, f"{err.field}: {err.reason}")
+            raise  # (``_bad`` raises in raise mode)
+        self._report(pending, report)
+
+    def _report(self, lines: list[tuple[int, Any]], report: IngestReport) -> None:
         for err in report.errors:
-            self._bad(lineno, _problem(msg, err.field, err.value, err.reason, self.line_of_event))
-        for outcome in report.outcomes:
+            lineno, msg = lines[err.index or 0]
+            problem = _problem(msg, err.field, err.value, err.reason, self.line_of_event)
+            self._bad(lineno, problem, f"{err.field}: {err.reason}")
+        for index, outcome in zip(report.indexes, report.outcomes, strict=True):
+            lineno = lines[index][0]
             if outcome.duplicate:
                 self.duplicates += 1
                 first = self.line_of_event.get(outcome.event_id, 0)
@@ -391,37 +471,125 @@ class _Run:
             for b in outcome.blocked:
                 self.blocked[(b.kind, b.value, b.reason.value)] += 1
 
-    def _bad(self, lineno: int, problem: str) -> None:
+    def _bad(self, lineno: int, problem: str, reason: str) -> None:
         where = f"{show_text(self.label)}, line {lineno}: {_printable(problem, one_line=True)}"
         if not self.skip:
             raise _BadInput(where)
-        self.skipped.append(_LineError(lineno, problem))
-        _write_err(f"{PROG}: skipped {where}\n")
+        self.skipped.append(_LineError(lineno, problem, reason))
+        if self.max_errors is not None and len(self.skipped) > self.max_errors:
+            _write_err(self.skipped_report())
+            raise _BadInput(
+                f"{show_text(self.label)}: more than {_plural(self.max_errors, 'bad line')} "
+                f"(--max-errors); stopped at line {lineno}"
+            )
+
+    def skipped_groups(self) -> list[tuple[str, list[int]]]:
+        """The skipped lines by reason, the most frequent first: (reason, line numbers)."""
+        groups: dict[str, list[int]] = {}
+        for e in self.skipped:
+            groups.setdefault(e.reason, []).append(e.line)
+        return sorted(groups.items(), key=lambda item: (-len(item[1]), item[1][0]))
+
+    def skipped_report(self) -> str:
+        """What standard error says of the skipped lines: one line per reason, with the first
+        few line numbers (not a line per bad line: a file of the wrong format is all bad)."""
+        out = []
+        for reason, lines in self.skipped_groups():
+            shown = ", ".join(map(str, lines[:_LINES_SHOWN]))
+            more = f", ... ({len(lines) - _LINES_SHOWN} more)" if len(lines) > _LINES_SHOWN else ""
+            out.append(
+                f"{PROG}: skipped {_plural(len(lines), 'line')} of {show_text(self.label)}: "
+                f"{_printable(reason, one_line=True)} (line{'s' if len(lines) > 1 else ''} "
+                f"{shown}{more})\n"
+            )
+        return "".join(out)
 
 
-def _read_file(path: str, *, skip: bool) -> _Run:
-    """Apply the messages of an events file (``-``: standard input) to a new in-memory graph,
-    line by line."""
+def _read_file(
+    path: str,
+    *,
+    skip: bool,
+    fmt: str = "auto",
+    graph: IdentityGraph | None = None,
+    max_errors: int | None = None,
+    progress: bool = False,
+) -> _Run:
+    """Apply the messages of an events file (``-``: standard input; gzip files decompressed)
+    to ``graph`` (a new in-memory graph by default), line by line."""
     label = "<stdin>" if path == "-" else path
-    run = _Run(label, skip=skip)
+    run = _Run(label, skip=skip, fmt=fmt, graph=graph, max_errors=max_errors)
     events = _open_events(path)
+    bar = _progress_bar(path) if progress else None
     try:
         # Binary lines end at b"\n" only: a U+2028 inside a JSON string does not split a line.
         for lineno, raw in enumerate(events, 1):
             if raw.strip():
                 run.line(lineno, raw)
+            if bar is not None:
+                bar.update(len(raw))
+                if lineno % 1000 == 0:
+                    bar.set_postfix_str(f"{run.read} events", refresh=False)
+        run.flush()
     except OSError as exc:
         raise _BadInput(f"cannot read {show_text(label)}: {exc.strerror or exc}") from None
     finally:
+        if bar is not None:
+            bar.close()
         if events is not sys.stdin.buffer:
             events.close()
+    if run.skipped:
+        _write_err(run.skipped_report())
     return run
+
+
+def _progress_bar(path: str, stream: Any = None) -> Any:
+    """A progress bar on standard error (bytes of the file read, events in the postfix, the
+    rate and the time left) when it is a terminal and the ``progress`` extra (tqdm) is
+    installed; ``None`` otherwise: nothing extra when piped."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None or not isatty():
+        return None
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm  # the ``progress`` extra, kept optional
+    except ImportError:
+        return None
+    total = None
+    if path != "-":
+        with contextlib.suppress(OSError):
+            total = os.path.getsize(path)
+            if total and path.endswith(".gz"):
+                total = None  # (the bytes read are the decompressed ones)
+    return tqdm(total=total, unit="B", unit_scale=True, file=stream, desc="reading", leave=False)
 
 
 def _resolve(args: argparse.Namespace) -> int:
     if args.output is not None:
-        _check_output(args.output, [] if args.events == "-" else [("the events file", args.events)])
-    run = _read_file(args.events, skip=args.on_error == "skip")
+        inputs = [] if args.events == "-" else [("the events file", args.events)]
+        _check_output(
+            args.output, inputs + ([] if args.store is None else _store_files(args.store))
+        )
+    rules = None if args.rules is None else _rules_file(args.rules)
+    graph = None if args.store is None else _store_graph(args.store, rules, create=True)
+    if graph is None and rules is not None:
+        graph = IdentityGraph(rules)
+    try:
+        run = _read_file(
+            args.events,
+            skip=args.on_error == "skip",
+            fmt=args.format,
+            graph=graph,
+            max_errors=args.max_errors,
+            progress=not args.quiet,
+        )
+        return _resolved(args, run)
+    finally:
+        if graph is not None:
+            graph.close()
+
+
+def _resolved(args: argparse.Namespace, run: _Run) -> int:
+    run.store = args.store
 
     # the documented order of the output: by the priority of the canonical id's kind, then id
     kind_index = run.graph.rules.compiled.kind_index
@@ -435,6 +603,9 @@ def _resolve(args: argparse.Namespace) -> int:
         text = io.StringIO()
         _print_text(summary, text)
         _write_out(_printable(text.getvalue()))
+    if run.read and run.applied + run.duplicates == 0:
+        _write_err(f"{PROG}: error: no line of {show_text(run.label)} could be applied\n")
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
@@ -456,8 +627,17 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
     # ``profiles`` is in canonical order; a stable sort keeps it among equal sizes.
     largest = sorted(profiles, key=lambda p: -size(p))[: max(top, 0)]
 
+    extraction = graph.rules.extraction
     return {
         "input": run.label,
+        "format": run.format,
+        "formats_read": dict(run.formats.most_common()),
+        "extraction": (
+            "default"
+            if extraction is None
+            else [r.describe() for r in graph.rules.compiled.extraction]
+        ),
+        "store": run.store,
         "events": {
             "read": run.read,
             "applied": run.applied,
@@ -466,6 +646,10 @@ def _summary(run: _Run, profiles: list[Profile], *, top: int, output: str | None
             "skipped": len(run.skipped),
         },
         "skipped_lines": [{"line": e.line, "problem": e.problem} for e in run.skipped],
+        "skipped_by_reason": [
+            {"reason": reason, "count": len(lines), "lines": lines[:_LINES_SHOWN]}
+            for reason, lines in run.skipped_groups()
+        ],
         "duplicate_lines": [{"line": ln, "first_line": first} for ln, first in run.duplicate_lines],
         "identifiers": {
             "total": stats.identifiers,
@@ -551,6 +735,16 @@ def _print_text(s: dict[str, Any], out: IO[str]) -> None:
         w(f"  line {d['line']} repeats line {d['first_line']}\n")
     _more(out, len(s["duplicate_lines"]), _TEXT_LIMIT, "  ")
 
+    read_as = ", ".join(f"{f} {n}" for f, n in s["formats_read"].items())
+    w(f"format       {s['format']}" + (f" ({read_as})" if read_as else "") + "\n")
+    ex = s["extraction"]
+    w(
+        "extraction   "
+        + ("the default rules (docs/formats.md)" if ex == "default" else _plural(len(ex), "rule"))
+        + "\n"
+    )
+    if s["store"] is not None:
+        w(f"store        {show_text(s['store'])}\n")
     ids = s["identifiers"]
     kinds = ", ".join(f"{k} {n}" for k, n in ids["by_kind"].items())
     w(f"identifiers  {ids['total']}" + (f" ({kinds})" if kinds else "") + "\n")
@@ -599,7 +793,9 @@ def _print_text(s: dict[str, Any], out: IO[str]) -> None:
             heads.append(show_text(c["company_id"]) + shown_name)
         width = max(len(h) for h in heads)
         for head, c in zip(heads, shown_c, strict=True):
-            members = ", ".join(show_text(m) for m in c["profiles"])
+            members = ", ".join(show_text(m) for m in c["profiles"][:_TEXT_LIMIT])
+            hidden = len(c["profiles"]) - _TEXT_LIMIT
+            members += f", ... {hidden} more (see --json)" if hidden > 0 else ""
             w(f"  {head:<{width}}  {_plural(len(c['profiles']), 'profile')}: {members}\n")
     _more(out, len(companies), _TEXT_LIMIT, "  ")
 
@@ -637,19 +833,28 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
     into memory."""
     url: str | None = args.store
     if url is None:
-        return _read_file(args.input, skip=args.on_error == "skip").graph
-    # Opening an SQLite store creates the file: a mistyped path would read as empty.
-    options = {"create": False} if url.partition("://")[0].lower() == "sqlite" else {}
+        return _read_file(args.input, skip=args.on_error == "skip", fmt=args.input_format).graph
+    return _store_graph(url, None, create=False)
+
+
+def _store_graph(url: str, rules: Rules | None, *, create: bool) -> IdentityGraph:
+    """A graph on the store ``url``: with ``rules`` when given (a store recorded with other
+    rules refuses them), else with the rules the store records (the defaults for a new one).
+    ``create=False``: an SQLite file must exist (a mistyped path would read as empty)."""
+    options = (
+        {"create": False} if not create and url.partition("://")[0].lower() == "sqlite" else {}
+    )
     try:
         store = store_from_url(url, **options)
     except IdentityResError as exc:
         raise _BadInput(f"cannot open store {show_text(url)}: {exc}") from None
     try:
-        # The command line has no rules of its own: open the store with the rules it was
-        # written with (the defaults for a store that has none recorded).
-        default = Rules()
-        recorded = store.bind_rules(default.record())
-        rules = default if recorded.digest == default.record().digest else recorded.to_rules()
+        if rules is None:
+            # No rules given: open the store with the rules it was written with (the
+            # defaults for a store that has none recorded).
+            default = Rules()
+            recorded = store.bind_rules(default.record())
+            rules = default if recorded.digest == default.record().digest else recorded.to_rules()
         return IdentityGraph(rules, store=store)
     except IdentityResError as exc:
         with contextlib.suppress(Exception):
@@ -659,6 +864,83 @@ def _open_graph(args: argparse.Namespace) -> IdentityGraph:
         with contextlib.suppress(Exception):
             store.close()
         raise
+
+
+#: The options a ``--rules`` file may set: those of ``identityres.Rules``.
+_RULES_KEYS = (
+    "kinds",
+    "priority",
+    "limits",
+    "max_profile_size",
+    "blocked_values",
+    "blocked_patterns",
+    "max_length",
+    "normalizers",
+    "default_blocked_values",
+    "extraction",
+)
+
+
+def _rules_file(path: str) -> Rules:
+    """The ``Rules`` a TOML file describes (docs/operator-tools.md, The command line): the
+    options of ``Rules`` by name, ``"none"`` (or ``false``) for a lifted limit or cap,
+    normalizers by importable name (``"identityres.normalize_email"``), extraction rules as
+    ``[[extraction]]`` tables."""
+    try:
+        tomllib: Any = importlib.import_module("tomllib")  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            tomllib = importlib.import_module("tomli")
+        except ImportError:
+            raise _BadInput(
+                "--rules needs tomli on Python 3.10: pip install 'identityres[cli]'"
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise _BadInput(f"cannot read {show_text(path)}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _BadInput(f"{show_text(path)}: not valid TOML: {exc}") from None
+    where = show_text(path)
+    unknown = sorted(set(data) - set(_RULES_KEYS))
+    if unknown:
+        raise _BadInput(
+            f"{where}: unknown option {unknown[0]!r}; the options are {', '.join(_RULES_KEYS)}"
+        )
+    options: dict[str, Any] = dict(data)
+    if isinstance(options.get("limits"), dict):
+        options["limits"] = {k: _lifted(v) for k, v in options["limits"].items()}
+    if "max_profile_size" in options:
+        options["max_profile_size"] = _lifted(options["max_profile_size"])
+    if isinstance(options.get("normalizers"), dict):
+        named: dict[str, Any] = {}
+        for kind, name in options["normalizers"].items():
+            if not isinstance(name, str):
+                raise _BadInput(f"{where}: normalizers[{kind!r}]={name!r}: give a function's name")
+            try:
+                named[kind] = _import_normalizer(kind, name)
+            except IdentityResError as exc:
+                raise _BadInput(
+                    f"{where}: normalizers[{kind!r}]={name!r}: cannot be imported"
+                ) from (exc)
+        options["normalizers"] = named
+    if isinstance(options.get("extraction"), list):
+        options["extraction"] = [
+            {**r, "when": {k: tuple(v) if isinstance(v, list) else v for k, v in r["when"].items()}}
+            if isinstance(r, dict) and isinstance(r.get("when"), dict)
+            else r
+            for r in options["extraction"]
+        ]
+    try:
+        return Rules(**options)
+    except IdentityResError as exc:
+        raise _BadInput(f"{where}: {exc}") from None
+
+
+def _lifted(value: Any) -> Any:
+    """TOML has no null: ``"none"`` or ``false`` lifts a limit."""
+    return None if value is False or value == "none" else value
 
 
 def _parse_id(text: str, graph: IdentityGraph, what: str) -> Identifier:
@@ -837,7 +1119,14 @@ def _timestamp_arg(text: str | None) -> float | None:
     try:
         return parse_iso_timestamp(text, "--timestamp")
     except ValidationError as exc:
-        raise _Usage(f"--timestamp {_short(text)}: {exc.reason}") from None
+        reason = exc.reason
+        if reason.startswith("naive datetime"):
+            reason = "no timezone: add one, e.g. Z for UTC (2024-05-09T00:00:00Z) or +02:00"
+        elif reason == "not an ISO-8601 timestamp":
+            reason = (
+                "not a time: give ISO-8601 with a timezone (2024-05-09T00:00:00Z) or epoch seconds"
+            )
+        raise _Usage(f"--timestamp {_short(text)}: {reason}") from None
 
 
 def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
@@ -1040,6 +1329,38 @@ def _parser() -> _Parser:
         help="on a bad line: stop with exit status 2 (raise, the default) or skip it and report "
         "it (skip)",
     )
+    resolve.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="what the lines are: Segment/RudderStack, PostHog, Mixpanel, Amplitude (HTTP API "
+        "v2) or Moesif messages or batch bodies, or auto (the default): each line's own, "
+        "detected (docs/formats.md)",
+    )
+    resolve.add_argument(
+        "--store",
+        metavar="URL",
+        help="write the profiles to this store, e.g. sqlite:///ids.db: created, or extended "
+        "with the rules it records (default: in memory, for this run only)",
+    )
+    resolve.add_argument(
+        "--rules",
+        metavar="RULES.toml",
+        help="the merge and extraction rules, as TOML: the options of identityres.Rules "
+        "(docs/operator-tools.md)",
+    )
+    resolve.add_argument(
+        "--max-errors",
+        metavar="N",
+        type=_non_negative,
+        help="with --on-error skip: stop with exit status 2 after more than N bad lines",
+    )
+    resolve.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar on standard error (there is none when it is not a terminal)",
+    )
     resolve.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     resolve.add_argument(
         "--top",
@@ -1087,6 +1408,12 @@ def _source(*, store_only: bool = False) -> argparse.ArgumentParser:
         choices=("raise", "skip"),
         default="raise",
         help="with --input, on a bad line: stop (raise, the default) or skip it and report it",
+    )
+    group.add_argument(
+        "--input-format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help="with --input, what the lines are (docs/formats.md); auto (the default) detects it",
     )
     return parent
 

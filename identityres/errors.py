@@ -12,6 +12,10 @@ do not know this module (docs/concepts.md, Errors)::
     │   │                                       outside 1900-01-01 .. 3000-01-01 UTC
     │   ├── EventIdConflictError                an ``event_id`` reused with other content
     │   └── InvalidEventError                   anything else malformed about an event
+    │       ├── AliasRefusedError               an alias from a previous *user* id, which
+    │       │                                   the ``user_id`` limit refuses
+    │       └── UnknownFormatError              a message no reader of ``ingest(format=)``
+    │                                           recognizes (or not the format asked for)
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
         └── ErasureIncompleteError              an erasure is committed, but bytes of the
@@ -30,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AliasRefusedError",
     "ConfigurationError",
     "ErasureIncompleteError",
     "EventIdConflictError",
@@ -38,6 +43,7 @@ __all__ = [
     "InvalidEventError",
     "InvalidTimestampError",
     "StorageError",
+    "UnknownFormatError",
     "UnknownKindError",
     "ValidationError",
 ]
@@ -112,6 +118,18 @@ class InvalidEventError(ValidationError):
     that is not an iterable of events, traits or properties that are not JSON data (sets,
     objects, NaN, infinities, lone surrogates, ints too long for text, nesting deeper than
     32 levels), an event name or id with lone surrogates."""
+
+
+class AliasRefusedError(InvalidEventError):
+    """An ``alias`` message whose ``previousId`` is a previous *user* id (it differs from the
+    message's ``anonymousId``): an id migration between two identified users, which the
+    default ``user_id`` limit refuses. Join them on purpose with ``IdentityGraph.merge``, or
+    lift the limit (``Rules(limits={"user_id": None})``) (docs/merge-rules.md, Aliases)."""
+
+
+class UnknownFormatError(InvalidEventError):
+    """A message that no reader recognizes (auto-detection), or that is not of the format
+    given to ``ingest(..., format=...)``; the message names the formats (docs/formats.md)."""
 
 
 class ConfigurationError(IdentityResError, ValueError):

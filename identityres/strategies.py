@@ -1079,11 +1079,12 @@ def _segment_messages(
             message["properties"] = draw(objects)
     elif mtype == "alias":
         message["userId"] = draw(ids)
+        # previousId is the device's anonymous id: the message's own anonymousId
+        # (analytics.js, mobile before sign-in), or with no anonymousId (the server SDKs). A
+        # previous *user* id is an id migration, refused (docs/merge-rules.md, Aliases).
+        message["previousId"] = draw(anon)
         if draw(_BOOLEANS):
-            # previousId is the message's own anonymousId: an anonymous id, not a user id.
-            message["anonymousId"] = message["previousId"] = draw(anon)
-        else:
-            message["previousId"] = draw(ids)
+            message["anonymousId"] = message["previousId"]
     else:
         message["anonymousId"] = draw(anon)
     return message

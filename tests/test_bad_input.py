@@ -148,7 +148,7 @@ def test_malformed_ingest_dicts_raise_mode_applies_nothing(graph: ir.IdentityGra
     before = snapshot(graph)
     good = {"type": "identify", "userId": "u9", "anonymousId": "a9", "messageId": "g1"}
     bad_cases: list[tuple[Any, str]] = [
-        ({"type": "identify", "anonymousId": "a"}, "userId"),
+        ({"type": "identify", "traits": {"plan": "free"}}, "userId"),
         ({"type": "teleport", "userId": "u"}, "type"),
         ({"type": "track", "anonymousId": "a"}, "event"),
         ({"type": "track", "event": "x", "anonymousId": {"id": 1}}, "anonymousId"),

@@ -272,7 +272,7 @@ def test_example_profile_details(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert by_id["usr_1005"]["company_id"] == "grp_initech"
     assert by_id["usr_1006"]["company_id"] is None
     gina = by_id["usr_1007"]
-    assert gina["traits"] == {"name": "Gina Rossi", "phone": "+15555550123"}
+    assert gina["traits"] == {"name": "Gina Rossi", "email": "", "phone": "+15555550123"}
     lurker = by_id["anon-d0c5f0"]
     assert lurker["user_id_kind"] == "anonymous_id"
     assert lurker["identified_user_id"] is None
@@ -399,8 +399,13 @@ def test_skip_mode_continues_and_reports(
     }
     assert [e["line"] for e in summary["skipped_lines"]] == [2, 3, 6]
     assert summary["skipped_lines"][1]["problem"].startswith("userId=None: ")
-    for line in (2, 3, 6):
-        assert f"skipped {events}, line {line}: " in captured.err
+    # one stderr line per reason, not per bad line
+    assert captured.err.splitlines() == [
+        f"identityres: skipped 1 line of {events}: invalid JSON (line 2)",
+        f"identityres: skipped 1 line of {events}: userId: identify needs a user_id, an "
+        "anonymous_id or identifiers (line 3)",
+        f"identityres: skipped 1 line of {events}: expected a JSON object (line 6)",
+    ]
     assert [p["user_id"] for p in read_jsonl(out)] == ["u1", "a2"]
 
 
@@ -409,7 +414,7 @@ def test_skip_mode_text_summary(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["resolve", str(events), "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
     assert "2 read: 1 applied, 0 duplicates, 0 late (replayed), 1 skipped" in captured.out
-    assert "line 2: invalid JSON" in captured.err
+    assert "invalid JSON (line 2)" in captured.err
 
 
 def test_blank_lines_and_crlf_are_fine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -629,7 +629,7 @@ def test_bad_event_in_batch_applies_nothing() -> None:
         r.ingest(
             [
                 {"type": "track", "event": "x", "anonymousId": "a1", "timestamp": t(1)},
-                {"type": "identify", "anonymousId": "a2", "timestamp": t(2)},
+                {"type": "identify", "traits": {"plan": "free"}, "timestamp": t(2)},
             ]
         )
     assert (info.value.index, info.value.field) == (1, "userId")
