@@ -53,11 +53,30 @@ for _name in ("identify", "track", "page", "screen", "alias", "group"):
 _REQUEST_KEYS = ("writeKey", "sentAt")
 
 
+#: status -> the error code of the body, in the shape Segment's API answers errors
+#: (``code``, ``message``), which its SDKs read
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_encoding",
+    503: "unavailable",
+}
+
+
 class _Refused(Exception):
     def __init__(self, status: int, reason: str, **extra: Any) -> None:
         super().__init__(reason)
         self.status = status
-        self.body = {"success": False, "error": reason, **extra}
+        self.body = {
+            "success": False,
+            "code": _CODES[status],
+            "message": reason,
+            "error": reason,
+            **extra,
+        }
 
 
 class Collector:
