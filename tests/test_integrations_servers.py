@@ -66,6 +66,20 @@ def running(command: list[str], port: int, log: Path, **env: str) -> Iterator[st
             proc.wait()
 
 
+@contextlib.contextmanager
+def serving(db: Path, log: Path) -> Iterator[str]:
+    """``identityres serve`` on a free port, writing ``db``, with the write key ``KEY``."""
+    port = free_port()
+    command = [sys.executable, "-m", "identityres", "serve", "--store", f"sqlite:///{db}"]
+    with running([*command, "--port", str(port)], port, log, IDENTITYRES_WRITE_KEYS=KEY) as base:
+        yield base
+
+
+def gunicorn(port: int, app: str, *options: str) -> list[str]:
+    """A gunicorn command line: one worker on 127.0.0.1:``port``."""
+    return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", *options, app]
+
+
 def profiles_of(db: Path) -> ir.IdentityGraph:
     return ir.IdentityGraph(store=f"sqlite:///{db}")
 
@@ -99,16 +113,7 @@ def check_profiles(db: Path) -> None:
 def test_wsgi_middleware_under_gunicorn(framework: str, tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "calls.db"
-    command = [
-        str(BIN / "gunicorn"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--graceful-timeout",
-        "10",
-        f"tests.integration_apps:{framework}_server",
-    ]
+    command = gunicorn(port, f"tests.integration_apps:{framework}_server")
     with running(
         command,
         port,
@@ -148,20 +153,9 @@ def test_the_segment_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
     from segment.analytics import Client
     from segment.analytics.request import APIError
 
-    port = free_port()
     db = tmp_path / "collected.db"
-    command = [
-        sys.executable,
-        "-m",
-        "identityres",
-        "serve",
-        "--store",
-        f"sqlite:///{db}",
-        "--port",
-        str(port),
-    ]
     errors: list[Any] = []
-    with running(command, port, tmp_path / "server.log", IDENTITYRES_WRITE_KEYS=KEY) as base:
+    with serving(db, tmp_path / "server.log") as base:
         sdk = Client(
             KEY, host=base, sync_mode=True, gzip=True, on_error=lambda e, b: errors.append(e)
         )
@@ -188,3 +182,29 @@ def test_the_segment_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
         assert graph.resolve(anonymous_id="anon-2") == "usr_2"
         assert graph.resolve(user_id="usr_intruder") is None
         assert graph.stats().events == 7
+
+
+def test_the_middleware_sends_to_a_running_collector(tmp_path: Path) -> None:
+    from werkzeug.test import Client as WsgiClient
+
+    from identityres.integrations.wsgi import IdentityMiddleware
+
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    db = tmp_path / "collected.db"
+    with serving(db, tmp_path / "server.log") as base:
+        port = base.rsplit(":", 1)[1]
+        middleware = IdentityMiddleware(
+            hello, sink=f"http://{KEY}@127.0.0.1:{port}", api_key_secret=SECRET
+        )
+        client = WsgiClient(middleware)
+        client.set_cookie("ajs_anonymous_id", "anon-remote")
+        assert client.get("/", headers={"X-API-Key": "key-remote"}, buffered=True).data == b"ok"
+        assert middleware.flush(10) and middleware.stats.written == 1
+        middleware.close()
+    with profiles_of(db) as graph:
+        p = graph.profile(anonymous_id="anon-remote")
+        assert p is not None
+        assert p.identifiers["api_key"] == {api_key_identifier(SECRET, "key-remote")}
