@@ -193,3 +193,12 @@ def test_configuration_is_checked() -> None:
         Collector(graph, write_keys=[])
     with pytest.raises(ir.ConfigurationError, match="not one str"):
         Collector(graph, write_keys=KEY)
+
+
+def test_a_store_that_fails_is_503_which_the_sdks_retry(tmp_path: Any) -> None:
+    graph = ir.IdentityGraph(store=f"sqlite:///{tmp_path / 'ids.db'}")
+    app = Collector(graph, write_keys=[KEY])
+    graph.close()  # the store is gone: every write fails
+    response = post(app, "/v1/batch", BATCH, basic(KEY))
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    assert app.stats.write_errors == 1

@@ -105,3 +105,22 @@ def test_queue_options_are_checked() -> None:
         EventQueue(GraphSink(ir.IdentityGraph()).send, batch_size=0)
     with pytest.raises(ir.ConfigurationError, match="target"):
         EventQueue(42)  # type: ignore[arg-type]
+
+
+def test_the_queue_loses_nothing_under_concurrent_senders() -> None:
+    graph = ir.IdentityGraph()
+    queue = EventQueue(graph, batch_size=50, flush_interval=0.01)
+
+    def sender(n: int) -> None:
+        for i in range(100):
+            queue.send([message("track", event="e", anonymousId=f"a-{n}-{i}")])
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert queue.flush(10)
+    assert queue.stats.queued == queue.stats.written == 400 and queue.stats.dropped == 0
+    assert len(graph) == 400
+    queue.close()

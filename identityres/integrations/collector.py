@@ -66,6 +66,10 @@ _CODES = {
 }
 
 
+class _Gone(Exception):
+    """The client disconnected before its body arrived: there is no one to answer."""
+
+
 class _Refused(Exception):
     def __init__(self, status: int, reason: str, **extra: Any) -> None:
         super().__init__(reason)
@@ -123,6 +127,8 @@ class Collector:
         try:
             body = await self._handle(scope, receive)
             await _respond(send, 200, body)
+        except _Gone:
+            return
         except _Refused as refused:
             if refused.status >= 500:
                 self.stats.add("write_errors")
@@ -204,7 +210,7 @@ class Collector:
         while True:
             event = await receive()
             if event["type"] == "http.disconnect":
-                raise _Refused(400, "the client went away")
+                raise _Gone
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
