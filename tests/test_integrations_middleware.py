@@ -548,3 +548,37 @@ def test_starlette_route_template_comes_from_the_scope() -> None:
         client.get("/items/9", headers={"X-API-Key": "k-1"})
     assert messages[0]["properties"]["route"] == "/items/{item_id:int}"
     assert messages[0]["identifiers"] == {"api_key": api_key_identifier(SECRET, "k-1")}
+
+
+class Exploding(dict):  # type: ignore[type-arg]
+    """A mapping that raises when it is read: a failure inside the recording itself."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("exploding mapping")
+
+    def items(self) -> Any:
+        raise RuntimeError("exploding mapping")
+
+
+def test_a_failure_inside_the_recording_is_counted_and_the_call_unaffected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    graph = ir.IdentityGraph()
+    wsgi = WsgiMiddleware(
+        hello, sink=GraphSink(graph), get_metadata=lambda environ, response: Exploding(a=1)
+    )
+    with caplog.at_level(logging.ERROR, "identityres.integrations"):
+        assert call_wsgi(wsgi, headers={"Cookie": "ajs_anonymous_id=a"}) == ("200 OK", b"hello")
+    assert wsgi.stats.internal_errors == 1 and "exploding mapping" in caplog.text
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    asgi = AsgiMiddleware(
+        inner, sink=GraphSink(graph), get_metadata=lambda scope, response: Exploding(a=1)
+    )
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    sent = run(asgi_call(asgi, scope, [{"type": "http.request"}]))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert asgi.stats.internal_errors == 1

@@ -161,9 +161,19 @@ class CallRecorder:
             log.warning(
                 "identityres: the %s hook raised %r; the call is recorded without it", name, exc
             )
-        else:
-            log.warning("identityres: the %s hook returned %r, which is not usable", name, result)
+        else:  # (the type, not the value: it may be personal data)
+            log.warning(
+                "identityres: the %s hook returned a %s, which is not usable",
+                name,
+                result if isinstance(result, str) else type(result).__name__,
+            )
         return FAILED
+
+    def internal_error(self) -> None:
+        """Recording a call failed in identityres itself: counted and logged with the
+        traceback, never raised into the request."""
+        self.stats.add("internal_errors")
+        log.exception("identityres: recording a call failed; the call itself is unaffected")
 
     def call(self, name: str, hook: Hook, request: Any, response: Response | None) -> Any:
         """``hook(request, response)``; what it raised is counted and logged, never raised."""
@@ -222,7 +232,7 @@ class CallRecorder:
 
         user_id = None if user is FAILED or user is None else _identifier(user)
         if user_id is None and user is not None and user is not FAILED:
-            self.failed("identify_user", result=user)
+            self.failed("identify_user", result=type(user).__name__)
         if user_id is None and claims is not None:
             user_id = _identifier(claims.get(self.jwt_user_claim))
         if user_id is None and self.trusted_user_header:
@@ -230,7 +240,7 @@ class CallRecorder:
 
         company_id = None if company is FAILED or company is None else _identifier(company)
         if company_id is None and company is not None and company is not FAILED:
-            self.failed("identify_company", result=company)
+            self.failed("identify_company", result=type(company).__name__)
         if company_id is None and claims is not None and self.jwt_company_claim:
             company_id = _identifier(claims.get(self.jwt_company_claim))
         if company_id is None and self.trusted_company_header:
@@ -244,7 +254,7 @@ class CallRecorder:
         if key_id is not None and key_id is not FAILED:
             key = _identifier(key_id)
             if key is None:
-                self.failed("api_key_id", result=key_id)
+                self.failed("api_key_id", result=type(key_id).__name__)
         if key is None and self._api_key_secret is not None:
             credential = api_key or (bearer if claims is None else None)
             if credential is not None:

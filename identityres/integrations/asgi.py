@@ -148,7 +148,7 @@ class IdentityMiddleware:
         try:
             await self._record(scope, status, headers, started, start_wall, ended)
         except Exception:  # the recording itself must never break a request
-            self.recorder.failed("record", None, "an internal error (see the traceback)")
+            self.recorder.internal_error()
 
     async def _record(
         self,

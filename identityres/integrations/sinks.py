@@ -75,7 +75,8 @@ class IntegrationStats:
     ``calls``: requests recorded; ``skipped``: requests the ``skip`` hook passed through;
     ``unidentified``: recorded requests that carried no identifier, so made no event;
     ``events``: messages handed to the sink; ``hook_errors``: hooks (or the JWT verifier)
-    that raised or returned something unusable; ``send_errors``: sinks that raised on
+    that raised or returned something unusable; ``internal_errors``: calls whose recording
+    failed in identityres itself (logged with the traceback); ``send_errors``: sinks that raised on
     ``send``; ``queued``: messages a queue accepted; ``dropped``: messages a full (or closed)
     queue refused; ``written``: messages a writer delivered; ``rejected``: messages the graph
     refused as invalid; ``write_errors``: batches whose write failed; ``failed``: the messages
@@ -88,6 +89,7 @@ class IntegrationStats:
         "unidentified",
         "events",
         "hook_errors",
+        "internal_errors",
         "send_errors",
         "queued",
         "dropped",
@@ -103,6 +105,7 @@ class IntegrationStats:
     unidentified: int
     events: int
     hook_errors: int
+    internal_errors: int
     send_errors: int
     queued: int
     dropped: int

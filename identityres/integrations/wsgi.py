@@ -121,8 +121,7 @@ class IdentityMiddleware:
             try:
                 self._record(environ, call)
             except Exception:  # the recording itself must never break a request
-                rec.stats.add("hook_errors")
-                rec.failed("record", None, "an internal error (see the traceback)")
+                rec.internal_error()
 
         try:
             body = self.app(environ, capture)
