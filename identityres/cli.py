@@ -12,6 +12,12 @@ the operator's tools (docs/operator-tools.md).
     identityres export --format graphml|dot|mermaid|jsonl [--profile ID] [-o FILE]
                               (--store URL | --input EVENTS.jsonl)
     identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID] [--verify]
+    identityres serve --store URL [--host 127.0.0.1] [--port 8080] [--write-key-file FILE]
+
+``serve`` runs the collector (docs/integrations.md): Segment's HTTP API, written to the store.
+It needs the ``identityres[serve]`` extra (uvicorn) and at least one write key, read from
+``--write-key-file`` (one key a line) or the ``IDENTITYRES_WRITE_KEYS`` environment variable
+(comma-separated), never from the command line, where other users could read it.
 
 The operator commands read a store (``--store sqlite:///ids.db``) or a JSONL file of messages
 applied to an in-memory graph first (``--input``, as ``resolve`` reads it; ``--on-error`` as
@@ -1370,6 +1376,27 @@ def _parser() -> _Parser:
         help="how many of the largest profiles to show (default 5)",
     )
     _add_operator_commands(commands)
+    serve = commands.add_parser(
+        "serve",
+        help="run the collector: Segment's HTTP API (/v1/batch, ...) written to a store",
+        description="Accept what Segment's SDKs send (analytics.js, analytics-python, "
+        "RudderStack) and write it to the store; needs identityres[serve] (uvicorn). The SDKs "
+        "authenticate with a write key: give the keys in --write-key-file (one a line) or in "
+        "IDENTITYRES_WRITE_KEYS (comma-separated). Stops on SIGINT or SIGTERM.",
+        epilog="Exit status: 0 stopped, 1 usage error (no write key, no uvicorn), 2 bad input "
+        "(a store that cannot be opened, an unreadable key file).",
+    )
+    serve.add_argument("--store", metavar="URL", required=True, help="e.g. sqlite:///ids.db")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=_non_negative, default=8080, help="port (8080)")
+    serve.add_argument("--write-key-file", metavar="FILE", help="the write keys, one a line")
+    serve.add_argument(
+        "--max-body",
+        type=_non_negative,
+        default=512 * 1024,
+        metavar="BYTES",
+        help="the largest request body, before and after gzip (512 KiB)",
+    )
     for command in commands.choices.values():
         # also after the command; SUPPRESS: absent, it keeps the value given before it
         command.add_argument(
@@ -1488,6 +1515,49 @@ def _add_operator_commands(commands: Any) -> None:
     )
 
 
+def _write_keys(args: argparse.Namespace) -> list[str]:
+    if args.write_key_file is not None:
+        try:
+            with open(args.write_key_file, encoding="utf-8") as keys:
+                text = keys.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _BadInput(f"{show_text(args.write_key_file)}: {exc}") from None
+        found = [line.strip() for line in text.splitlines()]
+    else:
+        found = os.environ.get("IDENTITYRES_WRITE_KEYS", "").split(",")
+    found = [k.strip() for k in found if k.strip() and not k.strip().startswith("#")]
+    if not found:
+        raise _Usage(
+            "serve needs at least one write key: --write-key-file FILE or IDENTITYRES_WRITE_KEYS"
+        )
+    return found
+
+
+def _serve(args: argparse.Namespace) -> int:
+    keys = _write_keys(args)
+    try:
+        import uvicorn
+    except ImportError:
+        raise _Usage(
+            "serve needs uvicorn, from the serve extra: pip install 'identityres[serve]'"
+        ) from None
+    from identityres.integrations.collector import Collector
+
+    try:
+        graph = IdentityGraph(store=args.store)
+    except IdentityResError as exc:
+        raise _BadInput(f"{show_text(args.store)}: {exc}") from None
+    try:
+        try:
+            app = Collector(graph, write_keys=keys, max_body=args.max_body)
+        except IdentityResError as exc:
+            raise _Usage(str(exc)) from None
+        uvicorn.run(app, host=args.host, port=args.port, lifespan="on", log_level="info")
+    finally:
+        graph.close()
+    return EXIT_OK
+
+
 def _non_negative(text: str) -> int:
     try:
         n = int(text)
@@ -1502,6 +1572,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "resolve":
             return _resolve(args)
+        if args.command == "serve":
+            return _serve(args)
         return _operator(args)
     except _NotFound as exc:  # an answer: standard output
         _write_out(_printable(f"{exc}\n"))

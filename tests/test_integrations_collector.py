@@ -1,0 +1,204 @@
+"""The collector (docs/integrations.md, "Collector"), in process, through httpx's ASGI
+transport: authentication, validation, gzip, size limits."""
+
+import asyncio
+import base64
+import gzip
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+import identityres as ir
+from identityres.integrations import EventQueue
+from identityres.integrations.collector import Collector
+
+KEY = "wk_test_0123456789"
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def post(
+    app: Any, path: str, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
+            content = raw if raw is not None else json.dumps(body).encode()
+            return await client.post(path, content=content, headers=headers or {})
+
+    return asyncio.run(go())
+
+
+BATCH = {
+    "batch": [
+        {
+            "type": "page",
+            "name": "Docs",
+            "anonymousId": "anon-1",
+            "messageId": "m1",
+            "timestamp": "2024-05-06T09:00:00Z",
+        },
+        {
+            "type": "identify",
+            "userId": "usr_1",
+            "anonymousId": "anon-1",
+            "messageId": "m2",
+            "traits": {"plan": "free"},
+            "timestamp": "2024-05-06T09:05:00Z",
+        },
+        {
+            "type": "group",
+            "groupId": "acme",
+            "userId": "usr_1",
+            "messageId": "m3",
+            "timestamp": "2024-05-06T09:06:00Z",
+        },
+    ]
+}
+
+
+def test_a_batch_with_basic_auth_becomes_profiles() -> None:
+    graph = ir.IdentityGraph()
+    response = post(Collector(graph, write_keys=[KEY]), "/v1/batch", BATCH, basic(KEY))
+    assert response.status_code == 200 and response.json() == {"success": True}
+    p = graph.profile(user_id="usr_1")
+    assert p is not None and p.anonymous_ids == {"anon-1"} and p.company_id == "acme"
+    # the SDK retries: the same batch again is duplicates, not new events
+    assert (
+        post(Collector(graph, write_keys=[KEY]), "/v1/batch", BATCH, basic(KEY)).status_code == 200
+    )
+    assert graph.stats().events == 3
+
+
+def test_the_write_key_may_be_in_the_body_and_a_wrong_key_is_401() -> None:
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=["other", KEY])
+    assert post(app, "/v1/batch", {**BATCH, "writeKey": KEY}).status_code == 200
+    fresh = ir.IdentityGraph()
+    app = Collector(fresh, write_keys=[KEY])
+    refused = post(app, "/v1/batch", BATCH, basic("wk_guess"))
+    assert refused.status_code == 401 and refused.json()["success"] is False
+    assert refused.headers["www-authenticate"].startswith("Basic")
+    assert post(app, "/v1/batch", BATCH).status_code == 401
+    assert list(fresh.profiles()) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"batch": {"type": "track"}}', "batch: must be a list"),
+        (b'{"batch": [7]}', "batch[0]: must be a message object"),
+    ],
+)
+def test_malformed_bodies_are_400_with_the_reason(raw: bytes, reason: str) -> None:
+    graph = ir.IdentityGraph()
+    response = post(Collector(graph, write_keys=[KEY]), "/v1/batch", None, basic(KEY), raw=raw)
+    assert response.status_code == 400 and reason in response.json()["error"]
+
+
+def test_one_bad_message_refuses_the_batch_and_nothing_reaches_the_graph() -> None:
+    graph = ir.IdentityGraph()
+    bad = {
+        "batch": [
+            *BATCH["batch"],
+            {
+                "type": "identify",
+                "userId": 3.5,
+                "messageId": "m4",
+                "timestamp": "2024-05-06T09:07:00Z",
+            },
+        ]
+    }
+    response = post(Collector(graph, write_keys=[KEY]), "/v1/batch", bad, basic(KEY))
+    assert response.status_code == 400
+    body = response.json()
+    assert (
+        body["index"] == 3 and body["field"] == "userId" and "must be str or int" in body["error"]
+    )
+    assert list(graph.profiles()) == [] and graph.stats().events == 0
+
+
+def test_single_message_endpoints_and_their_types() -> None:
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY])
+    identify = {
+        "userId": "usr_2",
+        "anonymousId": "anon-2",
+        "timestamp": "2024-05-06T09:00:00Z",
+        "writeKey": KEY,
+        "sentAt": "2024-05-06T09:00:01Z",
+    }
+    assert post(app, "/v1/identify", identify).status_code == 200
+    track = {"event": "Signed up", "userId": "usr_2", "timestamp": "2024-05-06T09:01:00Z"}
+    assert post(app, "/v1/track", track, basic(KEY)).status_code == 200
+    alias = {"userId": "usr_2", "previousId": "anon-3", "anonymousId": "anon-3"}  # no timestamp
+    assert post(app, "/v1/alias", alias, basic(KEY)).status_code == 200
+    p = graph.profile(user_id="usr_2")
+    assert p is not None and p.anonymous_ids == {"anon-2", "anon-3"}
+    mismatch = post(app, "/v1/track", {"type": "identify", "userId": "u"}, basic(KEY))
+    assert mismatch.status_code == 400 and "takes track messages" in mismatch.json()["error"]
+
+
+def test_gzip_bodies_and_the_size_limits() -> None:
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY], max_body=4096)
+    zipped = gzip.compress(json.dumps(BATCH).encode())
+    ok = post(app, "/v1/batch", None, {**basic(KEY), "Content-Encoding": "gzip"}, raw=zipped)
+    assert ok.status_code == 200 and graph.resolve(anonymous_id="anon-1") == "usr_1"
+
+    bomb = gzip.compress(b'{"batch": [' + b" " * 1_000_000 + b"]}")  # small on the wire
+    assert len(bomb) < 4096
+    big = post(app, "/v1/batch", None, {**basic(KEY), "Content-Encoding": "gzip"}, raw=bomb)
+    assert big.status_code == 413
+    plain = post(app, "/v1/batch", None, basic(KEY), raw=b" " * 5000)
+    assert plain.status_code == 413
+    broken = post(app, "/v1/batch", None, {**basic(KEY), "Content-Encoding": "gzip"}, raw=b"xx")
+    assert broken.status_code == 400 and "gzip" in broken.json()["error"]
+
+
+def test_wrong_method_and_unknown_path() -> None:
+    app = Collector(ir.IdentityGraph(), write_keys=[KEY])
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+            return await client.get("/v1/batch")
+
+    assert asyncio.run(get()).status_code == 405
+    assert post(app, "/v2/whatever", {}, basic(KEY)).status_code == 404
+
+
+def test_a_queue_target_is_flushed_on_lifespan_shutdown() -> None:
+    graph = ir.IdentityGraph()
+    queue = EventQueue(graph, flush_interval=60)
+    app = Collector(queue, write_keys=[KEY])
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as client:  # runs the lifespan
+        response = client.post("/v1/batch", json=BATCH, headers=basic(KEY))
+        assert response.status_code == 200 and list(graph.profiles()) == []
+    assert graph.resolve(anonymous_id="anon-1") == "usr_1"
+    queue.close()
+
+
+def test_configuration_is_checked() -> None:
+    graph = ir.IdentityGraph()
+    with pytest.raises(ir.ConfigurationError, match="write_keys"):
+        Collector(graph, write_keys=[])
+    with pytest.raises(ir.ConfigurationError, match="not one str"):
+        Collector(graph, write_keys=KEY)
+
+
+def test_a_store_that_fails_is_503_which_the_sdks_retry(tmp_path: Any) -> None:
+    graph = ir.IdentityGraph(store=f"sqlite:///{tmp_path / 'ids.db'}")
+    app = Collector(graph, write_keys=[KEY])
+    graph.close()  # the store is gone: every write fails
+    response = post(app, "/v1/batch", BATCH, basic(KEY))
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    assert app.stats.write_errors == 1
