@@ -202,3 +202,66 @@ def test_a_store_that_fails_is_503_which_the_sdks_retry(tmp_path: Any) -> None:
     response = post(app, "/v1/batch", BATCH, basic(KEY))
     assert response.status_code == 503 and response.json()["code"] == "unavailable"
     assert app.stats.write_errors == 1
+
+
+# -- PostHog's capture API -----------------------------------------------------------------
+
+POSTHOG_BATCH = {
+    "api_key": KEY,
+    "batch": [
+        {
+            "event": "$pageview",
+            "distinct_id": "dev-1",
+            "properties": {"$device_id": "dev-1"},
+            "uuid": "0190a6f0-0000-7000-8000-000000000001",
+            "timestamp": "2024-05-06T09:00:00Z",
+        },
+        {
+            "event": "$identify",
+            "distinct_id": "usr_1",
+            "properties": {"$anon_distinct_id": "dev-1", "$set": {"plan": "pro"}},
+            "uuid": "0190a6f0-0000-7000-8000-000000000002",
+            "timestamp": "2024-05-06T09:05:00Z",
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("path", ["/batch/", "/batch", "/capture/", "/e/", "/i/v0/e/"])
+def test_posthog_batches_become_profiles(path: str) -> None:
+    graph = ir.IdentityGraph()
+    response = post(Collector(graph, write_keys=[KEY]), path, POSTHOG_BATCH)
+    assert response.status_code == 200 and response.json() == {"status": 1}
+    p = graph.profile(user_id="usr_1")
+    assert p is not None and p.anonymous_ids == {"dev-1"} and p.traits == {"plan": "pro"}
+    # a retried batch is duplicates (the events' uuids are their ids)
+    assert post(Collector(graph, write_keys=[KEY]), path, POSTHOG_BATCH).status_code == 200
+    assert graph.stats().events == 2
+
+
+def test_a_single_posthog_event_with_its_token_and_gzip() -> None:
+    graph = ir.IdentityGraph()
+    event = {"token": KEY, **POSTHOG_BATCH["batch"][1]}  # type: ignore[dict-item]
+    raw = gzip.compress(json.dumps(event).encode())
+    response = post(
+        Collector(graph, write_keys=[KEY]), "/capture/", None, {"Content-Encoding": "gzip"}, raw
+    )
+    assert response.status_code == 200
+    assert graph.resolve(anonymous_id="dev-1") == "usr_1"
+
+
+def test_posthog_events_need_the_project_key_and_bad_ones_write_nothing() -> None:
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY])
+    assert post(app, "/batch/", {**POSTHOG_BATCH, "api_key": "phc_wrong"}).status_code == 401
+    no_key = {"batch": POSTHOG_BATCH["batch"]}
+    assert post(app, "/batch/", no_key).status_code == 401
+    bad = {
+        "api_key": KEY,
+        "batch": [POSTHOG_BATCH["batch"][0], {"event": "$pageview", "distinct_id": 7.5}],
+    }
+    response = post(app, "/batch/", bad)
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert "batch[1]" in message and "distinct_id=7.5" in message
+    assert graph.stats().events == 0  # nothing of the request reached the graph

@@ -184,6 +184,41 @@ def test_the_segment_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
         assert graph.stats().events == 7
 
 
+def test_the_posthog_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
+    from posthog import Posthog
+
+    db = tmp_path / "collected.db"
+    with serving(db, tmp_path / "server.log") as base:
+        sdk = Posthog(
+            KEY,
+            host=base,
+            sync_mode=True,
+            max_retries=0,
+            timeout=10,
+            enable_local_evaluation=False,
+        )
+        sdk.capture("$pageview", distinct_id="dev-ph", properties={"$device_id": "dev-ph"})
+        sdk.capture(
+            "$identify",
+            distinct_id="usr_ph",
+            properties={"$anon_distinct_id": "dev-ph", "$set": {"plan": "pro"}},
+        )
+        sdk.group_identify("company", "acme", {"name": "Acme"}, distinct_id="usr_ph")
+        sdk.capture("Report Viewed", distinct_id="usr_ph", groups={"company": "acme"})
+        sdk.flush()
+        sdk.shutdown()
+        wrong = Posthog("phc_wrong", host=base, sync_mode=True, max_retries=0, timeout=10)
+        wrong.capture("$pageview", distinct_id="intruder")
+        wrong.shutdown()
+    with profiles_of(db) as graph:
+        p = graph.profile(user_id="usr_ph")
+        assert p is not None and p.anonymous_ids == {"dev-ph"} and p.traits == {"plan": "pro"}
+        assert p.company_id == "acme" and graph.company("acme").traits == {"name": "Acme"}
+        assert graph.resolve(anonymous_id="intruder") is None  # its key was refused
+        # four events; the one sent with $groups is also the user's company membership
+        assert graph.stats().events == 5
+
+
 def test_the_middleware_sends_to_a_running_collector(tmp_path: Path) -> None:
     from werkzeug.test import Client as WsgiClient
 

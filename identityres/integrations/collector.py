@@ -3,7 +3,12 @@ accepts Segment's HTTP API, what analytics.js, analytics-python and RudderStack'
 
 * ``POST /v1/batch`` with ``{"batch": [message, ...]}``;
 * ``POST /v1/identify``, ``/v1/track``, ``/v1/page``, ``/v1/screen``, ``/v1/alias``,
-  ``/v1/group`` with one message (and analytics.js's short forms ``/v1/i``, ``/v1/t``, …).
+  ``/v1/group`` with one message (and analytics.js's short forms ``/v1/i``, ``/v1/t``, …);
+
+and PostHog's capture API, what posthog-python and posthog-js send: ``POST /batch/`` with
+``{"api_key": KEY, "batch": [event, ...]}``, and ``/capture/``, ``/e/`` and ``/i/v0/e/`` with
+one event or a batch (the project API key as ``api_key`` or ``token``). PostHog events are
+read as ``ingest(..., format="posthog")`` reads them (docs/formats.md).
 
 Requests are authenticated with a write key the service configures, sent as the user name of
 HTTP basic auth (as Segment's SDKs do) or as ``writeKey`` in the body, and compared in
@@ -30,13 +35,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from identityres._events import MESSAGE_FIELDS, RecordBuilder, relabel
-from identityres._graph import IdentityGraph
+from identityres._formats import translate
+from identityres._graph import IdentityGraph, _name_fields
 from identityres._rules import Rules
 from identityres.errors import ConfigurationError, ValidationError
 from identityres.integrations.asgi import flush_in_thread
 from identityres.integrations.sinks import IntegrationStats, Sink
 
-__all__ = ["ENDPOINTS", "Collector"]
+__all__ = ["ENDPOINTS", "POSTHOG_ENDPOINTS", "Collector"]
 
 log = logging.getLogger("identityres.integrations")
 
@@ -51,6 +57,12 @@ for _name in ("identify", "track", "page", "screen", "alias", "group"):
     ENDPOINTS[f"/v1/{_name[0]}"] = _name
 #: body keys of the request itself, not of a message
 _REQUEST_KEYS = ("writeKey", "sentAt")
+#: PostHog's capture endpoints (with and without the trailing slash its SDKs add)
+POSTHOG_ENDPOINTS = frozenset(
+    path + end for path in ("/batch", "/capture", "/e", "/i/v0/e") for end in ("", "/")
+)
+#: body keys of a PostHog request itself, not of an event
+_POSTHOG_REQUEST_KEYS = ("api_key", "token", "sent_at")
 
 
 #: status -> the error code of the body, in the shape Segment's API answers errors
@@ -154,7 +166,8 @@ class Collector:
 
     async def _handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         path = scope.get("path", "")
-        if path not in ENDPOINTS:
+        posthog = path in POSTHOG_ENDPOINTS
+        if path not in ENDPOINTS and not posthog:
             raise _Refused(404, f"no such endpoint: {path[:100]}")
         if scope.get("method") != "POST":
             raise _Refused(405, "use POST")
@@ -172,6 +185,17 @@ class Collector:
             raise _Refused(400, f"the body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise _Refused(400, f"the body must be a JSON object, not {type(body).__name__}")
+        if posthog:
+            # the project API key travels in the body (the batch's, else the event's own)
+            key = body.get("api_key", body.get("token"))
+            if key is None and isinstance(body.get("batch"), list) and body["batch"]:
+                first = body["batch"][0]
+                key = first.get("api_key") if isinstance(first, dict) else None
+            if not authorized and not self._key_ok(key):
+                raise _Refused(401, "missing or unknown project API key")
+            events = self._posthog_events(body)
+            await self._write(events, "posthog")
+            return {"status": 1}
         if not authorized and not self._key_ok(body.get("writeKey")):
             raise _Refused(401, "missing or unknown write key")
         messages = self._messages(ENDPOINTS[path], body)
@@ -264,7 +288,35 @@ class Collector:
             messages.append(msg)
         return messages
 
-    async def _write(self, messages: list[dict[str, Any]]) -> None:
+    def _posthog_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        batch = body.get("batch")
+        if batch is None:
+            batch = [{k: v for k, v in body.items() if k not in _POSTHOG_REQUEST_KEYS}]
+        elif not isinstance(batch, list):
+            raise _Refused(400, "batch: must be a list of events")
+        received = _now().isoformat()
+        sent = body.get("sent_at")
+        events: list[dict[str, Any]] = []
+        for index, event in enumerate(batch):
+            if not isinstance(event, dict):
+                raise _Refused(400, f"batch[{index}]: must be an event object", index=index)
+            event = {k: v for k, v in event.items() if k not in ("api_key", "token")}
+            if event.get("timestamp") is None:
+                # dated once, when it arrives (the check and the write see the same event)
+                event["timestamp"] = sent if isinstance(sent, str) else received
+            op: Any = event
+            try:
+                for op in translate(event, "posthog"):
+                    self._check.from_object(op)
+            except ValidationError as exc:
+                _name_fields(exc, event, op)  # PostHog's own keys, as ingest() names them
+                raise _Refused(
+                    400, f"batch[{index}]: {exc}", index=index, field=exc.field
+                ) from None
+            events.append(event)
+        return events
+
+    async def _write(self, messages: list[dict[str, Any]], fmt: str = "segment") -> None:
         if not messages:
             return
         target = self.target
@@ -274,7 +326,7 @@ class Collector:
         loop = asyncio.get_running_loop()
         try:
             report = await loop.run_in_executor(
-                None, functools.partial(target.ingest, messages, on_error="skip")
+                None, functools.partial(target.ingest, messages, on_error="skip", format=fmt)
             )
         except Exception as exc:
             log.exception("identityres: the collector could not write %d messages", len(messages))
