@@ -38,6 +38,7 @@ from identityres.errors import (
     InvalidTimestampError,
     StorageError,
     UnknownKindError,
+    UnstorableValueError,
     ValidationError,
 )
 
@@ -77,6 +78,7 @@ __all__ = [
     "StorageError",
     "Track",
     "UnknownKindError",
+    "UnstorableValueError",
     "ValidationError",
     "from_epoch_ms",
     "normalize_email",

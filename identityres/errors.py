@@ -11,7 +11,9 @@ do not know this module (docs/concepts.md, Errors)::
     │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type,
     │   │                                       outside 1900-01-01 .. 3000-01-01 UTC
     │   ├── EventIdConflictError                an ``event_id`` reused with other content
-    │   └── InvalidEventError                   anything else malformed about an event
+    │   ├── InvalidEventError                   anything else malformed about an event
+    │   └── UnstorableValueError                a value the store cannot hold (NUL in
+    │                                           PostgreSQL text)
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
         └── ErasureIncompleteError              an erasure is committed, but bytes of the
@@ -39,6 +41,7 @@ __all__ = [
     "InvalidTimestampError",
     "StorageError",
     "UnknownKindError",
+    "UnstorableValueError",
     "ValidationError",
 ]
 
@@ -112,6 +115,16 @@ class InvalidEventError(ValidationError):
     that is not an iterable of events, traits or properties that are not JSON data (sets,
     objects, NaN, infinities, lone surrogates, ints too long for text, nesting deeper than
     32 levels), an event name or id with lone surrogates."""
+
+
+class UnstorableValueError(ValidationError):
+    """A value that the graph accepts but the store cannot hold, raised by the store when the
+    batch is saved; the whole batch is discarded, so nothing was changed. The PostgreSQL store
+    raises it for text holding NUL (U+0000: PostgreSQL ``text`` cannot hold it) in an
+    identifier value (``field`` is the identifier's kind), an ``event_id``, a trait key
+    (``traits``) or a ``company_id``; trait and property *values* may hold NUL (they are
+    stored as JSON, which escapes it). ``index`` is ``None``: the store does not know the
+    event's position (docs/storage.md, "PostgreSQL")."""
 
 
 class ConfigurationError(IdentityResError, ValueError):
