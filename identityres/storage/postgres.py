@@ -220,39 +220,39 @@ _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype,
 # The statements of a batch and of the reads; ``{ns}`` as above. One statement per kind of
 # row, whatever the number of rows: the rows travel as arrays (``unnest``).
 _STATEMENTS = {
-    "seen": "SELECT event_id, fingerprint FROM {ns}.events WHERE event_id = ANY(%s::text[])",
-    "suppressed": "SELECT hash FROM {ns}.suppressed WHERE hash = ANY(%s::bytea[])",
+    "seen": "SELECT event_id, fingerprint FROM {ns}.events WHERE event_id = ANY(%b::text[])",
+    "suppressed": "SELECT hash FROM {ns}.suppressed WHERE hash = ANY(%b::bytea[])",
     # the roots of the components holding the wanted identifiers, locked in ascending order
     "lock_roots": (
         "SELECT r.ref FROM {ns}.nodes AS r WHERE r.ref IN ("
-        " SELECT n.component FROM unnest(%s::text[], %s::text[]) AS w(kind, value)"
+        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
         " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
         ") ORDER BY r.ref FOR UPDATE OF r"
     ),
     "lock_refs": (
-        "SELECT r.ref FROM {ns}.nodes AS r WHERE r.ref = ANY(%s::bigint[]) "
+        "SELECT r.ref FROM {ns}.nodes AS r WHERE r.ref = ANY(%b::bigint[]) "
         "ORDER BY r.ref FOR UPDATE OF r"
     ),
     "roots": (
-        "SELECT DISTINCT n.component FROM unnest(%s::text[], %s::text[]) AS w(kind, value)"
+        "SELECT DISTINCT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
         " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
     ),
     "component_nodes": (
-        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%s::bigint[])"
+        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%b::bigint[])"
     ),
     "component_links": (
-        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component = ANY(%s::bigint[])"
+        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component = ANY(%b::bigint[])"
     ),
     "new_refs": "SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s)",
-    "delete_nodes": "DELETE FROM {ns}.nodes WHERE ref = ANY(%s::bigint[])",
-    "delete_traits": "DELETE FROM {ns}.traits WHERE node = ANY(%s::bigint[])",
-    "delete_company_links": "DELETE FROM {ns}.company_links WHERE node = ANY(%s::bigint[])",
+    "delete_nodes": "DELETE FROM {ns}.nodes WHERE ref = ANY(%b::bigint[])",
+    "delete_traits": "DELETE FROM {ns}.traits WHERE node = ANY(%b::bigint[])",
+    "delete_company_links": "DELETE FROM {ns}.company_links WHERE node = ANY(%b::bigint[])",
     # a node created by another batch since this one loaded is a conflict: nothing inserted
     # for it, and the batch is retried (the row count tells)
     "insert_nodes": (
         f"INSERT INTO {{ns}}.nodes ({_NODE_COLUMNS}) SELECT * FROM unnest("
-        "%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::float8[], "
-        "%s::float8[], %s::text[], %s::bigint[], %s::bigint[], %s::float8[], %s::text[]) "
+        "%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::float8[], "
+        "%b::float8[], %b::text[], %b::bigint[], %b::bigint[], %b::float8[], %b::text[]) "
         "ON CONFLICT (kind, value) DO NOTHING"
     ),
     # most changed nodes only saw another event: their indexed columns stay as they are
@@ -260,8 +260,8 @@ _STATEMENTS = {
         "UPDATE {ns}.nodes AS n SET first_ts = u.first_ts, first_event_id = u.first_event_id, "
         "last_ts = u.last_ts, reset_ts = u.reset_ts, reset_event_id = u.reset_event_id, "
         "split_ts = u.split_ts, split_event_id = u.split_event_id FROM unnest("
-        "%s::bigint[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::text[], "
-        "%s::float8[], %s::text[]) AS u(ref, first_ts, first_event_id, last_ts, reset_ts, "
+        "%b::bigint[], %b::float8[], %b::text[], %b::float8[], %b::float8[], %b::text[], "
+        "%b::float8[], %b::text[]) AS u(ref, first_ts, first_event_id, last_ts, reset_ts, "
         "reset_event_id, split_ts, split_event_id) WHERE n.ref = u.ref"
     ),
     "update_nodes": (
@@ -269,17 +269,17 @@ _STATEMENTS = {
         "last_ts = u.last_ts, reset_ts = u.reset_ts, reset_event_id = u.reset_event_id, "
         "split_ts = u.split_ts, split_event_id = u.split_event_id, "
         "component = u.component, profile = u.profile FROM unnest("
-        "%s::bigint[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::text[], "
-        "%s::float8[], %s::text[], %s::bigint[], %s::bigint[]) AS u(ref, first_ts, "
+        "%b::bigint[], %b::float8[], %b::text[], %b::float8[], %b::float8[], %b::text[], "
+        "%b::float8[], %b::text[], %b::bigint[], %b::bigint[]) AS u(ref, first_ts, "
         "first_event_id, last_ts, reset_ts, reset_event_id, split_ts, split_event_id, "
         "component, profile) WHERE n.ref = u.ref"
     ),
-    "delete_links": "DELETE FROM {ns}.links WHERE event_id = ANY(%s::text[])",
+    "delete_links": "DELETE FROM {ns}.links WHERE event_id = ANY(%b::text[])",
     # members travel as text ('{1,2}'): unnest cannot take an array of arrays of any length
     "upsert_links": (
         f"INSERT INTO {{ns}}.links ({_LINK_COLUMNS}) SELECT e, t, c, m::bigint[], r, y, k "
-        "FROM unnest(%s::text[], %s::float8[], %s::bigint[], %s::text[], %s::text[], "
-        "%s::text[], %s::text[]) AS u(e, t, c, m, r, y, k) "
+        "FROM unnest(%b::text[], %b::float8[], %b::bigint[], %b::text[], %b::text[], "
+        "%b::text[], %b::text[]) AS u(e, t, c, m, r, y, k) "
         "ON CONFLICT (event_id) DO UPDATE SET ts = excluded.ts, component = excluded.component, "
         "members = excluded.members, refused = excluded.refused, etype = excluded.etype, "
         "erased_kind = excluded.erased_kind"
@@ -287,26 +287,26 @@ _STATEMENTS = {
     # a write replaces the stored one when its (ts, event_id) is greater (``once``: smaller)
     "upsert_traits": (
         "INSERT INTO {ns}.traits (node, once, key, ts, event_id, value) SELECT * FROM unnest("
-        "%s::bigint[], %s::boolean[], %s::text[], %s::float8[], %s::text[], %s::text[]) "
+        "%b::bigint[], %b::boolean[], %b::text[], %b::float8[], %b::text[], %b::text[]) "
         "ON CONFLICT (node, once, key) DO UPDATE SET ts = excluded.ts, "
         "event_id = excluded.event_id, value = excluded.value WHERE CASE WHEN excluded.once "
         "THEN (excluded.ts, excluded.event_id) < (traits.ts, traits.event_id) "
         "ELSE (excluded.ts, excluded.event_id) > (traits.ts, traits.event_id) END"
     ),
     "insert_companies": (
-        "INSERT INTO {ns}.companies (company_id) SELECT * FROM unnest(%s::text[]) "
+        "INSERT INTO {ns}.companies (company_id) SELECT * FROM unnest(%b::text[]) "
         "ON CONFLICT DO NOTHING"
     ),
     "upsert_company_links": (
         "INSERT INTO {ns}.company_links (node, company_id, ts, event_id) SELECT * FROM unnest("
-        "%s::bigint[], %s::text[], %s::float8[], %s::text[]) "
+        "%b::bigint[], %b::text[], %b::float8[], %b::text[]) "
         "ON CONFLICT (node, company_id) DO UPDATE SET ts = excluded.ts, "
         "event_id = excluded.event_id "
         "WHERE (excluded.ts, excluded.event_id) > (company_links.ts, company_links.event_id)"
     ),
     "upsert_company_traits": (
         "INSERT INTO {ns}.company_traits (company_id, key, ts, event_id, value) SELECT * FROM "
-        "unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[]) "
+        "unnest(%b::text[], %b::text[], %b::float8[], %b::text[], %b::text[]) "
         "ON CONFLICT (company_id, key) DO UPDATE SET ts = excluded.ts, "
         "event_id = excluded.event_id, value = excluded.value "
         "WHERE (excluded.ts, excluded.event_id) > (company_traits.ts, company_traits.event_id)"
@@ -314,24 +314,24 @@ _STATEMENTS = {
     # an event stored by another batch since ``seen``: a conflict (the row count tells)
     "insert_events": (
         "INSERT INTO {ns}.events (event_id, fingerprint) SELECT * FROM unnest("
-        "%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING"
+        "%b::text[], %b::bytea[]) ON CONFLICT DO NOTHING"
     ),
     "delete_blocked": (
-        "DELETE FROM {ns}.blocked AS b USING unnest(%s::text[], %s::text[]) AS u(kind, value) "
+        "DELETE FROM {ns}.blocked AS b USING unnest(%b::text[], %b::text[]) AS u(kind, value) "
         "WHERE b.kind = u.kind AND b.value = u.value"
     ),
     "upsert_blocked": (
         "INSERT INTO {ns}.blocked (kind, value, count) SELECT * FROM unnest("
-        "%s::text[], %s::text[], %s::bigint[]) "
+        "%b::text[], %b::text[], %b::bigint[]) "
         "ON CONFLICT (kind, value) DO UPDATE SET count = blocked.count + excluded.count"
     ),
     "insert_suppressed": (
-        "INSERT INTO {ns}.suppressed (hash) SELECT * FROM unnest(%s::bytea[]) "
+        "INSERT INTO {ns}.suppressed (hash) SELECT * FROM unnest(%b::bytea[]) "
         "ON CONFLICT DO NOTHING"
     ),
     "add_counters": (
         "UPDATE {ns}.counters AS c SET value = c.value + d.delta "
-        "FROM unnest(%s::text[], %s::bigint[]) AS d(name, delta) "
+        "FROM unnest(%b::text[], %b::bigint[]) AS d(name, delta) "
         "WHERE c.name = d.name AND c.slot = %s"
     ),
     "record_rules": (
@@ -341,7 +341,7 @@ _STATEMENTS = {
     "read_rules": ("SELECT name, value FROM {ns}.meta WHERE name IN ('rules', 'rules_digest')"),
     # reads
     "node": f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE kind = %s AND value = %s",
-    "nodes_by_ref": f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE ref = ANY(%s::bigint[])",
+    "nodes_by_ref": f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE ref = ANY(%b::bigint[])",
     "group_of_ref": "SELECT component, profile FROM {ns}.nodes WHERE ref = %s",
     "group_of": "SELECT component, profile FROM {ns}.nodes WHERE kind = %s AND value = %s",
     "profile_nodes": (
@@ -551,7 +551,7 @@ class _PostgresBatch:
         self._suppressed: set[bytes] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(self._store._sql[name], params, prepare=False)
+        return self._conn.execute(self._store._sql[name], params, prepare=False, binary=True)
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         wanted = [e for e in dict.fromkeys(event_ids) if not _holds_nul(e)]
@@ -1099,7 +1099,7 @@ class PostgresStore:
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO {}.counters (name, slot, value) SELECT n, s, 0 FROM "
-                        "unnest(%s::text[]) AS n, generate_series(0, %s) AS s"
+                        "unnest(%b::text[]) AS n, generate_series(0, %s) AS s"
                     ).format(ns),
                     (list(_COUNTS), _SLOTS - 1),
                 )
