@@ -715,6 +715,48 @@ def test_forget_removes_the_value_from_every_table(
             assert text is not None and secret not in text[0], table
 
 
+@pytest.mark.parametrize("first_write", ["identify", "alias"])
+def test_an_erasure_racing_the_first_write_of_its_identifier_wins(
+    first_write: str, postgres_url: str, namespaces: Namespaces
+) -> None:
+    """Batch A erases an identifier no batch has stored yet, and pauses after ``load`` (it
+    had no row to lock); meanwhile batch B stores that identifier for the first time. The
+    result must be one of the two orders: the identifier erased either way."""
+    from identityres.testing.conformance._fixtures import _PausingStore
+
+    namespace = namespaces.new()
+    store = PostgresStore(postgres_url, namespace=namespace)
+    other = PostgresStore(postgres_url, namespace=namespace)
+    IdentityGraph(store=store).identify("u-old", "a-old", timestamp=1, event_id="setup")
+    pausing = _PausingStore(store, pause=0.5)
+    erase = Forget(identifier=("user_id", "u-new"), timestamp=10, event_id="erase")
+    write: Any = (
+        Identify(user_id="u-new", anonymous_id="a-old", timestamp=5, event_id="write")
+        if first_write == "alias"
+        else Identify(user_id="u-new", anonymous_id="a-new", timestamp=5, event_id="write")
+    )
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            IdentityGraph(store=pausing).ingest([erase])
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert pausing.loaded.wait(10)
+    IdentityGraph(store=other).ingest([write])
+    thread.join(30)
+    assert not failures, failures
+    setup = Identify(user_id="u-old", anonymous_id="a-old", timestamp=1, event_id="setup")
+    expected = memory_graph([[setup, write, erase]])
+    with IdentityGraph(store=store) as graph:
+        assert graph.resolve(user_id="u-new") is None
+        assert_same(expected, graph)
+    other.close()
+
+
 def test_concurrent_graphs_in_threads_on_one_store(
     postgres_url: str, namespaces: Namespaces
 ) -> None:

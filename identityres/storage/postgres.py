@@ -52,7 +52,10 @@ lock cannot cover is detected instead: an identifier that another batch created 
 locks) all make the batch raise :class:`RetryBatch`, as do serialization failures, deadlocks,
 lock timeouts and lost connections; the graph rolls the batch back and replays it, a bounded
 number of times, then raises ``StorageError``. Row locks live in the rows, not in the server's
-shared lock table, so a batch may lock any number of components.
+shared lock table, so a batch may lock any number of components. One advisory lock per
+namespace orders erasures: every batch holds it shared from ``load`` on; a batch that erases
+takes it exclusively before it writes and checks that nothing it loaded was created or
+regrouped meanwhile (an identifier erased before any batch stored it has no row to lock).
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` (``pool_size``). A connection the
 server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read or the
@@ -220,6 +223,9 @@ _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype,
 # The statements of a batch and of the reads; ``{ns}`` as above. One statement per kind of
 # row, whatever the number of rows: the rows travel as arrays (``unnest``).
 _STATEMENTS = {
+    "lock_shared": "SELECT pg_advisory_xact_lock_shared(%s)",
+    "lock": "SELECT pg_advisory_xact_lock(%s)",
+    "try_lock": "SELECT pg_try_advisory_xact_lock(%s)",
     "seen": "SELECT event_id, fingerprint FROM {ns}.events WHERE event_id = ANY(%b::text[])",
     "suppressed": "SELECT hash FROM {ns}.suppressed WHERE hash = ANY(%b::bytea[])",
     # the roots of the components holding the wanted identifiers, locked in ascending order
@@ -478,10 +484,12 @@ def _nul_field(changes: Changes) -> tuple[str, str] | None:
     return None
 
 
-def _lock_key(namespace: str) -> int:
-    """The advisory lock that serializes creating and migrating one namespace."""
+def _lock_key(namespace: str, what: str = "schema") -> int:
+    """An advisory lock of one namespace: ``schema`` serializes creating and migrating it;
+    ``erasure`` is held shared by every batch from ``load`` on, and exclusively by a batch
+    that erases (see ``_PostgresBatch.save``)."""
     digest = hashlib.blake2b(
-        b"identityres schema\x00" + namespace.encode("utf-8"), digest_size=8
+        f"identityres {what}\x00".encode() + namespace.encode("utf-8"), digest_size=8
     ).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -539,7 +547,16 @@ def _redacted(conninfo: str) -> str:
 class _PostgresBatch:
     """One transaction (see :meth:`PostgresStore.batch`)."""
 
-    __slots__ = ("_conn", "_hashes", "_saved", "_seen", "_store", "_suppressed")
+    __slots__ = (
+        "_conn",
+        "_hashes",
+        "_roots",
+        "_saved",
+        "_seen",
+        "_store",
+        "_suppressed",
+        "_wanted",
+    )
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
         self._store = store
@@ -549,6 +566,10 @@ class _PostgresBatch:
         self._seen: dict[str, bytes] = {}
         self._hashes: list[bytes] = []
         self._suppressed: set[bytes] = set()
+        # what ``load`` read: checked again by a batch that erases, once it holds the
+        # namespace's erasure lock exclusively
+        self._wanted: tuple[list[str], list[str]] = ([], [])
+        self._roots: set[int] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         return self._conn.execute(self._store._sql[name], params, prepare=False, binary=True)
@@ -571,7 +592,12 @@ class _PostgresBatch:
         wanted = sorted({(k, v) for k, v in identifiers if not _holds_nul(k + v)})
         kinds = [k for k, _ in wanted]
         values = [v for _, v in wanted]
+        thread = self._store._thread
         with self._store._batch_errors("load"):
+            # Shared by every batch; a batch that erases takes it exclusively (``save``),
+            # and, replayed, before anything else (nothing can then change what it loads).
+            first, thread.erase_first = thread.erase_first, False
+            self._execute("lock" if first else "lock_shared", (self._store._erasure_lock,))
             roots: set[int] = set()
             if wanted:
                 # Lock the components' roots, in ascending ref order.
@@ -602,6 +628,7 @@ class _PostgresBatch:
                 erased = {bytes(h) for (h,) in self._execute("suppressed", (self._hashes,))}
                 if erased != self._suppressed:
                     raise RetryBatch("an identifier of the batch was erased by another batch")
+            self._wanted, self._roots = (kinds, values), roots
             if not roots:
                 return ComponentRows((), ())
             ordered = sorted(roots)
@@ -623,7 +650,30 @@ class _PostgresBatch:
                 "was stored",
             )
         with self._store._batch_errors("save"):
+            if changes.suppressed or changes.deleted or changes.unblocked:
+                self._erasing()
             self._save(changes)
+
+    def _erasing(self) -> None:
+        """Before a batch that erases writes: take the namespace's erasure lock exclusively
+        (granted once no other batch is past ``load``; new ones then wait at ``load``; when
+        it is not free at once, the batch is replayed holding it from the start), then check
+        that no identifier this batch loaded has joined another component or been created
+        meanwhile. An identifier that had no row when this batch loaded had nothing to lock:
+        a batch creating it while this one suppresses it would otherwise keep it. Batches
+        that erase are rare; the others pause while one commits."""
+        ((granted,),) = self._execute("try_lock", (self._store._erasure_lock,)).fetchall()
+        if not granted:
+            # Waiting here, holding row locks, could deadlock with a batch that waits for
+            # them: replay instead, taking the lock exclusively before the row locks.
+            self._store._thread.erase_first = True
+            raise RetryBatch("an erasure waits for the batches in flight")
+        kinds, values = self._wanted
+        if kinds:
+            now = {r for (r,) in self._execute("roots", (kinds, values))}
+            if now != self._roots:
+                self._store._thread.erase_first = True
+                raise RetryBatch("an identifier of this erasure was written meanwhile")
 
     def _save(self, changes: Changes) -> None:
         store = self._store
@@ -798,12 +848,14 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> tuple[list[Any], ...]
     return tuple(list(col) for col in zip(*rows, strict=True))
 
 
-class _Snapshot(threading.local):
-    """A thread's snapshot on a store: its connection and depth."""
+class _PerThread(threading.local):
+    """What one thread has going on a store: its snapshot (connection and depth), and whether
+    its next batch takes the erasure lock exclusively from the start."""
 
     def __init__(self) -> None:
         self.conn: psycopg.Connection[Any] | None = None
         self.depth = 0
+        self.erase_first = False
 
 
 class PostgresStore:
@@ -870,9 +922,10 @@ class PostgresStore:
         self._lock = threading.RLock()
         self._pool: ConnectionPool[Any] | None = None
         self._closed = False
-        self._snapshot = _Snapshot()
+        self._thread = _PerThread()
         self._erasure_key = b""
         self._sequence = 0
+        self._erasure_lock = _lock_key(self.namespace, "erasure")
         #: rules to record with the next batch (``bind_rules`` on a namespace that has none)
         self._pending_rules: RulesRecord | None = None
         self._pipelines = bool(psycopg.Pipeline.is_supported())
@@ -1171,7 +1224,7 @@ class PostgresStore:
         """One ``READ COMMITTED`` transaction on a pooled connection; ``load`` takes the
         locks (see the module docs). Committed when the block exits normally, rolled back when
         it raises."""
-        if self._snapshot.depth:
+        if self._thread.depth:
             raise StorageError(
                 f"{self!r}: a batch cannot be opened inside a snapshot (only reads belong "
                 "there, and they would not see the batch)"
@@ -1255,7 +1308,7 @@ class PostgresStore:
     def _reading(self, what: str) -> Iterator[psycopg.Connection[Any]]:
         """A connection in one ``REPEATABLE READ`` read-only transaction (a consistent view
         of committed batches); inside this thread's :meth:`snapshot`, the snapshot's."""
-        snap = self._snapshot
+        snap = self._thread
         if snap.depth and snap.conn is not None:
             with self._read_errors(what):
                 yield snap.conn
@@ -1287,7 +1340,7 @@ class PostgresStore:
         a pooled connection (other threads, handles and processes go on reading and
         writing). Re-entrant. Only reads belong inside: a batch opened there raises
         ``StorageError``."""
-        snap = self._snapshot
+        snap = self._thread
         if snap.depth:
             snap.depth += 1
             try:
@@ -1481,7 +1534,7 @@ class PostgresStore:
         if self._pool is not None:
             _INHERITED.append(self._pool)
         self._pool = None
-        self._snapshot = _Snapshot()
+        self._thread = _PerThread()
 
 
 def _read_rules(rows: Iterable[Sequence[Any]]) -> RulesRecord | None:
