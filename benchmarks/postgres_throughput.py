@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import secrets
 import sys
 import tempfile
@@ -38,9 +39,7 @@ def _chunks(identifiers: int, seed: int, size: int) -> list[list[dict[str, Any]]
     return list(batches(stream(identifiers, seed=seed), size))
 
 
-def _worker(
-    url: str, share: list[list[dict[str, Any]]], ready: Any, go: Any, done: Any
-) -> None:
+def _worker(url: str, share: list[list[dict[str, Any]]], ready: Any, go: Any, done: Any) -> None:
     from identityres import IdentityGraph
     from identityres.storage import store_from_url
 
@@ -70,8 +69,17 @@ def _run_workers(url: str, chunks: list[list[dict[str, Any]]], workers: int) -> 
             raise RuntimeError("a worker never became ready")
     start = time.perf_counter()
     go.set()
-    for _ in procs:
-        done.get(timeout=3600)
+    finished = 0
+    while finished < len(procs):
+        try:
+            done.get(timeout=1)
+            finished += 1
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:  # a batch that failed (not retried to success) fails the run
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a worker failed (exit codes {failed})") from None
     elapsed = time.perf_counter() - start
     for p in procs:
         p.join()
@@ -145,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
                 line.append(f"pg/{w} {rates[f'postgres/{w}'][-1]:,.0f}")
                 if not args.no_sqlite:
                     path = os.path.join(tmp, f"run{repeat}-{w}.db")
-                    rates[f"sqlite/{w}"].append(events / _run_workers(f"sqlite:///{path}", chunks, w))
+                    rates[f"sqlite/{w}"].append(
+                        events / _run_workers(f"sqlite:///{path}", chunks, w)
+                    )
                     line.append(f"sqlite/{w} {rates[f'sqlite/{w}'][-1]:,.0f}")
                     for suffix in ("", "-wal", "-shm"):
                         if os.path.exists(path + suffix):

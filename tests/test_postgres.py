@@ -14,6 +14,7 @@ middle of an ingest (``slow``).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -497,7 +498,7 @@ def _check_race(url: str, namespaces: Namespaces, tmp_path: Path, *, seed: int, 
 def test_eight_processes_on_overlapping_slices_end_in_the_reference_state(
     seed: int, postgres_url: str, namespaces: Namespaces, tmp_path: Path
 ) -> None:
-    _check_race(postgres_url, namespaces, tmp_path, seed=seed, n=2000)
+    _check_race(postgres_url, namespaces, tmp_path, seed=seed, n=3000)
 
 
 @pytest.mark.slow
@@ -673,6 +674,7 @@ def test_a_server_restart_mid_ingest_fails_clearly_or_retries_and_reingest_conve
         thread.join(60)
         subprocess.run([*RESTART, *cluster, "start"], check=False, timeout=120)
     errors = [o for o in outcomes if o != "ok"]
+    print(f"restart: {len(errors)} of {len(outcomes)} batches raised StorageError")  # (-s shows it)
     for error in errors:  # a clear message, not a bare driver error
         assert "PostgresStore(" in error or "store PostgresStore" in error, error
     assert outcomes.count("ok") > 20
@@ -757,6 +759,44 @@ def test_an_erasure_racing_the_first_write_of_its_identifier_wins(
     other.close()
 
 
+def _sessions(url: str, namespace: str) -> set[int]:
+    with psycopg.connect(url) as conn:
+        return {
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (f"identityres:{namespace}"[:63],),
+            )
+        }
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
+    postgres_url: str, namespaces: Namespaces
+) -> None:
+    namespace = namespaces.new()
+    store = PostgresStore(postgres_url, namespace=namespace, pool_size=2)
+    graph = IdentityGraph(store=store)
+    graph.identify("u1", "a1", timestamp=1, event_id="e1")
+    before = _sessions(postgres_url, namespace)
+    assert before
+    pid = os.fork()
+    if pid == 0:  # the child: write through the inherited graph, then leave at once
+        code = 1
+        try:
+            graph.identify("u2", "a2", timestamp=2, event_id="e2")
+            code = 0 if graph.resolve(anonymous_id="a1") == "u1" else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert before <= _sessions(postgres_url, namespace)  # the parent's sessions live on
+    assert graph.resolve(anonymous_id="a2") == "u2"
+    graph.identify("u3", "a3", timestamp=3, event_id="e3")
+    assert graph.stats().identifiers == 6
+    graph.close()
+
+
 def test_concurrent_graphs_in_threads_on_one_store(
     postgres_url: str, namespaces: Namespaces
 ) -> None:
@@ -784,3 +824,28 @@ def test_concurrent_graphs_in_threads_on_one_store(
     reference.ingest(events)
     with IdentityGraph(store=store) as graph:
         assert_same(reference, graph)
+
+
+# --- the benchmark still runs ----------------------------------------------------------------
+
+
+def test_the_throughput_benchmark_runs(postgres_url: str, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "postgres_throughput.py"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(script), "--identifiers", "600", "--batch", "100"),
+            *("--repeats", "1", "--workers", "1,2", "--url", postgres_url),
+            *("--json", str(tmp_path / "out.json")),
+        ],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "postgres 2 workers / 1:" in proc.stdout
+    assert "postgres 1 worker / sqlite 1 writer:" in proc.stdout
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert set(data["best"]) == {"memory", "postgres/1", "postgres/2", "sqlite/1", "sqlite/2"}
+    assert not {n for n in _schemas(postgres_url) if n.startswith("bench_")}  # dropped
