@@ -53,6 +53,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -1504,7 +1505,16 @@ def write_outputs(
     pngs = [] if args.no_plots else plots(results, out)
     doc.parent.mkdir(parents=True, exist_ok=True)
     png_rel = os.path.relpath(out, doc.parent)
-    doc.write_text(report(results, extra, args, pngs, png_rel), encoding="utf-8")
+    text = report(results, extra, args, pngs, png_rel)
+    # Sections other benchmarks wrote into the page (benchmarks/postgres_throughput.py) stay.
+    kept = _KEPT.findall(doc.read_text(encoding="utf-8")) if doc.exists() else []
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(kept)
+    doc.write_text(text, encoding="utf-8")
+
+
+#: a section of the page that this script does not write: kept when it writes the page again
+_KEPT = re.compile(r"<!-- kept: begin -->.*?<!-- kept: end -->\n", re.S)
 
 
 def rerender(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from identityres.errors import (
     StorageError,
     UnknownFormatError,
     UnknownKindError,
+    UnstorableValueError,
     ValidationError,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "Track",
     "UnknownFormatError",
     "UnknownKindError",
+    "UnstorableValueError",
     "ValidationError",
     "from_epoch_ms",
     "normalize_email",

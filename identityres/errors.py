@@ -11,11 +11,13 @@ do not know this module (docs/concepts.md, Errors)::
     │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type,
     │   │                                       outside 1900-01-01 .. 3000-01-01 UTC
     │   ├── EventIdConflictError                an ``event_id`` reused with other content
-    │   └── InvalidEventError                   anything else malformed about an event
-    │       ├── AliasRefusedError               an alias from a previous *user* id, which
-    │       │                                   the ``user_id`` limit refuses
-    │       └── UnknownFormatError              a message no reader of ``ingest(format=)``
-    │                                           recognizes (or not the format asked for)
+    │   ├── InvalidEventError                   anything else malformed about an event
+    │   │   ├── AliasRefusedError               an alias from a previous *user* id, which
+    │   │   │                                   the ``user_id`` limit refuses
+    │   │   └── UnknownFormatError              a message no reader of ``ingest(format=)``
+    │   │                                       recognizes (or not the format asked for)
+    │   └── UnstorableValueError                a value the store cannot hold (NUL in
+    │                                           PostgreSQL text)
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
         └── ErasureIncompleteError              an erasure is committed, but bytes of the
@@ -45,6 +47,7 @@ __all__ = [
     "StorageError",
     "UnknownFormatError",
     "UnknownKindError",
+    "UnstorableValueError",
     "ValidationError",
 ]
 
@@ -130,6 +133,16 @@ class AliasRefusedError(InvalidEventError):
 class UnknownFormatError(InvalidEventError):
     """A message that no reader recognizes (auto-detection), or that is not of the format
     given to ``ingest(..., format=...)``; the message names the formats (docs/formats.md)."""
+
+
+class UnstorableValueError(ValidationError):
+    """A value that the graph accepts but the store cannot hold, raised by the store when the
+    batch is saved; the whole batch is discarded, so nothing was changed. The PostgreSQL store
+    raises it for text holding NUL (U+0000: PostgreSQL ``text`` cannot hold it) in an
+    identifier value (``field`` is the identifier's kind), an ``event_id``, a trait key
+    (``traits``) or a ``company_id``; trait and property *values* may hold NUL (they are
+    stored as JSON, which escapes it). ``index`` is ``None``: the store does not know the
+    event's position (docs/storage.md, "PostgreSQL")."""
 
 
 class ConfigurationError(IdentityResError, ValueError):

@@ -98,3 +98,28 @@ def test_the_dedup_floor_does_the_work_it_claims() -> None:
     with pytest.raises(ValueError, match="ids"):
         floor.identify(7, "a1", timestamp=1.0, event_id="e3")
     assert ResolveFloor({"a1": "u1"}).resolve(anonymous_id="a1") == "u1"
+
+
+def test_a_rewritten_page_keeps_the_sections_other_benchmarks_wrote(
+    smoke: tuple[Path, str], tmp_path: Path
+) -> None:
+    # (benchmarks/postgres_throughput.py's figures live in docs/benchmarks.md too)
+    out, _ = smoke
+    page = tmp_path / "page.md"
+    block = "<!-- kept: begin -->\n## PostgreSQL\n\nfigures\n<!-- kept: end -->\n"
+    page.write_text("# an old report\n\n" + block, encoding="utf-8")
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(RUN), "--report-from", str(out / "results.json")),
+            *("--doc", str(page), "--no-plots", "--out", str(tmp_path / "again")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text(encoding="utf-8")
+    assert "# an old report" not in text
+    assert "### How far the speed targets are from pure Python's floor" in text
+    assert text.endswith(block)

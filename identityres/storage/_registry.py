@@ -1,6 +1,7 @@
 """Choosing a store by URL: ``memory://``, ``sqlite:///path.db``, ``sqlite:///:memory:``,
-and third-party schemes from the ``identityres.stores`` entry-point group. Driver modules
-are imported only when their scheme is used."""
+``postgresql://host/db?namespace=NAME`` (``postgres://`` too), and third-party schemes from
+the ``identityres.stores`` entry-point group. Driver modules are imported only when their
+scheme is used."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ ENTRY_POINT_GROUP = "identityres.stores"
 _BUILTIN = {
     "memory": "identityres.storage.memory:MemoryStore.from_url",
     "sqlite": "identityres.storage.sqlite:SQLiteStore.from_url",
+    "postgresql": "identityres.storage.postgres:PostgresStore.from_url",
+    "postgres": "identityres.storage.postgres:PostgresStore.from_url",
 }
 
 

@@ -32,10 +32,10 @@ from identityres._model import (
 from identityres._rules import Rules
 from identityres.errors import ValidationError
 from identityres.testing.conformance._fixtures import (
-    _HOSTILE,
     SuiteBase,
     _assert_same,
     _check,
+    _hostile_values,
     _ProxyStore,
     _require,
 )
@@ -285,7 +285,7 @@ class GraphSuite(SuiteBase):
 
     def test_graph_hostile_values(self, tmp_path: Path) -> None:
         events: list[Any] = []
-        for i, v in enumerate(_HOSTILE):
+        for i, v in enumerate(_hostile_values(self.text_holds_nul)):
             events.append(
                 Identify(
                     user_id=v,

@@ -58,6 +58,7 @@ from identityres.testing.conformance._fixtures import (
     SuiteBase,
     _assert_same,
     _CrashingStore,
+    _without_nul,
 )
 
 __all__ = ["StateMachineSuite", "run_conformance"]
@@ -183,6 +184,7 @@ class _StoreMachine(RuleBasedStateMachine):
 
     factory: Callable[[], Store]
     reopen: Callable[[Store], Store] | None = None
+    text_holds_nul: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -234,6 +236,8 @@ class _StoreMachine(RuleBasedStateMachine):
             # Streams number their events e00, e01, ...: keep each stream's ids apart.
             prefix = f"s{next(self.streams)}-"
             self.pending = [attrs.evolve(e, event_id=f"{prefix}{e.event_id}") for e in stream]
+            if not self.text_holds_nul:
+                self.pending = [_without_nul(e) for e in self.pending]
         size = data.draw(st.integers(min_value=1, max_value=12), label="chunk size")
         chunk, self.pending = self.pending[:size], self.pending[size:]
         note(f"chunk: {chunk!r}")
@@ -277,6 +281,8 @@ class _StoreMachine(RuleBasedStateMachine):
         """One write call (``track``, ``identify``, …), hostile and blocked values included.
         Its event id may clash with an earlier event's: both graphs must then refuse it."""
         assert self.actual is not None
+        if not self.text_holds_nul:
+            event = _without_nul(event)
         self._write_both(self.actual, event, "write")
         self.sent.append(event)
 
@@ -421,6 +427,7 @@ def run_conformance(
     reopen: Callable[[Store], Store] | None = None,
     max_examples: int | None = None,
     settings: Settings | None = None,
+    text_holds_nul: bool = True,
 ) -> None:
     """Check a store against the in-memory graph with a hypothesis state machine.
 
@@ -450,6 +457,8 @@ def run_conformance(
     ``max_examples`` defaults to a fifth of the active hypothesis profile's (at least 10);
     ``settings`` replaces the kit's hypothesis settings altogether (the kit's: no deadline,
     ``stateful_step_count=10``, slow data generation allowed, first failure reported).
+    ``text_holds_nul=False`` is for a store whose text cannot hold NUL (PostgreSQL): the
+    events' NULs are replaced by U+FFFD, for both graphs (``SuiteBase.text_holds_nul``).
     """
     if not callable(factory):
         raise TypeError(f"factory={factory!r}: must be a callable returning a new store")
@@ -478,6 +487,7 @@ def run_conformance(
         {
             "factory": staticmethod(factory),
             "reopen": None if reopen is None else staticmethod(reopen),
+            "text_holds_nul": bool(text_holds_nul),
         },
     )
     # Typed in some hypothesis releases, not in others: call it through Any.
@@ -504,4 +514,5 @@ class StateMachineSuite(SuiteBase):
             functools.partial(self._new_store, tmp_path, attach=False),
             reopen=reopen,
             max_examples=self.max_examples,
+            text_holds_nul=self.text_holds_nul,
         )

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from identityres._rules import Rules
-from identityres.errors import StorageError
+from identityres.errors import StorageError, UnstorableValueError
 from identityres.storage._protocol import (
     Batch,
     BlockedCount,
@@ -40,12 +40,12 @@ from identityres.storage._protocol import (
     TraitRow,
 )
 from identityres.testing.conformance._fixtures import (
-    _HOSTILE,
     SuiteBase,
     _Boom,
     _check,
     _check_rows,
     _first_changes,
+    _hostile_values,
     _mapped,
     _node,
     _require,
@@ -628,12 +628,13 @@ class RowSuite(SuiteBase):
             )
 
     def test_hostile_values_round_trip(self, tmp_path: Path) -> None:
+        hostile = _hostile_values(self.text_holds_nul)
         with self._store(tmp_path) as store:
-            n = len(_HOSTILE)
+            n = len(hostile)
             kinds = ["user_id", "anonymous_id", "email", "phone", "api_key"]
             nodes = tuple(
                 _node(-(i + 1), kinds[i % 5], v, (float(i), v), float(i), -(i + 1), -(i + 1))
-                for i, v in enumerate(_HOSTILE)
+                for i, v in enumerate(hostile)
             )
             trait_values: list[Any] = [
                 None,
@@ -653,7 +654,7 @@ class RowSuite(SuiteBase):
             ]
             traits = tuple(
                 TraitRow(-(i % n + 1), k, 1.0, "t", value, i % 2 == 0)
-                for i, (k, value) in enumerate(zip(_HOSTILE, itertools.cycle(trait_values)))
+                for i, (k, value) in enumerate(zip(hostile, itertools.cycle(trait_values)))
             ) + tuple(
                 TraitRow(-1, f"value {i}", 1.0, "t", value, False)
                 for i, value in enumerate(trait_values)
@@ -661,12 +662,12 @@ class RowSuite(SuiteBase):
             changes = Changes(
                 nodes=nodes,
                 traits=traits,
-                company_links=tuple(CompanyLinkRow(-1, v, 2.0, v) for v in _HOSTILE),
-                company_traits=tuple(CompanyTraitRow(v, v, 2.0, v, v + "!") for v in _HOSTILE),
-                events=tuple(EventRow(v, v.encode("utf-8") + b"\x00\xff") for v in _HOSTILE),
-                blocked=tuple(BlockedCount("user_id", v, 1) for v in _HOSTILE),
+                company_links=tuple(CompanyLinkRow(-1, v, 2.0, v) for v in hostile),
+                company_traits=tuple(CompanyTraitRow(v, v, 2.0, v, v + "!") for v in hostile),
+                events=tuple(EventRow(v, v.encode("utf-8") + b"\x00\xff") for v in hostile),
+                blocked=tuple(BlockedCount("user_id", v, 1) for v in hostile),
                 counts=CountDeltas(
-                    events=len(_HOSTILE), identifiers=len(nodes), profiles=len(nodes)
+                    events=len(hostile), identifiers=len(nodes), profiles=len(nodes)
                 ),
             )
             self._save(store, changes)
@@ -687,8 +688,8 @@ class RowSuite(SuiteBase):
                 [t for p in store.iter_profiles() for t in p.traits],
                 [_mapped(t, ref) for t in traits],
             )
-            _check("company_ids() of hostile ids", store.company_ids(), sorted(_HOSTILE))
-            for v in _HOSTILE:
+            _check("company_ids() of hostile ids", store.company_ids(), sorted(hostile))
+            for v in hostile:
                 found = _some(store.company_rows(v), f"company_rows({v!r}) is None")
                 _check_rows(
                     f"company_rows({v!r}) traits",
@@ -699,16 +700,56 @@ class RowSuite(SuiteBase):
             with store.batch() as batch:
                 _check(
                     "seen() of hostile event ids",
-                    dict(batch.seen(_HOSTILE)),
-                    {v: v.encode("utf-8") + b"\x00\xff" for v in _HOSTILE},
+                    dict(batch.seen(hostile)),
+                    {v: v.encode("utf-8") + b"\x00\xff" for v in hostile},
                 )
                 _check("seen() of a prefix of a hostile id", dict(batch.seen(["a", "O"])), {})
             _check(
                 "counts().blocked of hostile values",
                 dict(store.counts().blocked),
-                {("user_id", v): 1 for v in _HOSTILE},
+                {("user_id", v): 1 for v in hostile},
             )
             _check("node() of a LIKE pattern", store.node("user_id", "%"), None)
+
+    def test_text_with_nul_round_trips_or_is_refused(self, tmp_path: Path) -> None:
+        """A store whose text holds NUL keeps it (``test_hostile_values_round_trip``); one
+        that cannot (``text_holds_nul = False``) refuses a batch storing NUL in an identifier
+        value, event id, trait key or company id with ``UnstorableValueError`` naming the
+        field, and nothing of that batch is stored."""
+        if self.text_holds_nul:
+            return
+        cases = [
+            ("user_id", Changes(nodes=(_node(-1, "user_id", "u\x00", (1.0, "e1"), 1.0, -1, -1),))),
+            ("event_id", Changes(events=(EventRow("e\x00", b"fp"),))),
+            (
+                "traits",
+                Changes(
+                    nodes=(_node(-1, "user_id", "u9", (1.0, "e1"), 1.0, -1, -1),),
+                    traits=(TraitRow(-1, "k\x00", 1.0, "e1", 1, False),),
+                ),
+            ),
+            ("company_id", Changes(companies=("c\x00",))),
+        ]
+        with self._store(tmp_path) as store:
+            for field, changes in cases:
+                before = (store.counts(), sorted(map(repr, store.iter_profiles())))
+                try:
+                    with store.batch() as batch:
+                        batch.save(
+                            attrs.evolve(changes, events=changes.events or (EventRow("ok", b"f"),))
+                        )
+                except UnstorableValueError as exc:
+                    _check(f"the field named for NUL in {field}", exc.field, field)
+                else:
+                    raise AssertionError(f"a NUL in {field} was neither refused nor an error")
+                _check(
+                    f"the store after a batch refused for NUL in {field}",
+                    (store.counts(), sorted(map(repr, store.iter_profiles()))),
+                    before,
+                )
+                _check("company_ids() after a refused batch", store.company_ids(), [])
+                with store.batch() as batch:
+                    _check("seen() after a refused batch", dict(batch.seen(["ok"])), {})
 
     def test_bind_rules_records_the_first_rules(self, tmp_path: Path) -> None:
         """The first rules bound are the store's; a later call gets them back, whatever it

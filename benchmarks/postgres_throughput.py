@@ -1,0 +1,192 @@
+"""Batched ingest by 1, 2, 4 and 8 worker processes into one PostgreSQL namespace, next to the
+same worker counts on one SQLite file and to the in-memory store (one process).
+
+The stream is ``sqlite_rss.stream`` (seeded; users with 1-3 anonymous ids, identify events with
+message ids and increasing timestamps, some tracks), cut into batches of ``--batch`` events that
+are dealt to the workers round robin, as a queue feeds its consumers: batch ``i`` goes to worker
+``i % workers``. Each worker is a process of its own with its own store object; all wait for one
+signal, and the rate is all the stream's events over the wall time from that signal until the
+last worker is done. The runs are interleaved (memory, then each worker count on PostgreSQL and
+on SQLite), ``--repeats`` times; the best rate of each is reported, with the spread::
+
+    IDENTITYRES_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
+        python benchmarks/postgres_throughput.py --identifiers 100000 --repeats 3
+
+Every PostgreSQL run writes a fresh namespace, dropped afterwards; every SQLite run a new file.
+``--json FILE`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import queue
+import secrets
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sqlite_rss import stream
+from workload import batches
+
+
+def _chunks(identifiers: int, seed: int, size: int) -> list[list[dict[str, Any]]]:
+    return list(batches(stream(identifiers, seed=seed), size))
+
+
+def _worker(url: str, share: list[list[dict[str, Any]]], ready: Any, go: Any, done: Any) -> None:
+    from identityres import IdentityGraph
+    from identityres.storage import store_from_url
+
+    with IdentityGraph(store=store_from_url(url)) as graph:
+        graph.resolve(user_id="warm-up")  # the connection (and the schema check) before the clock
+        ready.release()
+        go.wait()
+        for chunk in share:
+            graph.ingest(chunk)
+    done.put(os.getpid())
+
+
+def _run_workers(url: str, chunks: list[list[dict[str, Any]]], workers: int) -> float:
+    """Seconds from the signal until ``workers`` processes have ingested ``chunks``."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Semaphore(0)
+    go = ctx.Event()
+    done = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(url, chunks[w::workers], ready, go, done))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        if not ready.acquire(timeout=300):
+            raise RuntimeError("a worker never became ready")
+    start = time.perf_counter()
+    go.set()
+    finished = 0
+    while finished < len(procs):
+        try:
+            done.get(timeout=1)
+            finished += 1
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:  # a batch that failed (not retried to success) fails the run
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a worker failed (exit codes {failed})") from None
+    elapsed = time.perf_counter() - start
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"a worker failed (exit code {p.exitcode})")
+    return elapsed
+
+
+def _run_memory(chunks: list[list[dict[str, Any]]]) -> float:
+    from identityres import IdentityGraph
+
+    graph = IdentityGraph()
+    start = time.perf_counter()
+    for chunk in chunks:
+        graph.ingest(chunk)
+    return time.perf_counter() - start
+
+
+def _postgres_url(base: str, namespace: str) -> str:
+    return f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
+
+
+def _drop(base: str, namespace: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(namespace)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identifiers", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000, help="events per ingest call")
+    parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--url", default=os.environ.get("IDENTITYRES_POSTGRES_URL", ""))
+    parser.add_argument("--dir", help="where the SQLite files go (default: the temp dir)")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args(argv)
+    if not args.url:
+        parser.error("no server: pass --url or set IDENTITYRES_POSTGRES_URL")
+    counts = [int(w) for w in args.workers.split(",")]
+
+    chunks = _chunks(args.identifiers, args.seed, args.batch)
+    events = sum(map(len, chunks))
+    print(
+        f"{events:,} events over {args.identifiers:,} identifiers, {len(chunks)} batches of "
+        f"{args.batch:,}; workers {counts}; {os.cpu_count()} CPUs (the server shares them)",
+        flush=True,
+    )
+    rates: dict[str, list[float]] = {"memory": []}
+    for w in counts:
+        rates[f"postgres/{w}"] = []
+        if not args.no_sqlite:
+            rates[f"sqlite/{w}"] = []
+    with tempfile.TemporaryDirectory(prefix="identityres-bench-", dir=args.dir) as tmp:
+        for repeat in range(args.repeats):
+            line = [f"repeat {repeat + 1}:"]
+            rates["memory"].append(events / _run_memory(chunks))
+            line.append(f"memory {rates['memory'][-1]:,.0f}")
+            for w in counts:
+                namespace = f"bench_{secrets.token_hex(4)}"
+                url = _postgres_url(args.url, namespace)
+                try:
+                    rates[f"postgres/{w}"].append(events / _run_workers(url, chunks, w))
+                finally:
+                    _drop(args.url, namespace)
+                line.append(f"pg/{w} {rates[f'postgres/{w}'][-1]:,.0f}")
+                if not args.no_sqlite:
+                    path = os.path.join(tmp, f"run{repeat}-{w}.db")
+                    rates[f"sqlite/{w}"].append(
+                        events / _run_workers(f"sqlite:///{path}", chunks, w)
+                    )
+                    line.append(f"sqlite/{w} {rates[f'sqlite/{w}'][-1]:,.0f}")
+                    for suffix in ("", "-wal", "-shm"):
+                        if os.path.exists(path + suffix):
+                            os.remove(path + suffix)
+            print("  " + "   ".join(line) + "   (events/s)", flush=True)
+    best = {name: max(r) for name, r in rates.items()}
+    print(f"best of {args.repeats} (events/s; spread = (best - worst) / best):")
+    for name, r in rates.items():
+        spread = (max(r) - min(r)) / max(r)
+        print(f"  {name:12} {best[name]:10,.0f}   spread {spread:5.1%}")
+    one = best[f"postgres/{counts[0]}"]
+    for w in counts[1:]:
+        print(f"  postgres {w} workers / {counts[0]}: {best[f'postgres/{w}'] / one:.2f}x")
+    if not args.no_sqlite:
+        print(f"  postgres 1 worker / sqlite 1 writer: {one / best['sqlite/1']:.2f}x")
+    print(f"  postgres 1 worker / memory: {one / best['memory']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "events": events,
+                    "identifiers": args.identifiers,
+                    "batch": args.batch,
+                    "cpus": os.cpu_count(),
+                    "rates": rates,
+                    "best": best,
+                },
+                out,
+                indent=1,
+            )
+
+
+if __name__ == "__main__":
+    main()
