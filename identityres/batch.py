@@ -57,7 +57,7 @@ from identityres._events import (
 )
 from identityres._graph import EventError, IdentityGraph
 from identityres._merge import keep
-from identityres._model import USER_ID, profile_id
+from identityres._model import profile_id
 from identityres._rules import Rules
 from identityres._working_set import WorkingSet
 from identityres._writers import CONFLICT, admit, conflict
@@ -171,8 +171,8 @@ def _table_messages(table: pa.Table) -> Iterator[dict[str, Any]]:
     table = table.select(names)
     for chunk in table.to_batches(max_chunksize=_ROWS_PER_CHUNK):
         columns = [chunk.column(i).to_pylist() for i in range(chunk.num_columns)]
-        for row in zip(*columns):
-            yield {n: _cell(n, v) for n, v in zip(names, row) if v is not None}
+        for row in zip(*columns, strict=True):
+            yield {n: _cell(n, v) for n, v in zip(names, row, strict=True) if v is not None}
 
 
 def _messages(source: Any, fmt: Format | None) -> Iterable[Any]:
@@ -259,6 +259,7 @@ class BatchResult:
         records: list[Record],
         node_kind: np.ndarray,
         node_value: list[str],
+        node_index: dict[tuple[int, str], int],
         comp: np.ndarray,
         touched: np.ndarray,
         fast_record: np.ndarray,
@@ -280,6 +281,8 @@ class BatchResult:
         self._last_ts = last_ts
         self._order = order
         self._touched = touched
+        #: (kind, value) -> node
+        self._index = node_index
         self._conflicted = conflicted
         #: the bad events skipped (``on_error="skip"``), by input position
         self.errors = errors
@@ -314,8 +317,13 @@ class BatchResult:
             }
         )
         idx = pc.sort_indices(
-            t, sort_keys=[("comp", "ascending"), ("kind", "ascending"), ("rank", "ascending"),
-                          ("value", "ascending")]
+            t,
+            sort_keys=[
+                ("comp", "ascending"),
+                ("kind", "ascending"),
+                ("rank", "ascending"),
+                ("value", "ascending"),
+            ],
         ).to_numpy()
         s_comp = comp[fast_node_idx][idx]
         head = np.ones(len(idx), dtype=bool)
@@ -326,7 +334,7 @@ class BatchResult:
         user = rules.user
         is_user = kind[fast_node_idx] == user
         u_pos = np.flatnonzero(is_user)
-        ut = t.take(pa.array(u_pos))
+        ut = t.take(u_pos)
         uidx = pc.sort_indices(
             ut, sort_keys=[("comp", "ascending"), ("rank", "ascending"), ("value", "ascending")]
         ).to_numpy()
@@ -334,29 +342,26 @@ class BatchResult:
         u_comp = comp[fast_node_idx][u_sorted]
         uhead = np.ones(len(u_sorted), dtype=bool)
         uhead[1:] = u_comp[1:] != u_comp[:-1]
-        ident_of = dict(zip(u_comp[uhead].tolist(), u_sorted[uhead].tolist()))
+        ident_of = dict(zip(u_comp[uhead].tolist(), u_sorted[uhead].tolist(), strict=True))
         comp_pos = {c: i for i, c in enumerate(comps.tolist())}
         canon_kind = [names[k] for k in kind[fast_node_idx][canon_local].tolist()]
-        canon_value = values.take(pa.array(canon_local)).to_pylist()
-        pids = [profile_id(k, v) for k, v in zip(canon_kind, canon_value)]
+        canon_value = [str(v) for v in values.take(canon_local).to_pylist()]
+        pids = [profile_id(k, v) for k, v in zip(canon_kind, canon_value, strict=True)]
         fvalues = values.to_pylist()
-        idents = [
-            None if (p := ident_of.get(c)) is None else fvalues[p] for c in comps.tolist()
-        ]
+        idents = [None if (p := ident_of.get(c)) is None else fvalues[p] for c in comps.tolist()]
         # per fast node: its component's position
-        node_pos = np.array([comp_pos[c] for c in comp[fast_node_idx].tolist()], dtype=np.int64)
+        node_pos = np.searchsorted(comps, comp[fast_node_idx]).astype(np.int64)
         pid_arr = pa.array(pids, pa.string())
         uid_arr = pa.array(canon_value, pa.string())
         ident_arr = pa.array(idents, pa.string())
-        node_pos_pa = pa.array(node_pos)
         kind_names = pa.array(list(names), pa.string())
         fast_map = pa.table(
             {
-                "kind": kind_names.take(pa.array(kind[fast_node_idx])),
+                "kind": kind_names.take(kind[fast_node_idx]),
                 "value": values,
-                "profile_id": pid_arr.take(node_pos_pa),
-                "user_id": uid_arr.take(node_pos_pa),
-                "identified_user_id": ident_arr.take(node_pos_pa),
+                "profile_id": pid_arr.take(node_pos),
+                "user_id": uid_arr.take(node_pos),
+                "identified_user_id": ident_arr.take(node_pos),
             }
         )
         # first/last seen, sizes
@@ -427,20 +432,21 @@ class BatchResult:
             slow_profiles["user_id_kind"].append(prof.user_id_kind)
             slow_profiles["identified_user_id"].append(prof.identified_user_id)
             slow_profiles["identifiers"].append(sum(len(v) for v in prof.identifiers.values()))
-            slow_profiles["first_seen"].append(prof.first_seen.timestamp())
-            slow_profiles["last_seen"].append(prof.last_seen.timestamp())
+            slow_profiles["first_seen"].append(prof.first_seen)
+            slow_profiles["last_seen"].append(prof.last_seen)
             slow_profiles["company_id"].append(prof.company_id)
             slow_profiles["company_ids"].append(sorted(prof.company_ids))
             slow_profiles["traits"].append(
                 json.dumps(dict(prof.traits), sort_keys=True) if prof.traits else None
             )
-        slow_profiles["first_seen"] = _timestamps(np.array(slow_profiles["first_seen"]))
-        slow_profiles["last_seen"] = _timestamps(np.array(slow_profiles["last_seen"]))
+        slow_columns: dict[str, Any] = dict(slow_profiles)
+        for col in ("first_seen", "last_seen"):
+            slow_columns[col] = pa.array(slow_profiles[col], pa.timestamp("us", tz="UTC"))
         self.identity_map: pa.Table = pa.concat_tables(
             [fast_map, pa.table(slow_map_rows, schema=fast_map.schema)]
         )
         self.profiles: pa.Table = pa.concat_tables(
-            [fast_profiles, pa.table(slow_profiles, schema=fast_profiles.schema)]
+            [fast_profiles, pa.table(slow_columns, schema=fast_profiles.schema)]
         )
         refusals = list(g.refusals())
         self.refusals: pa.Table = pa.table(
@@ -534,19 +540,11 @@ class BatchResult:
         """Per node: whether its link component is untouched by every rule."""
         if len(self._comp) == 0:
             return np.zeros(0, dtype=bool)
-        return ~self._touched[self._comp]
+        mask: np.ndarray = ~self._touched[self._comp]
+        return mask
 
     def _node_of(self, pair: tuple[int, str]) -> int:
         return self._index[pair]
-
-    @property
-    def _index(self) -> dict[tuple[int, str], int]:
-        index = self.__dict__.get("_index_cache")
-        if index is None:
-            names = self._node_kind.tolist()
-            index = {(k, v): i for i, (k, v) in enumerate(zip(names, self._node_value))}
-            self.__dict__["_index_cache"] = index
-        return index
 
     @property
     def _conflicted_engine(self) -> Engine:
@@ -643,9 +641,7 @@ class BatchResult:
             nodes = tuple(local[n_of[p]] for p in rec.ids)
             if len(nodes) > 1:
                 root = engine.lfind(nodes[0])
-                engine.log.setdefault(root, []).append(
-                    (rec.ts, rec.event_id, nodes, rec.etype)
-                )
+                engine.log.setdefault(root, []).append((rec.ts, rec.event_id, nodes, rec.etype))
                 engine.seen_key(root, (rec.ts, rec.event_id))
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
                 engine._write_traits(nodes[0], rec.ts, rec.event_id, rec.traits, rec.set_once)
@@ -686,8 +682,14 @@ class BatchResult:
         return g
 
 
-def _timestamps(seconds: np.ndarray) -> pa.Array:
-    micros = np.round(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
+def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
+    """Epoch seconds as UTC microsecond timestamps, rounded as ``datetime.fromtimestamp``
+    rounds them (``Profile.first_seen``): the fraction, half to even."""
+    frac, whole = np.modf(np.asarray(seconds, dtype=np.float64))
+    us = np.round(frac * 1e6)
+    whole = np.where(us >= 1e6, whole + 1, np.where(us < 0, whole - 1, whole))
+    us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us))
+    micros = whole.astype(np.int64) * 1_000_000 + us.astype(np.int64)
     return pa.array(micros, pa.timestamp("us", tz="UTC"))
 
 
@@ -697,8 +699,10 @@ def _flat(table: pa.Table) -> pa.Table:
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_list(col.type):
-            col = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()])
-        cols.append(col)
+            flat = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()])
+            cols.append(pa.chunked_array([flat]))
+        else:
+            cols.append(col)
     return pa.table(cols, names=table.column_names)
 
 
@@ -863,6 +867,7 @@ def resolve(
         records,
         kind_arr,
         node_value,
+        node_index,
         comp,
         touched,
         fast_record,
