@@ -666,20 +666,26 @@ class BatchResult:
         ``sqlite:///path.db``) as one batch, and return a graph on it: online events then
         continue exactly as if every event had been ingested online."""
         g = IdentityGraph(self.rules, store=store)
+        try:
+            self._seed(g)
+        except BaseException:
+            if isinstance(store, str):  # a store opened here is closed here
+                g.close()
+            raise
+        return g
+
+    def _seed(self, g: IdentityGraph) -> None:
         target = g.store
-        if isinstance(target, MemoryStore) and target.in_place:
-            with target.lock:
-                if target.counts().events:
-                    raise ConfigurationError("seed: the store is not empty")
-                self._fill(target.engine)
-            return g
         if target.counts().events:
             raise ConfigurationError("seed: the store is not empty")
+        if isinstance(target, MemoryStore) and target.in_place:
+            with target.lock:
+                self._fill(target.engine)
+            return
         with target.batch() as batch:
             work = WorkingSet(self.rules.compiled, target.erasure_key())
             self._fill(work)
             batch.save(work.changes())
-        return g
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:

@@ -3,7 +3,10 @@ streams with every operation, and the input formats, seeding and the command lin
 
 from __future__ import annotations
 
+import gzip
 import json
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +168,200 @@ def test_batch_equals_online_on_segment_messages(messages: list[dict[str, Any]])
             batch.resolve(messages, rules=rules)
         return
     assert_equivalent(messages, rules)
+
+
+# -- seeding a store, then continuing online ------------------------------------------------
+
+
+def _continue(g: ir.IdentityGraph, rest: list[Any]) -> ir.IdentityGraph:
+    for e in rest:
+        g.ingest([e])
+    return g
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    stream=operated_streams(users=4, forgets=True),
+    rules=_rules_variants(),
+    cut=st.floats(0, 1),
+)
+def test_seeded_sqlite_store_continues_as_all_online(
+    tmp_path_factory: pytest.TempPathFactory, stream: list[Any], rules: ir.Rules, cut: float
+) -> None:
+    half = int(len(stream) * cut)
+    first, rest = stream[:half], stream[half:]
+    path = tmp_path_factory.mktemp("seed") / "ids.db"
+    seeded = batch.resolve(first, rules=rules).seed(f"sqlite:///{path}")
+    try:
+        _continue(seeded, rest)
+        want, got = snapshot(online(stream, rules)), snapshot(seeded)
+        assert want == got, snapshot_diff(want, got)
+        # redelivering a batched event is a duplicate there too
+        if first:
+            assert seeded.ingest(first[:1]).duplicates == 1
+    finally:
+        seeded.close()
+
+
+@given(stream=operated_streams(users=4, forgets=True), rules=_rules_variants(), cut=st.floats(0, 1))
+def test_seeded_memory_graph_continues_as_all_online(
+    stream: list[Any], rules: ir.Rules, cut: float
+) -> None:
+    half = int(len(stream) * cut)
+    seeded = _continue(batch.resolve(stream[:half], rules=rules).graph(), stream[half:])
+    want, got = snapshot(online(stream, rules)), snapshot(seeded)
+    assert want == got, snapshot_diff(want, got)
+
+
+def test_seeding_refuses_a_store_that_is_not_empty(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ids.db'}"
+    with ir.IdentityGraph(store=url) as g:
+        g.identify("u1", anonymous_id="a1", timestamp=1)
+    result = batch.resolve([ir.Identify(user_id="u2", timestamp=1, event_id="e1")])
+    with pytest.raises(ir.ConfigurationError, match="not empty"):
+        result.seed(url)
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+MESSAGES: list[dict[str, Any]] = [
+    {"type": "page", "anonymousId": "a1", "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1"},
+    {
+        "type": "identify",
+        "userId": "u1",
+        "anonymousId": "a1",
+        "traits": {"plan": "free", "seats": 2},
+        "timestamp": "2024-01-01T00:00:01Z",
+        "messageId": "m2",
+    },
+    {
+        "type": "track",
+        "event": "Signed in",
+        "userId": "u2",
+        "anonymousId": "a1",
+        "properties": {"n": 1},
+        "timestamp": "2024-01-01T00:00:02.5Z",
+        "messageId": "m3",
+    },
+    {"type": "reset", "anonymousId": "a1", "timestamp": "2024-01-01T00:00:03Z", "messageId": "m4"},
+    {
+        "type": "group",
+        "groupId": "acme",
+        "userId": "u1",
+        "traits": {"size": 10},
+        "timestamp": "2024-01-01T00:00:04Z",
+        "messageId": "m5",
+    },
+    {
+        "type": "alias",
+        "userId": "u3",
+        "previousId": "a3",
+        "anonymousId": "a3",
+        "timestamp": "2024-01-01T00:00:05Z",
+        "messageId": "m6",
+    },
+    {
+        "type": "identify",
+        "userId": "null",
+        "anonymousId": "a4",
+        "timestamp": "2024-01-01T00:00:06Z",
+        "messageId": "m7",
+    },
+    # a redelivery
+    {"type": "page", "anonymousId": "a1", "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1"},
+]
+
+
+def _columns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row with every key (``from_pylist`` takes the columns from the first row)."""
+    keys = list(dict.fromkeys(k for m in messages for k in m))
+    return [{k: m.get(k) for k in keys} for m in messages]
+
+
+def _as_text_columns(messages: list[dict[str, Any]]) -> Any:
+    rows = [
+        {k: json.dumps(v) if isinstance(v, dict) else v for k, v in m.items()}
+        for m in _columns(messages)
+    ]
+    return pa.Table.from_pylist(rows)
+
+
+def _check(result: batch.BatchResult) -> None:
+    want = expected_tables(online(MESSAGES, ir.Rules()))
+    got = actual_tables(result)
+    assert got == want
+    assert result.stat("duplicates") == 1 and result.stat("events") == 7
+
+
+def test_jsonl_and_gzipped_jsonl(tmp_path: Path) -> None:
+    text = "".join(json.dumps(m) + "\n" for m in MESSAGES)
+    (tmp_path / "events.jsonl").write_text(text + "\n")  # a blank line is skipped
+    with gzip.open(tmp_path / "events.jsonl.gz", "wt") as out:
+        out.write(text)
+    _check(batch.resolve(tmp_path / "events.jsonl"))
+    _check(batch.resolve(str(tmp_path / "events.jsonl.gz")))
+    (tmp_path / "events.txt").write_text(text)
+    _check(batch.resolve(tmp_path / "events.txt", format="jsonl"))
+    with pytest.raises(ir.ConfigurationError, match="cannot tell the format"):
+        batch.resolve(tmp_path / "events.txt")
+
+
+def test_parquet_file_and_directory_with_json_text_and_struct_columns(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(_as_text_columns(MESSAGES), tmp_path / "all.parquet")
+    _check(batch.resolve(tmp_path / "all.parquet"))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(_as_text_columns(MESSAGES[:4]), parts / "part-0.parquet")
+    pq.write_table(_as_text_columns(MESSAGES[4:]), parts / "part-1.parquet")
+    (parts / "_SUCCESS").write_text("")
+    _check(batch.resolve(parts))
+    # traits as a struct column (its null fields absent), Arrow timestamps
+    table = pa.Table.from_pylist(_columns(MESSAGES))
+    assert pa.types.is_struct(table.schema.field("traits").type)
+    stamps = pa.array(
+        [datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00")) for m in MESSAGES],
+        pa.timestamp("us", tz="UTC"),
+    )
+    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", stamps)
+    _check(batch.resolve(table))
+
+
+def test_bad_events_raise_with_their_index_or_are_skipped() -> None:
+    bad = [
+        *MESSAGES,
+        {
+            "type": "identify",
+            "anonymousId": "a9",
+            "messageId": "m9",
+            "timestamp": "2024-01-01T00:00:09Z",
+        },
+    ]
+    with pytest.raises(ir.ValidationError) as raised:
+        batch.resolve(bad)
+    assert raised.value.index == len(MESSAGES) and raised.value.field == "userId"
+    result = batch.resolve(bad, on_error="skip")
+    assert [(e.index, e.field) for e in result.errors] == [(len(MESSAGES), "userId")]
+    _check(result)
+    reused = [*MESSAGES, {**MESSAGES[0], "anonymousId": "a2"}]
+    with pytest.raises(ir.EventIdConflictError):
+        batch.resolve(reused)
+
+
+def test_write_parquet_and_csv(tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    result = batch.resolve(MESSAGES)
+    written = result.write(tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(
+        f"{t}.parquet" for t in ("identity_map", "profiles", "refusals", "companies", "stats")
+    )
+    assert pq.read_table(tmp_path / "out" / "identity_map.parquet").equals(result.identity_map)
+    result.write(tmp_path / "csv", format="csv")
+    profiles = pacsv.read_csv(tmp_path / "csv" / "profiles.csv")
+    assert profiles.num_rows == result.profiles.num_rows
+    assert sorted(profiles.column("profile_id").to_pylist()) == sorted(
+        result.profiles.column("profile_id").to_pylist()
+    )
