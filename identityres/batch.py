@@ -868,7 +868,7 @@ def resolve(
             if not fast_record[i]:
                 engine.apply(records[i])
     t = done("engine", t)
-    return BatchResult(
+    result = BatchResult(
         rules,
         records,
         kind_arr,
@@ -885,3 +885,6 @@ def resolve(
         duplicates,
         times,
     )
+    if progress is not None:
+        progress("tables", times["tables"])
+    return result

@@ -365,3 +365,58 @@ def test_write_parquet_and_csv(tmp_path: Path) -> None:
     assert sorted(profiles.column("profile_id").to_pylist()) == sorted(
         result.profiles.column("profile_id").to_pylist()
     )
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_cli_batch_engine_writes_the_profiles_the_online_engine_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from identityres.cli import main
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(m) + "\n" for m in MESSAGES))
+    assert main(["resolve", str(events), "-o", str(tmp_path / "online.jsonl")]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "resolve",
+            str(events),
+            "--engine",
+            "batch",
+            "--json",
+            "-o",
+            str(tmp_path / "batch.jsonl"),
+            "--tables",
+            str(tmp_path / "tables"),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "batch.jsonl").read_bytes() == (tmp_path / "online.jsonl").read_bytes()
+    assert summary["engine"] == "batch"
+    assert summary["events"] == {"applied": 7, "duplicates": 1, "skipped": 0}
+    assert summary["refusals"] == {"total": 1, "by_reason": {"limit_exceeded": 1}}
+    assert set(summary["seconds"]) == {"decode", "components", "classify", "engine", "tables"}
+    assert (tmp_path / "tables" / "identity_map.parquet").exists()
+
+
+def test_cli_auto_engine_and_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from identityres.cli import main
+
+    pq.write_table(_as_text_columns(MESSAGES), tmp_path / "events.parquet")
+    assert main(["resolve", str(tmp_path / "events.parquet"), "--engine", "auto", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "batch"
+    small = tmp_path / "events.jsonl"
+    small.write_text(json.dumps(MESSAGES[0]) + "\n")
+    assert main(["resolve", str(small), "--engine", "auto", "--json"]) == 0
+    assert "engine" not in json.loads(capsys.readouterr().out)  # the online summary
+    assert main(["resolve", "-", "--engine", "batch"]) == 1
+    assert main(["resolve", str(small), "--tables", str(tmp_path / "t")]) == 1
+    assert "--tables needs the batch engine" in capsys.readouterr().err
+    assert main(["resolve", str(tmp_path / "missing.jsonl"), "--engine", "batch"]) == 2
