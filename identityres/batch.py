@@ -47,12 +47,17 @@ from identityres._events import (
     COMPANY,
     FORGET,
     IDENTIFY,
+    MAX_TIMESTAMP,
     MERGE,
     MESSAGE_FIELDS,
+    MIN_TIMESTAMP,
     RESET,
     SPLIT,
+    TRACK,
     Record,
     RecordBuilder,
+    _check_mapping,
+    _json,
     relabel,
 )
 from identityres._graph import EventError, IdentityGraph
@@ -207,6 +212,216 @@ def _messages(source: Any, fmt: Format | None) -> Iterable[Any]:
     return source  # type: ignore[no-any-return]
 
 
+# -- the events, and the columnar lane --------------------------------------------------
+
+
+class _Events:
+    """The admitted events (each ``event_id`` once): their keys and types as arrays, and the
+    ``Record`` of each, kept for the events read through ``RecordBuilder`` and rebuilt on
+    demand (with the same builder, so the same record) for the rows of the columnar lane."""
+
+    def __init__(
+        self,
+        build: RecordBuilder,
+        ts: np.ndarray,
+        eid: pa.Array[Any],
+        etype: np.ndarray,
+        py: dict[int, Record],
+        table: pa.Table | None,
+        row: np.ndarray,
+    ) -> None:
+        self.build = build
+        self.ts = ts
+        self.eid = eid
+        self.etype = etype
+        self.py = py
+        self.table = table
+        self.row = row
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def records(self, indices: Iterable[int]) -> Iterator[tuple[int, Record]]:
+        """``(index, record)`` for these events, in the order given."""
+        pending: list[int] = []
+        for i in indices:
+            rec = self.py.get(i)
+            if rec is not None:
+                yield from self._rebuilt(pending)
+                pending = []
+                yield i, rec
+            else:
+                pending.append(i)
+                if len(pending) >= _ROWS_PER_CHUNK:
+                    yield from self._rebuilt(pending)
+                    pending = []
+        yield from self._rebuilt(pending)
+
+    def _rebuilt(self, indices: list[int]) -> Iterator[tuple[int, Record]]:
+        if not indices:
+            return
+        assert self.table is not None
+        rows = self.table.take(self.row[np.array(indices, dtype=np.int64)])
+        for i, msg in zip(indices, _table_messages(rows), strict=True):
+            yield i, self.build.from_message(msg)
+
+
+_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+_FAST_TYPES = ("identify", "track", "page", "screen")
+
+
+def _string_column(table: pa.Table, name: str) -> Any:
+    """A column as one string array (``None`` when absent); other types raise ``TypeError``."""
+    if name not in table.column_names:
+        return None
+    col: Any = table.column(name).combine_chunks()
+    if pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), pa.string())
+    if not pa.types.is_string(col.type):
+        raise TypeError(name)
+    return col
+
+
+def _valid(arr: Any, n: int) -> np.ndarray:
+    if arr is None:
+        return np.zeros(n, dtype=bool)
+    out: np.ndarray = arr.is_valid().to_numpy(zero_copy_only=False)
+    return out
+
+
+Columns = list[tuple[int, np.ndarray, list["str | None"]]]
+
+
+def _columnar(
+    table: pa.Table, build: RecordBuilder, rules: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns] | None:
+    """The vectorized reading of a columnar source: which rows need nothing
+    ``RecordBuilder`` would not do alike (plain track/page/screen/identify rows: a unique
+    ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    traits/identifiers/set_once, identifier values that are valid, normalized per distinct
+    value by the builder itself and not blocked, properties as JSON text of an object).
+    Returns ``(fast, etype, ts, columns)`` for the rows (``columns``: per identifier column
+    its kind, each row's code in it, and the normalized value of each code), or
+    ``None`` when the table's column types leave no fast rows. Every other row is read by
+    ``RecordBuilder`` like ``ingest`` reads it."""
+    n = table.num_rows
+    try:
+        mtype = _string_column(table, "type")
+        mid = _string_column(table, "messageId")
+        user = _string_column(table, "userId")
+        anon = _string_column(table, "anonymousId")
+        event = _string_column(table, "event")
+        props = _string_column(table, "properties")
+    except TypeError:
+        return None
+    if mtype is None or mid is None or n == 0:
+        return None
+    fast = np.zeros(n, dtype=bool)
+    for t in _FAST_TYPES:
+        fast |= pc.fill_null(pc.equal(mtype, pa.scalar(t)), False).to_numpy(zero_copy_only=False)
+    is_identify = pc.fill_null(pc.equal(mtype, pa.scalar("identify")), False).to_numpy(
+        zero_copy_only=False
+    )
+    is_track = pc.fill_null(pc.equal(mtype, pa.scalar("track")), False).to_numpy(
+        zero_copy_only=False
+    )
+    for name in ("identifiers", "set_once"):
+        if name in table.column_names:
+            fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
+    if "traits" in table.column_names:
+        fast &= ~(is_identify & table.column("traits").is_valid().to_numpy(zero_copy_only=False))
+    has_user = _valid(user, n)
+    has_anon = _valid(anon, n)
+    fast &= np.where(is_identify, has_user, has_user | has_anon)
+    if event is not None:
+        named: Any = pc.fill_null(pc.greater(pc.binary_length(event), pa.scalar(0)), False)
+        fast &= ~is_track | named.to_numpy(zero_copy_only=False)
+    else:
+        fast &= ~is_track
+    if "name" in table.column_names:  # page/screen names: any str; other types: the builder
+        try:
+            _string_column(table, "name")
+        except TypeError:
+            fast &= ~(~is_identify & ~is_track)
+    # event ids: ASCII, non-empty, each once in the table
+    ok_id: Any = pc.and_(pc.string_is_ascii(mid), pc.greater(pc.binary_length(mid), pa.scalar(0)))
+    fast &= pc.fill_null(ok_id, False).to_numpy(zero_copy_only=False)
+    enc: Any = pc.dictionary_encode(mid)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    valid_id = mid.is_valid().to_numpy(zero_copy_only=False)
+    counts = np.bincount(codes[valid_id], minlength=len(enc.dictionary))
+    once = np.zeros(n, dtype=bool)
+    once[valid_id] = counts[codes[valid_id]] == 1
+    fast &= once
+    # timestamps
+    ts = np.zeros(n, dtype=np.float64)
+    if "timestamp" not in table.column_names:
+        return None
+    tcol: Any = table.column("timestamp").combine_chunks()
+    if pa.types.is_timestamp(tcol.type) and tcol.type.unit in ("s", "ms", "us"):
+        micros: Any = tcol.cast(pa.timestamp("us", tz=tcol.type.tz)).cast(pa.int64())
+        fast &= micros.is_valid().to_numpy(zero_copy_only=False)
+        ts = pc.fill_null(micros, 0).to_numpy(zero_copy_only=False) / 1e6
+    elif pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
+        tcol = tcol.cast(pa.string())
+        iso: Any = pc.fill_null(pc.match_substring_regex(tcol, _ISO), False)
+        fast &= iso.to_numpy(zero_copy_only=False)
+        text: Any = pc.if_else(pa.array(fast), tcol, pa.scalar("1970-01-01T00:00:00Z"))
+        try:
+            parsed: Any = pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        ts = parsed.to_numpy(zero_copy_only=False) / 1e6
+    else:
+        return None
+    fast &= (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
+    # properties: JSON text of an object, checked per distinct text by the builder's own check
+    if props is not None and (fast & ~is_identify & _valid(props, n)).any():
+        penc: Any = pc.dictionary_encode(props)
+        good = np.zeros(len(penc.dictionary), dtype=bool)
+        for j, text in enumerate(penc.dictionary.to_pylist()):
+            try:
+                value = json.loads(text)
+                _check_mapping("properties", value)
+                if isinstance(value, dict) and value:
+                    _json(value, "properties")
+                good[j] = isinstance(value, dict)
+            except (ValueError, ValidationError, RecursionError):
+                good[j] = False
+        pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
+        has_props = _valid(props, n) & ~is_identify
+        fast &= ~has_props | good[pcodes]
+    etype = np.where(is_identify, IDENTIFY, TRACK).astype(np.int8)
+    columns: list[tuple[int, np.ndarray, list[str | None]]] = []
+    for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
+        if col is None:
+            continue
+        cenc: Any = pc.dictionary_encode(col)
+        codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        used = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        used[codes[fast] + 1] = True
+        values: list[str | None] = []
+        ok = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        ok[0] = True  # (no value)
+        for j, raw in enumerate(cenc.dictionary.to_pylist()):
+            if not used[j + 1]:
+                values.append(None)
+                continue
+            try:
+                value = build.identifier_value(field, kind, raw)
+            except ValidationError:
+                values.append(None)
+                continue
+            clean = rules.blocked_reason(value) is None
+            values.append(value if clean else None)
+            ok[j + 1] = clean
+        fast &= ok[codes + 1]
+        columns.append((kind, codes, values))
+    return fast, etype, ts, columns
+
+
 # -- the union-find ---------------------------------------------------------------------
 
 
@@ -256,7 +471,7 @@ class BatchResult:
     def __init__(
         self,
         rules: Rules,
-        records: list[Record],
+        events: _Events,
         node_kind: np.ndarray,
         node_value: list[str],
         node_index: dict[tuple[int, str], int],
@@ -272,7 +487,7 @@ class BatchResult:
         times: dict[str, float],
     ) -> None:
         self.rules = rules
-        self._records = records
+        self._events = events
         self._node_kind = node_kind
         self._node_value = node_value
         self._comp = comp
@@ -298,7 +513,6 @@ class BatchResult:
     def _build_tables(self) -> None:
         rules = self.rules.compiled
         names = rules.kind_names
-        records = self._records
         comp = self._comp
         kind = self._node_kind
         n = len(kind)
@@ -365,7 +579,7 @@ class BatchResult:
             }
         )
         # first/last seen, sizes
-        ts_sorted = np.array([records[i].ts for i in self._order.tolist()], dtype=np.float64)
+        ts_sorted = self._events.ts[self._order]
         first_ts_node = ts_sorted[self._first_rank[fast_node_idx]] if n else np.zeros(0)
         ncomp = len(comps)
         first_seen = np.full(ncomp, np.inf)
@@ -377,9 +591,8 @@ class BatchResult:
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
         links: dict[int, dict[str, tuple[float, str, None]]] = {}
         node_of = self._node_of
-        for i in np.flatnonzero(self._fast_record).tolist():
-            rec = records[i]
-            if not rec.ids:
+        for i, rec in self._events.py.items():
+            if not rec.ids or not self._fast_record[i]:
                 continue
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
                 p = comp_pos[int(comp[node_of(rec.ids[0])])]
@@ -466,13 +679,16 @@ class BatchResult:
         self._build_stats()
 
     def _build_companies(self, comp_pos: dict[int, int], pids: list[str]) -> None:
-        records = self._records
         comp = self._comp
         traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         profiles: dict[str, set[str]] = {}
-        for i in np.flatnonzero(self._fast_record).tolist():
-            rec = records[i]
-            if rec.etype != COMPANY or rec.company_id is None or not rec.ids:
+        for i, rec in self._events.py.items():
+            if (
+                not self._fast_record[i]
+                or rec.etype != COMPANY
+                or rec.company_id is None
+                or not rec.ids
+            ):
                 continue
             cid = rec.company_id
             best = traits.setdefault(cid, {})
@@ -515,7 +731,7 @@ class BatchResult:
         conflicted_events = int(len(fast) - fast.sum())
         blocked = self.blocked_values()
         figures: dict[str, float] = {
-            "events": float(len(self._records)),
+            "events": float(len(self._events)),
             "duplicates": float(self._duplicates),
             "errors": float(len(self.errors)),
             "identifiers": float(self.identity_map.num_rows),
@@ -557,12 +773,14 @@ class BatchResult:
         ``IdentityGraph.stats().blocked_values``)."""
         forgotten = {
             (self.rules.compiled.kind_names[r.ids[0][0]], r.ids[0][1])
-            for r in self._records
+            for r in self._events.py.values()
             if r.etype == FORGET and r.ids
         }
         out: Counter[str] = Counter()
-        for i in np.flatnonzero(self._fast_record).tolist():
-            for kind, value, _ in self._records[i].blocked:
+        for i, rec in self._events.py.items():
+            if not self._fast_record[i]:
+                continue
+            for kind, value, _ in rec.blocked:
                 if (kind, value) not in forgotten:
                     out[f"{kind}:{blocked_key(value)}"] += 1
         for (kind, value), count in self._conflicted_engine.blocked.items():
@@ -601,18 +819,18 @@ class BatchResult:
         conflicted events decided by it in key order, the untouched components loaded as
         the one profile each is (nodes, the link log, first/last seen, traits, company
         links, blocked counts and the fingerprints of their events)."""
-        records = self._records
+        events = self._events
         fast = self._fast_record
-        for i in self._order.tolist():
-            if not fast[i]:
-                engine.apply(records[i])
+        order = self._order
+        for _, rec in events.records(i for i in order.tolist() if not fast[i]):
+            engine.apply(rec)
         n_of = self._index
         local: dict[int, int] = {}
         kind = self._node_kind
         value = self._node_value
         mask = self._fast_node_mask()
-        ts_sorted = [records[i].ts for i in self._order.tolist()]
-        eid_sorted = [records[i].event_id for i in self._order.tolist()]
+        ts_sorted = events.ts[order].tolist()
+        eid_sorted = [str(e) for e in events.eid.take(order).to_pylist()]
         first_rank = self._first_rank
         last_ts = self._last_ts
         groups: dict[int, list[int]] = {}
@@ -631,8 +849,7 @@ class BatchResult:
             engine.size[root] = len(members)
             for k, arr in engine.counts.items():
                 arr[root] = sum(1 for m in members if engine.kind[m] == k)
-        for i in np.flatnonzero(fast).tolist():
-            rec = records[i]
+        for _, rec in events.records(np.flatnonzero(fast).tolist()):
             engine.seen[rec.event_id] = rec.fingerprint
             if rec.blocked:
                 engine._count_blocked(rec.blocked)
@@ -715,6 +932,25 @@ def _flat(table: pa.Table) -> pa.Table:
 # -- resolve ------------------------------------------------------------------------------
 
 
+def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
+    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet)."""
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, (str, os.PathLike)):
+        files = _files(Path(source), fmt)
+        if all(f == "parquet" for _, f in files):
+            tables = [pq.read_table(path) for path, _ in files]
+            return pa.concat_tables(tables, promote_options="permissive")
+        return None
+    import pyarrow.dataset as ds
+
+    if isinstance(source, ds.Dataset):
+        return source.to_table()
+    return None
+
+
 def resolve(
     source: Any,
     *,
@@ -723,6 +959,7 @@ def resolve(
     on_error: Literal["raise", "skip"] = "raise",
     clock: Callable[[], datetime | float | int] | None = None,
     progress: Callable[[str, float], None] | None = None,
+    columnar: bool = True,
 ) -> BatchResult:
     """Resolve a whole event history at once, with the answer ``IdentityGraph.ingest`` of
     the same events gives (docs/batch.md).
@@ -732,7 +969,8 @@ def resolve(
     ``format`` names the files' format when their names do not. ``on_error`` is as in
     ``ingest``: ``"raise"`` raises the first bad event's error (nothing is resolved),
     ``"skip"`` leaves bad events out and lists them in :attr:`BatchResult.errors`.
-    ``progress(phase, seconds)`` is called as each phase ends."""
+    ``progress(phase, seconds)`` is called as each phase ends. ``columnar=False`` reads every
+    row of a columnar source through ``RecordBuilder`` (the slow lane; for checking)."""
     if rules is None:
         rules = Rules()
     elif not isinstance(rules, Rules):
@@ -754,13 +992,41 @@ def resolve(
         return now
 
     t = time.perf_counter()
-    # 1. decode: records, as ``ingest`` makes them; duplicates and conflicts by ``admit``
+    table = _read_table(source, format)
+    if table is not None:
+        t = done("read", t)
+    # 1. decode. The columnar lane: plain rows, vectorized; every other event through
+    # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
+    lanes = None if table is None or not columnar else _columnar(table, build, compiled)
+    node_index: dict[tuple[int, str], int] = {}
+    node_kind: list[int] = []
+    node_value: list[str] = []
+
+    def intern(pair: tuple[int, str]) -> int:
+        n = node_index.get(pair)
+        if n is None:
+            n = node_index[pair] = len(node_kind)
+            node_kind.append(pair[0])
+            node_value.append(pair[1])
+        return n
+
+    if lanes is not None and table is not None:
+        fast_mask, fast_etype, fast_ts, columns = lanes
+        fast_rows = np.flatnonzero(fast_mask)
+        slow_rows = np.flatnonzero(~fast_mask)
+        messages: Iterable[Any] = _table_messages(table.take(slow_rows))
+        positions: Iterable[int] = slow_rows.tolist()
+    else:
+        fast_rows = np.zeros(0, dtype=np.int64)
+        columns = []
+        fast_etype = fast_ts = np.zeros(0)
+        messages = _messages(source, format) if table is None else _table_messages(table)
+        positions = iter(range(1 << 62))
     held: dict[str, int] = {}
     records: list[Record] = []
     errors: list[EventError] = []
     duplicates = 0
-    index = -1
-    for index, event in enumerate(_messages(source, format)):
+    for index, event in zip(positions, messages, strict=False):
         try:
             rec = build.from_object(event)
             eid = rec.event_id
@@ -784,56 +1050,101 @@ def resolve(
             continue
         held[eid] = len(records)
         records.append(rec)
+    nf = len(fast_rows)
+    fast_eids: Any = pa.array([], pa.string())
+    if nf:
+        assert table is not None
+        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
+        if held and pc.any(pc.is_in(fast_eids, value_set=pa.array(list(held)))).as_py():
+            # an event id of the slow lane (a derived one) is a row's messageId: read it all
+            # the slow way, where ``admit`` sees them together
+            return resolve(
+                source,
+                rules=rules,
+                format=format,
+                on_error=on_error,
+                clock=clock,
+                progress=progress,
+                columnar=False,
+            )
     t = done("decode", t)
 
     # 2. nodes and link components (vectorized)
-    node_index: dict[tuple[int, str], int] = {}
-    node_kind: list[int] = []
-    node_value: list[str] = []
-    occ_node: list[int] = []
-    occ_rec: list[int] = []
-    edge_a: list[int] = []
-    edge_b: list[int] = []
+    nr = nf + len(records)
+    ts = np.concatenate([fast_ts[fast_rows], np.array([r.ts for r in records], dtype=np.float64)])
+    etype = np.concatenate(
+        [fast_etype[fast_rows], np.array([r.etype for r in records], dtype=np.int8)]
+    ).astype(np.int8)
+    eids = pa.concat_arrays([fast_eids, pa.array([r.event_id for r in records], pa.string())])
+    # the fast rows' identifiers: node per distinct value used, in priority order per row
+    row_nodes: list[np.ndarray] = []
+    for kind, codes, values in sorted(columns, key=lambda c: c[0]):
+        mine = codes[fast_rows]
+        node_of = np.full(len(values) + 1, -1, dtype=np.int64)
+        for code in np.unique(mine[mine >= 0]).tolist():
+            value = values[code]
+            assert value is not None
+            node_of[code + 1] = intern((kind, value))
+        row_nodes.append(node_of[mine + 1])
+    occ_rec_parts: list[np.ndarray] = []
+    occ_node_parts: list[np.ndarray] = []
+    anchor = np.full(nr, -1, dtype=np.int64)
+    edges_a: list[np.ndarray] = []
+    edges_b: list[np.ndarray] = []
+    rows_idx = np.arange(nf, dtype=np.int64)
+    for nodes in row_nodes:
+        present = nodes >= 0
+        occ_rec_parts.append(rows_idx[present])
+        occ_node_parts.append(nodes[present])
+        later = present & (anchor[:nf] >= 0)
+        edges_a.append(anchor[:nf][later])
+        edges_b.append(nodes[later])
+        leads = present & (anchor[:nf] < 0)
+        anchor[:nf][leads] = nodes[leads]
+    py: dict[int, Record] = {}
+    slow_occ_rec: list[int] = []
+    slow_occ_node: list[int] = []
+    slow_a: list[int] = []
+    slow_b: list[int] = []
     operator_nodes: list[int] = []
-    for i, rec in enumerate(records):
-        ids = rec.ids
-        if not ids:
+    for j, rec in enumerate(records):
+        i = nf + j
+        py[i] = rec
+        if not rec.ids:
             continue
-        first_node = -1
-        for pair in ids:
-            n = node_index.get(pair)
-            if n is None:
-                n = node_index[pair] = len(node_kind)
-                node_kind.append(pair[0])
-                node_value.append(pair[1])
-            occ_node.append(n)
-            occ_rec.append(i)
-            if first_node < 0:
-                first_node = n
+        a = -1
+        for pair in rec.ids:
+            n = intern(pair)
+            slow_occ_rec.append(i)
+            slow_occ_node.append(n)
+            if a < 0:
+                a = n
             else:
-                edge_a.append(first_node)
-                edge_b.append(n)
+                slow_a.append(a)
+                slow_b.append(n)
+        anchor[i] = a
         if rec.etype in _OPERATOR:
-            operator_nodes.append(first_node)
+            operator_nodes.append(a)
+    occ_r = np.concatenate([*occ_rec_parts, np.array(slow_occ_rec, dtype=np.int64)])
+    occ_n = np.concatenate([*occ_node_parts, np.array(slow_occ_node, dtype=np.int64)])
     nn = len(node_kind)
     kind_arr = np.array(node_kind, dtype=np.int64)
-    comp = components(nn, np.array(edge_a, dtype=np.int64), np.array(edge_b, dtype=np.int64))
-    # event order: rank of each record by (timestamp, event_id)
-    nr = len(records)
-    ts = np.array([r.ts for r in records], dtype=np.float64)
-    eids = pa.array([r.event_id for r in records], pa.string())
+    comp = components(
+        nn,
+        np.concatenate([*edges_a, np.array(slow_a, dtype=np.int64)]),
+        np.concatenate([*edges_b, np.array(slow_b, dtype=np.int64)]),
+    )
+    # event order: rank of each event by (timestamp, event_id)
     order = pc.sort_indices(
         pa.table({"ts": pa.array(ts), "eid": eids}),
         sort_keys=[("ts", "ascending"), ("eid", "ascending")],
     ).to_numpy()
     rank = np.empty(nr, dtype=np.int64)
     rank[order] = np.arange(nr, dtype=np.int64)
-    occ_n = np.array(occ_node, dtype=np.int64)
-    occ_r = np.array(occ_rec, dtype=np.int64)
     first_rank = np.full(nn, nr, dtype=np.int64)
-    np.minimum.at(first_rank, occ_n, rank[occ_r] if nr else occ_r)
+    np.minimum.at(first_rank, occ_n, rank[occ_r])
     last_ts = np.full(nn, -np.inf)
-    np.maximum.at(last_ts, occ_n, ts[occ_r] if nr else np.zeros(0))
+    np.maximum.at(last_ts, occ_n, ts[occ_r])
     t = done("components", t)
 
     # 3. classify: which components some rule can touch
@@ -848,14 +1159,19 @@ def resolve(
             assert lim is not None
             count = np.bincount(comp[kind_arr == k], minlength=nn)
             touched |= count > lim
-    # a record is fast when its component is untouched (a record of no identifiers is fast)
-    rec_first = np.full(nr, -1, dtype=np.int64)
-    has_ids = np.zeros(nr, dtype=bool)
-    if len(occ_r):
-        rec_first[occ_r[::-1]] = occ_n[::-1]  # the first occurrence wins
-        has_ids[occ_r] = True
+    # an event is fast when its component is untouched (an event of no identifiers is fast)
     fast_record = np.ones(nr, dtype=bool)
-    fast_record[has_ids] = ~touched[comp[rec_first[has_ids]]]
+    has_ids = anchor >= 0
+    fast_record[has_ids] = ~touched[comp[anchor[has_ids]]]
+    events = _Events(
+        build,
+        ts,
+        eids,
+        etype,
+        py,
+        table,
+        np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
+    )
     t = done("classify", t)
 
     # 4. the conflicted components, through the online engine, in key order
@@ -864,13 +1180,12 @@ def resolve(
     assert isinstance(store, MemoryStore)
     with store.lock:
         engine = store.engine
-        for i in order.tolist():
-            if not fast_record[i]:
-                engine.apply(records[i])
+        for _, rec in events.records(i for i in order.tolist() if not fast_record[i]):
+            engine.apply(rec)
     t = done("engine", t)
     result = BatchResult(
         rules,
-        records,
+        events,
         kind_arr,
         node_value,
         node_index,
