@@ -134,14 +134,14 @@ def operated_streams(draw: st.DrawFn, **options: Any) -> list[Any]:
     return out
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=irst.streams(users=4), rules=_rules_variants())
 def test_batch_equals_online_on_realistic_streams(stream: list[Any], rules: ir.Rules) -> None:
     note(repr(rules))
     assert_equivalent(stream, rules)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=operated_streams(users=4, forgets=True), rules=_rules_variants())
 def test_batch_equals_online_with_merges_splits_and_forgets(
     stream: list[Any], rules: ir.Rules
@@ -150,13 +150,13 @@ def test_batch_equals_online_with_merges_splits_and_forgets(
     assert_equivalent(stream, rules)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=irst.streams(users=3, hostile=True), rules=_rules_variants())
 def test_batch_equals_online_on_hostile_values(stream: list[Any], rules: ir.Rules) -> None:
     assert_equivalent(stream, rules)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=st.lists(irst.segment_messages(), max_size=30))
 def test_batch_equals_online_on_segment_messages(messages: list[dict[str, Any]]) -> None:
     # (independent draws may reuse a messageId with other content: both then refuse alike)
@@ -227,7 +227,7 @@ def test_columnar_lane_is_used_for_plain_rows() -> None:
     assert len(slow._events.py) == 7
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=irst.streams(users=4), rules=_rules_variants(), hostile=st.booleans())
 def test_batch_from_an_arrow_table_equals_online(
     stream: list[Any], rules: ir.Rules, hostile: bool
@@ -236,7 +236,7 @@ def test_batch_from_an_arrow_table_equals_online(
     assert_equivalent_table(messages, rules)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=irst.streams(users=3, hostile=True), rules=_rules_variants())
 def test_batch_from_an_arrow_table_of_hostile_values_equals_online(
     stream: list[Any], rules: ir.Rules
@@ -264,7 +264,10 @@ def _continue(g: ir.IdentityGraph, rest: list[Any]) -> ir.IdentityGraph:
     return g
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     stream=operated_streams(users=4, forgets=True),
     rules=_rules_variants(),
@@ -288,6 +291,7 @@ def test_seeded_sqlite_store_continues_as_all_online(
         seeded.close()
 
 
+@settings(max_examples=25)
 @given(stream=operated_streams(users=4, forgets=True), rules=_rules_variants(), cut=st.floats(0, 1))
 def test_seeded_memory_graph_continues_as_all_online(
     stream: list[Any], rules: ir.Rules, cut: float
@@ -505,3 +509,41 @@ def test_cli_auto_engine_and_usage_errors(
     assert main(["resolve", str(small), "--tables", str(tmp_path / "t")]) == 1
     assert "--tables needs the batch engine" in capsys.readouterr().err
     assert main(["resolve", str(tmp_path / "missing.jsonl"), "--engine", "batch"]) == 2
+
+
+# -- thorough runs (pytest -m slow) ------------------------------------------------------------
+
+_THOROUGH = settings(
+    max_examples=400,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.mark.slow
+@_THOROUGH
+@given(stream=operated_streams(users=5, forgets=True, max_events=120), rules=_rules_variants())
+def test_batch_equals_online_thorough(stream: list[Any], rules: ir.Rules) -> None:
+    assert_equivalent(stream, rules)
+
+
+@pytest.mark.slow
+@_THOROUGH
+@given(stream=irst.streams(users=5, hostile=True, max_events=120), rules=_rules_variants())
+def test_batch_from_an_arrow_table_equals_online_thorough(
+    stream: list[Any], rules: ir.Rules
+) -> None:
+    assert_equivalent_table([to_message(e) for e in stream], rules)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(stream=operated_streams(users=4, forgets=True), rules=_rules_variants(), cut=st.floats(0, 1))
+def test_seeded_sqlite_store_continues_as_all_online_thorough(
+    tmp_path_factory: pytest.TempPathFactory, stream: list[Any], rules: ir.Rules, cut: float
+) -> None:
+    test_seeded_sqlite_store_continues_as_all_online.hypothesis.inner_test(  # type: ignore[attr-defined]
+        tmp_path_factory, stream, rules, cut
+    )
