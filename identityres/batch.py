@@ -241,21 +241,29 @@ class _Events:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def records(self, indices: Iterable[int]) -> Iterator[tuple[int, Record]]:
-        """``(index, record)`` for these events, in the order given."""
-        pending: list[int] = []
-        for i in indices:
-            rec = self.py.get(i)
-            if rec is not None:
-                yield from self._rebuilt(pending)
-                pending = []
-                yield i, rec
-            else:
-                pending.append(i)
-                if len(pending) >= _ROWS_PER_CHUNK:
-                    yield from self._rebuilt(pending)
-                    pending = []
-        yield from self._rebuilt(pending)
+    def records(
+        self, indices: Iterable[int], *, ordered: bool = True
+    ) -> Iterator[tuple[int, Record]]:
+        """``(index, record)`` for these events: in the order given, or (``ordered=False``)
+        the kept ones first and the rebuilt ones a chunk at a time, in index order."""
+        py = self.py
+        if not ordered:
+            rest: list[int] = []
+            for i in indices:
+                rec = py.get(i)
+                if rec is None:
+                    rest.append(i)
+                else:
+                    yield i, rec
+            rest.sort()
+            for start in range(0, len(rest), _ROWS_PER_CHUNK):
+                yield from self._rebuilt(rest[start : start + _ROWS_PER_CHUNK])
+            return
+        wanted = list(indices)
+        built = dict(self.records((i for i in wanted if i not in py), ordered=False))
+        for i in wanted:
+            rec = py.get(i)
+            yield i, built[i] if rec is None else rec
 
     def _rebuilt(self, indices: list[int]) -> Iterator[tuple[int, Record]]:
         if not indices:
@@ -521,7 +529,7 @@ class BatchResult:
         fast_node[fast_node_idx] = True
         # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
         # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id).
-        values = pa.array([self._node_value[i] for i in fast_node_idx], pa.string())
+        values = pa.array(self._node_value, pa.string()).take(fast_node_idx)
         t = pa.table(
             {
                 "comp": pa.array(comp[fast_node_idx]),
@@ -849,7 +857,7 @@ class BatchResult:
             engine.size[root] = len(members)
             for k, arr in engine.counts.items():
                 arr[root] = sum(1 for m in members if engine.kind[m] == k)
-        for _, rec in events.records(np.flatnonzero(fast).tolist()):
+        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False):
             engine.seen[rec.event_id] = rec.fingerprint
             if rec.blocked:
                 engine._count_blocked(rec.blocked)
