@@ -111,8 +111,9 @@ def run_one(contender: str, directory: Path, identifiers: int) -> dict[str, Any]
         out["phases"] = {"read": round(read, 3), "union": round(time.process_time() - t, 3)}
         out["events"] = len(users)
     elif contender == "online":
-        import identityres as ir
         from workload import Workload, batches, to_objects
+
+        import identityres as ir
 
         graph = ir.IdentityGraph()
         spent = 0.0
