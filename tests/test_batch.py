@@ -547,3 +547,29 @@ def test_seeded_sqlite_store_continues_as_all_online_thorough(
     test_seeded_sqlite_store_continues_as_all_online.hypothesis.inner_test(  # type: ignore[attr-defined]
         tmp_path_factory, stream, rules, cut
     )
+
+
+@given(
+    n=st.integers(1, 60),
+    edges=st.lists(st.tuples(st.integers(0, 59), st.integers(0, 59)), max_size=120),
+)
+def test_numpy_union_find_labels_each_component_by_its_smallest_node(
+    n: int, edges: list[tuple[int, int]]
+) -> None:
+    import numpy as np
+
+    edges = [(a % n, b % n) for a, b in edges]
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    want = [min(m for m in range(n) if find(m) == find(x)) for x in range(n)]
+    a = np.array([e[0] for e in edges], dtype=np.int64)
+    b = np.array([e[1] for e in edges], dtype=np.int64)
+    assert batch.components(n, a, b).tolist() == want
