@@ -141,6 +141,20 @@ class GraphStats:
         return "\n".join(lines)
 
 
+def bad_event(
+    exc: ValidationError, event: Any, index: int, on_error: str, errors: list[EventError]
+) -> None:
+    """A bad event of a batch as ``ingest`` reports it (``batch.resolve`` too): the error
+    names the message key for a dict and carries the event's index; raised (``on_error=
+    "raise"``) or listed in ``errors``."""
+    if isinstance(event, dict):
+        relabel(exc, MESSAGE_FIELDS)
+    exc.at_index(index)
+    if on_error == "raise":
+        raise exc
+    errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+
+
 def _in_place_canonical(writer: InPlaceWriter) -> Callable[[int, str], str | None]:
     """``resolve`` on an in-place engine: the hot read, straight from the union-find."""
     engine = writer.engine
@@ -313,12 +327,7 @@ class IdentityGraph(EventWriter[Outcome]):
                     if held is not None and admit(held, rec, names) == CONFLICT:
                         raise conflict(rec)
                 except ValidationError as exc:
-                    if isinstance(event, dict):
-                        relabel(exc, MESSAGE_FIELDS)
-                    exc.at_index(index)
-                    if on_error == "raise":
-                        raise
-                    errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+                    bad_event(exc, event, index, on_error, errors)
                     continue
                 in_batch.setdefault(eid, rec.fingerprint)
                 records.append((index, rec))

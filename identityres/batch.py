@@ -49,7 +49,6 @@ from identityres._events import (
     IDENTIFY,
     MAX_TIMESTAMP,
     MERGE,
-    MESSAGE_FIELDS,
     MIN_TIMESTAMP,
     RESET,
     SPLIT,
@@ -58,9 +57,8 @@ from identityres._events import (
     RecordBuilder,
     _check_mapping,
     _json,
-    relabel,
 )
-from identityres._graph import EventError, IdentityGraph
+from identityres._graph import EventError, IdentityGraph, bad_event
 from identityres._merge import keep
 from identityres._model import profile_id
 from identityres._rules import Rules
@@ -1049,12 +1047,7 @@ def resolve(
                     records[at] = rec
                 continue
         except ValidationError as exc:
-            if isinstance(event, dict):
-                relabel(exc, MESSAGE_FIELDS)
-            exc.at_index(index)
-            if on_error == "raise":
-                raise
-            errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+            bad_event(exc, event, index, on_error, errors)
             continue
         held[eid] = len(records)
         records.append(rec)
