@@ -159,6 +159,25 @@ def _name_fields(error: ValidationError, event: Any, op: Any) -> None:
         relabel(error, fields if isinstance(fields, Mapping) else MESSAGE_FIELDS)
 
 
+def bad_event(
+    exc: ValidationError,
+    event: Any,
+    index: int,
+    on_error: str,
+    errors: list[EventError],
+    op: Any = None,
+) -> None:
+    """A bad event of a batch as ``ingest`` reports it (``batch.resolve`` too): the error
+    names the key the user wrote (``_name_fields``; ``op``: the operation a message of
+    another platform was read into, when it failed) and carries the event's index; raised
+    (``on_error="raise"``) or listed in ``errors``."""
+    _name_fields(exc, event, event if op is None else op)
+    exc.at_index(index)
+    if on_error == "raise":
+        raise exc
+    errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+
+
 def _in_place_canonical(writer: InPlaceWriter) -> Callable[[int, str], str | None]:
     """``resolve`` on an in-place engine: the hot read, straight from the union-find."""
     engine = writer.engine
@@ -362,11 +381,7 @@ class IdentityGraph(EventWriter[Outcome]):
                             raise conflict(rec)
                         built.append((eid, rec))
                 except ValidationError as exc:
-                    _name_fields(exc, event, op)
-                    exc.at_index(index)
-                    if on_error == "raise":
-                        raise
-                    errors.append(EventError(index, exc.field, exc.value, exc.reason, exc))
+                    bad_event(exc, event, index, on_error, errors, op)
                     continue
                 for eid, rec in built:
                     in_batch.setdefault(eid, rec.fingerprint)

@@ -89,6 +89,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn
 
 from identityres import export
@@ -98,7 +99,7 @@ from identityres._formats import FORMATS, detect, envelope
 from identityres._graph import IdentityGraph, IngestReport
 from identityres._model import USER_ID, Identifier, Profile
 from identityres._rules import Rules, _import_normalizer
-from identityres.errors import IdentityResError, ValidationError
+from identityres.errors import ConfigurationError, IdentityResError, ValidationError
 from identityres.storage import store_from_url
 from identityres.storage.memory import MemoryStore
 
@@ -569,12 +570,131 @@ def _progress_bar(path: str, stream: Any = None) -> Any:
     return tqdm(total=total, unit="B", unit_scale=True, file=stream, desc="reading", leave=False)
 
 
+#: ``--engine auto`` resolves a JSONL file at least this large with the batch engine
+AUTO_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _engine_for(args: argparse.Namespace) -> str:
+    """``online`` or ``batch``: what ``--engine`` asks for (auto: batch for Parquet, a
+    directory, or a file of at least ``AUTO_BATCH_BYTES``, when the batch extra is there)."""
+    engine: str = args.engine
+    # what only the online reader does today (docs/batch.md, "Gaps")
+    online_only = [
+        option
+        for option, given in (
+            ("--store", args.store is not None),
+            ("--rules", args.rules is not None),
+            ("--format", args.format not in ("auto", "segment")),
+            ("--max-errors", args.max_errors is not None),
+        )
+        if given
+    ]
+    if engine != "auto":
+        if engine == "batch" and args.events == "-":
+            raise _Usage("--engine batch reads a file or directory, not standard input")
+        if engine == "batch" and online_only:
+            raise _Usage(f"--engine batch cannot be combined with {', '.join(online_only)} yet")
+        return engine
+    if args.events == "-" or online_only:
+        return "online"
+    try:
+        import identityres.batch  # noqa: F401
+    except ImportError:
+        return "online"
+    path = Path(args.events)
+    name = path.name.lower()
+    if path.is_dir() or name.endswith((".parquet", ".pq")):
+        return "batch"
+    try:
+        return "batch" if path.stat().st_size >= AUTO_BATCH_BYTES else "online"
+    except OSError:
+        return "online"  # (the online reader reports the unreadable file)
+
+
+def _resolve_batch(args: argparse.Namespace) -> int:
+    """``resolve --engine batch``: ``identityres.batch`` (docs/batch.md); the summary is of the
+    tables, ``--tables`` writes them, ``-o`` the profiles as the online engine does."""
+    try:
+        from identityres import batch
+    except ImportError as exc:
+        raise _Usage(str(exc)) from None
+
+    def progress(phase: str, seconds: float) -> None:
+        if not args.json or sys.stderr.isatty():
+            _write_err(f"{PROG} resolve: {phase:<10} done in {seconds:8.2f} s\n")
+
+    try:
+        result = batch.resolve(args.events, on_error=args.on_error, progress=progress)
+    except ValidationError as exc:
+        raise _BadInput(f"{show_text(args.events)}: {exc}") from None
+    except (ConfigurationError, OSError) as exc:
+        raise _BadInput(f"{show_text(args.events)}: {exc}") from None
+    if args.tables is not None:
+        result.write(args.tables, format=args.tables_format)
+    if args.output is not None:
+        graph = result.graph()
+        kind_index = graph.rules.compiled.kind_index
+        profiles = sorted(graph.profiles(), key=lambda p: (kind_index[p.user_id_kind], p.user_id))
+        _write_profiles(args.output, profiles)
+    refusals = Counter(result.refusals.column("reason").to_pylist())
+    kinds = Counter(result.identity_map.column("kind").to_pylist())
+    identified = sum(1 for v in result.profiles.column("identified_user_id").to_pylist() if v)
+    summary = {
+        "input": args.events,
+        "engine": "batch",
+        "events": {
+            "applied": int(result.stat("events")),
+            "duplicates": int(result.stat("duplicates")),
+            "skipped": len(result.errors),
+        },
+        "skipped_events": [
+            {"index": e.index, "field": e.field, "problem": e.reason} for e in result.errors
+        ],
+        "identifiers": {
+            "total": result.identity_map.num_rows,
+            "by_kind": {k: kinds[k] for k in result.rules.all_kinds if kinds[k]},
+        },
+        "profiles": {
+            "total": result.profiles.num_rows,
+            "identified": identified,
+            "anonymous": result.profiles.num_rows - identified,
+        },
+        "refusals": {
+            "total": result.refusals.num_rows,
+            "by_reason": dict(sorted(refusals.items())),
+        },
+        "conflicted_events_fraction": result.stat("conflicted_fraction"),
+        "seconds": {k: round(v, 3) for k, v in result.times.items()},
+        "tables": args.tables,
+        "output": args.output,
+    }
+    if args.json:
+        _write_out(_dumps(summary, indent=2) + "\n")
+    else:
+        lines = [
+            f"{summary['input']} (batch engine)",
+            f"events: {summary['events']['applied']} applied, "
+            f"{summary['events']['duplicates']} duplicates, {len(result.errors)} skipped",
+            f"identifiers: {result.identity_map.num_rows}",
+            f"profiles: {result.profiles.num_rows} ({identified} identified)",
+            f"refusals: {result.refusals.num_rows}",
+            f"conflicted events: {100 * result.stat('conflicted_fraction'):.1f}%",
+        ]
+        lines.extend(f"  skipped event {e.index}: {e.field}: {e.reason}" for e in result.errors)
+        _write_out(_printable("\n".join(lines) + "\n"))
+    return EXIT_OK
+
+
 def _resolve(args: argparse.Namespace) -> int:
     if args.output is not None:
         inputs = [] if args.events == "-" else [("the events file", args.events)]
         _check_output(
             args.output, inputs + ([] if args.store is None else _store_files(args.store))
         )
+    if _engine_for(args) == "batch":
+        return _resolve_batch(args)
+    if args.tables is not None:
+        raise _Usage("--tables needs the batch engine (--engine batch)")
     rules = None if args.rules is None else _rules_file(args.rules)
     graph = None if args.store is None else _store_graph(args.store, rules, create=True)
     if graph is None and rules is not None:
@@ -1368,6 +1488,26 @@ def _parser() -> _Parser:
         help="no progress bar on standard error (there is none when it is not a terminal)",
     )
     resolve.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    resolve.add_argument(
+        "--engine",
+        choices=("online", "batch", "auto"),
+        default="online",
+        help="online: ingest line by line (the default); batch: identityres.batch, for large "
+        "inputs, Parquet or a directory (needs identityres[batch], docs/batch.md); auto: batch "
+        "for Parquet, a directory or a file of 64 MiB or more",
+    )
+    resolve.add_argument(
+        "--tables",
+        metavar="DIR",
+        help="with the batch engine: write the identity map, profiles, refusals, companies and "
+        "stats tables into DIR",
+    )
+    resolve.add_argument(
+        "--tables-format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="the format of --tables (default parquet)",
+    )
     resolve.add_argument(
         "--top",
         type=_non_negative,

@@ -123,3 +123,31 @@ def test_a_rewritten_page_keeps_the_sections_other_benchmarks_wrote(
     assert "# an old report" not in text
     assert "### How far the speed targets are from pure Python's floor" in text
     assert text.endswith(block)
+
+
+def test_batch_benchmark_harness_runs(tmp_path: Path) -> None:
+    """``benchmarks/batch.py`` at 2,000 identifiers: every contender reports its figures."""
+    out = tmp_path / "batch.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "batch.py"),
+            "--identifiers",
+            "2000",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    by_name = {r["contender"]: r for r in report["results"]}
+    assert set(by_name) == {"batch-parquet", "batch-jsonl", "networkx", "online"}
+    for r in by_name.values():
+        assert r["events"] > 2000 and r["cpu"] > 0 and r["peak_rss_mb"] > 0
+    assert 0 < by_name["batch-parquet"]["conflicted_fraction"] < 1
+    assert by_name["batch-parquet"]["identifiers"] == by_name["batch-jsonl"]["identifiers"]

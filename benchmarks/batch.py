@@ -1,0 +1,184 @@
+"""Benchmarks of batch re-resolution (issue #15, docs/batch.md): ``identityres.batch.resolve``
+end to end from Parquet and from JSONL, against ``networkx.utils.UnionFind`` over the same
+events and against the online ``IdentityGraph.ingest()``, with peak RSS, the fraction of events
+in conflicted components and the time of each phase.
+
+Each contender runs in its own subprocess (so each peak RSS is its own), one after the other,
+on a stream of ``benchmarks/workload.py`` written to Parquet and JSONL beforehand (not timed)::
+
+    python benchmarks/batch.py --identifiers 1e6             # all contenders
+    python benchmarks/batch.py --identifiers 1e7 --skip online --skip networkx
+
+CPU seconds are reported beside wall seconds: on a shared machine wall time measures the
+neighbours too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+CONTENDERS = ("batch-parquet", "batch-jsonl", "networkx", "online")
+
+
+def _size(text: str) -> int:
+    return int(float(text))
+
+
+def write_inputs(identifiers: int, directory: Path) -> dict[str, Any]:
+    """The workload's stream as Parquet (Segment columns, traits/properties as JSON text)
+    and as JSONL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from workload import Workload, to_segment, write_jsonl
+
+    w = Workload(identifiers)
+    cols = [
+        "type",
+        "event",
+        "userId",
+        "anonymousId",
+        "groupId",
+        "traits",
+        "properties",
+        "timestamp",
+        "messageId",
+    ]
+    rows: dict[str, list[Any]] = {c: [] for c in cols}
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for ev in w.events():
+        msg = to_segment(ev)
+        for c in cols:
+            v = msg.get(c)
+            rows[c].append(dumps(v) if isinstance(v, dict) else v)
+    events = len(rows["type"])
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()})
+    del rows
+    pq.write_table(table, directory / "events.parquet")
+    del table
+    with open(directory / "events.jsonl", "w", encoding="utf-8") as out:
+        write_jsonl(w.events(), out)
+    return {"identifiers": identifiers, "events": events}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(contender: str, directory: Path, identifiers: int) -> dict[str, Any]:
+    """One contender in this process; returns its figures."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    out: dict[str, Any] = {"contender": contender}
+    if contender.startswith("batch"):
+        from identityres import batch
+
+        path = directory / ("events.parquet" if contender == "batch-parquet" else "events.jsonl")
+        result = batch.resolve(path)
+        out["phases"] = {k: round(v, 3) for k, v in result.times.items()}
+        out["events"] = int(result.stat("events") + result.stat("duplicates"))
+        out["conflicted_fraction"] = result.stat("conflicted_fraction")
+        out["identifiers"] = result.identity_map.num_rows
+        out["profiles"] = result.profiles.num_rows
+    elif contender == "networkx":
+        import pyarrow.parquet as pq
+        from networkx.utils import UnionFind
+
+        table = pq.read_table(directory / "events.parquet", columns=["userId", "anonymousId"])
+        users = table.column("userId").to_pylist()
+        anons = table.column("anonymousId").to_pylist()
+        del table
+        read = time.process_time() - cpu0
+        uf = UnionFind()
+        t = time.process_time()
+        for u, a in zip(users, anons, strict=True):
+            if u is not None and a is not None:
+                uf.union(("user_id", u), ("anonymous_id", a))
+            elif u is not None:
+                uf[("user_id", u)]
+            elif a is not None:
+                uf[("anonymous_id", a)]
+        out["phases"] = {"read": round(read, 3), "union": round(time.process_time() - t, 3)}
+        out["events"] = len(users)
+    elif contender == "online":
+        from workload import Workload, batches, to_objects
+
+        import identityres as ir
+
+        graph = ir.IdentityGraph()
+        spent = 0.0
+        n = 0
+        for chunk in batches(to_objects(Workload(identifiers).events()), 10_000):
+            t = time.process_time()
+            graph.ingest(chunk)
+            spent += time.process_time() - t
+            n += len(chunk)
+        out["phases"] = {"ingest": round(spent, 3)}
+        out["events"] = n
+        out["cpu_ingest_only"] = spent
+    else:
+        raise SystemExit(f"unknown contender {contender!r}")
+    out["cpu"] = time.process_time() - cpu0
+    out["wall"] = time.perf_counter() - wall0
+    out["peak_rss_mb"] = _rss_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identifiers", type=_size, default=1_000_000)
+    parser.add_argument("--skip", action="append", default=[], choices=CONTENDERS)
+    parser.add_argument("--dir", help="where the inputs are (or are written); default a temp dir")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here")
+    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args.one, Path(args.dir), args.identifiers)))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        directory = Path(args.dir or tmp)
+        if not (directory / "events.parquet").exists():
+            t = time.perf_counter()
+            meta = write_inputs(args.identifiers, directory)
+            print(f"inputs: {meta} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        results = []
+        for contender in CONTENDERS:
+            if contender in args.skip:
+                continue
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                contender,
+                "--dir",
+                str(directory),
+                "--identifiers",
+                str(args.identifiers),
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                results.append({"contender": contender, "error": done.stderr[-2000:]})
+                continue
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            print(json.dumps(figures), file=sys.stderr)
+            results.append(figures)
+    report = {"identifiers": args.identifiers, "load": os.getloadavg(), "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

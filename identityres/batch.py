@@ -1,0 +1,1232 @@
+"""Batch re-resolution: the identity map of a whole event history, columnar, with the same
+answer as the online engine (docs/batch.md).
+
+The method, in four phases:
+
+1. **decode** — every event becomes a validated ``Record`` exactly as ``IdentityGraph.ingest``
+   makes it (one ``RecordBuilder``: normalization, blocked values, event ids, fingerprints),
+   and event-id duplicates and conflicts are decided by the same ``admit`` (R8);
+2. **components** — the *link components* (connected components over every link any event
+   carried, whatever the rules decide) by a vectorized union-find over numpy arrays;
+3. **classify** — a component that no rule can touch (no reset and no operator event in it,
+   at most ``limits[kind]`` identifiers of each limited kind, no more than
+   ``max_profile_size`` identifiers) is one profile; its canonical id and first/last seen are
+   group-wise minima and maxima. Every other component ("conflicted") is decided by the
+   online engine itself, over its own events only, in ``(timestamp, event_id)`` order;
+4. **tables** — the identity map, profiles, refusals, companies and statistics as Arrow
+   tables.
+
+Needs the ``identityres[batch]`` extra (pyarrow, numpy).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+try:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "identityres.batch needs pyarrow and numpy: pip install 'identityres[batch]'"
+    ) from exc
+
+from identityres._engine import Engine, blocked_key
+from identityres._events import (
+    COMPANY,
+    FORGET,
+    IDENTIFY,
+    MAX_TIMESTAMP,
+    MERGE,
+    MIN_TIMESTAMP,
+    RESET,
+    SPLIT,
+    TRACK,
+    Record,
+    RecordBuilder,
+    _check_mapping,
+    _json,
+)
+from identityres._formats import translate
+from identityres._graph import EventError, IdentityGraph, bad_event
+from identityres._merge import keep
+from identityres._model import profile_id
+from identityres._rules import Rules
+from identityres._working_set import WorkingSet
+from identityres._writers import CONFLICT, admit, conflict
+from identityres.errors import ConfigurationError, InvalidEventError, ValidationError
+from identityres.storage._protocol import Store
+from identityres.storage.memory import MemoryStore
+
+__all__ = ["BatchResult", "resolve"]
+
+Format = Literal["parquet", "jsonl", "jsonl.gz"]
+#: the columns a columnar source may carry (docs/batch.md, Input)
+COLUMNS = (
+    "type",
+    "event",
+    "name",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "groupId",
+    "timestamp",
+    "originalTimestamp",
+    "messageId",
+    "traits",
+    "properties",
+    "identifiers",
+    "set_once",
+)
+_JSON_COLUMNS = ("traits", "properties", "identifiers", "set_once")
+_OPERATOR = (RESET, MERGE, SPLIT, FORGET)
+_ROWS_PER_CHUNK = 65_536
+
+
+def _system_clock() -> float:
+    return time.time()
+
+
+# -- reading sources ----------------------------------------------------------------------
+
+
+def _format_of(path: Path) -> Format:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl.gz", ".ndjson.gz", ".json.gz")):
+        return "jsonl.gz"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise ConfigurationError(
+        f"source={str(path)!r}: cannot tell the format from the name; pass "
+        "format='parquet', 'jsonl' or 'jsonl.gz'"
+    )
+
+
+def _files(path: Path, fmt: Format | None) -> list[tuple[Path, Format]]:
+    if path.is_dir():
+        out = []
+        for child in sorted(path.rglob("*")):
+            if not child.is_file() or child.name.startswith((".", "_")):
+                continue
+            try:
+                out.append((child, fmt or _format_of(child)))
+            except ConfigurationError:
+                continue  # (other files in the directory: _SUCCESS, README, ...)
+        if not out:
+            raise ConfigurationError(f"source={str(path)!r}: no Parquet or JSONL files in it")
+        return out
+    if not path.exists():
+        raise ConfigurationError(f"source={str(path)!r}: no such file or directory")
+    return [(path, fmt or _format_of(path))]
+
+
+def _jsonl_messages(path: Path, gz: bool) -> Iterator[Any]:
+    opener: Callable[..., Any] = gzip.open if gz else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise InvalidEventError(
+                    "line", f"{path}:{number}", f"not a JSON object: {exc}"
+                ) from None
+
+
+def _cell(name: str, value: Any) -> Any:
+    """One Arrow cell as ``from_message`` reads it (docs/batch.md, Input)."""
+    if value is None:
+        return None
+    if name in _JSON_COLUMNS:
+        if isinstance(value, str):
+            return json.loads(value)
+        if isinstance(value, dict):
+            # a struct: its null fields are absent (Parquet cannot tell null from absent)
+            return {k: v for k, v in value.items() if v is not None}
+        if isinstance(value, list):  # a map column: [(key, value), ...]
+            return dict(value)
+        return value
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _table_messages(table: pa.Table) -> Iterator[dict[str, Any]]:
+    names = [n for n in table.column_names if n in COLUMNS]
+    if "type" not in names:
+        raise ConfigurationError(
+            "source: a columnar source needs a 'type' column (identify, track, alias, ...); "
+            f"it has {table.column_names!r}"
+        )
+    table = table.select(names)
+    for chunk in table.to_batches(max_chunksize=_ROWS_PER_CHUNK):
+        columns = [chunk.column(i).to_pylist() for i in range(chunk.num_columns)]
+        for row in zip(*columns, strict=True):
+            yield {n: _cell(n, v) for n, v in zip(names, row, strict=True) if v is not None}
+
+
+def _messages(source: Any, fmt: Format | None) -> Iterable[Any]:
+    if isinstance(source, pa.Table):
+        return _table_messages(source)
+    if isinstance(source, pa.RecordBatch):
+        return _table_messages(pa.Table.from_batches([source]))
+    if isinstance(source, (str, os.PathLike)):
+        files = _files(Path(source), fmt)
+
+        def read() -> Iterator[Any]:
+            for path, f in files:
+                if f == "parquet":
+                    yield from _table_messages(pq.read_table(path))
+                else:
+                    yield from _jsonl_messages(path, f == "jsonl.gz")
+
+        return read()
+    try:
+        import pyarrow.dataset as ds
+
+        if isinstance(source, ds.Dataset):
+            return _table_messages(source.to_table())
+    except ImportError:  # pragma: no cover
+        pass
+    if source is None or isinstance(source, (bytes, bytearray, Mapping)):
+        raise InvalidEventError(
+            "source",
+            source,
+            "must be a path, a pyarrow Table or Dataset, or an iterable of events",
+        )
+    return source  # type: ignore[no-any-return]
+
+
+# -- the events, and the columnar lane --------------------------------------------------
+
+
+class _Events:
+    """The admitted events (each ``event_id`` once): their keys and types as arrays, and the
+    ``Record`` of each, kept for the events read through ``RecordBuilder`` and rebuilt on
+    demand (with the same builder, so the same record) for the rows of the columnar lane."""
+
+    def __init__(
+        self,
+        build: RecordBuilder,
+        ts: np.ndarray,
+        eid: pa.Array[Any],
+        etype: np.ndarray,
+        py: dict[int, Record],
+        table: pa.Table | None,
+        row: np.ndarray,
+    ) -> None:
+        self.build = build
+        self.ts = ts
+        self.eid = eid
+        self.etype = etype
+        self.py = py
+        self.table = table
+        self.row = row
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def records(
+        self, indices: Iterable[int], *, ordered: bool = True
+    ) -> Iterator[tuple[int, Record]]:
+        """``(index, record)`` for these events: in the order given, or (``ordered=False``)
+        the kept ones first and the rebuilt ones a chunk at a time, in index order."""
+        py = self.py
+        if not ordered:
+            rest: list[int] = []
+            for i in indices:
+                rec = py.get(i)
+                if rec is None:
+                    rest.append(i)
+                else:
+                    yield i, rec
+            rest.sort()
+            for start in range(0, len(rest), _ROWS_PER_CHUNK):
+                yield from self._rebuilt(rest[start : start + _ROWS_PER_CHUNK])
+            return
+        wanted = list(indices)
+        built = dict(self.records((i for i in wanted if i not in py), ordered=False))
+        for i in wanted:
+            rec = py.get(i)
+            yield i, built[i] if rec is None else rec
+
+    def _rebuilt(self, indices: list[int]) -> Iterator[tuple[int, Record]]:
+        if not indices:
+            return
+        assert self.table is not None
+        rows = self.table.take(self.row[np.array(indices, dtype=np.int64)])
+        for i, msg in zip(indices, _table_messages(rows), strict=True):
+            yield i, self.build.from_message(msg)
+
+
+_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+_FAST_TYPES = ("identify", "track", "page", "screen")
+
+
+def _string_column(table: pa.Table, name: str) -> Any:
+    """A column as one string array (``None`` when absent); other types raise ``TypeError``."""
+    if name not in table.column_names:
+        return None
+    col: Any = table.column(name).combine_chunks()
+    if pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), pa.string())
+    if not pa.types.is_string(col.type):
+        raise TypeError(name)
+    return col
+
+
+def _valid(arr: Any, n: int) -> np.ndarray:
+    if arr is None:
+        return np.zeros(n, dtype=bool)
+    out: np.ndarray = arr.is_valid().to_numpy(zero_copy_only=False)
+    return out
+
+
+Columns = list[tuple[int, np.ndarray, list["str | None"]]]
+
+
+def _columnar(
+    table: pa.Table, build: RecordBuilder, rules: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns] | None:
+    """The vectorized reading of a columnar source: which rows need nothing
+    ``RecordBuilder`` would not do alike (plain track/page/screen/identify rows: a unique
+    ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    traits/identifiers/set_once, identifier values that are valid, normalized per distinct
+    value by the builder itself and not blocked, properties as JSON text of an object).
+    Returns ``(fast, etype, ts, columns)`` for the rows (``columns``: per identifier column
+    its kind, each row's code in it, and the normalized value of each code), or
+    ``None`` when the table's column types leave no fast rows. Every other row is read by
+    ``RecordBuilder`` like ``ingest`` reads it."""
+    n = table.num_rows
+    try:
+        mtype = _string_column(table, "type")
+        mid = _string_column(table, "messageId")
+        user = _string_column(table, "userId")
+        anon = _string_column(table, "anonymousId")
+        event = _string_column(table, "event")
+        props = _string_column(table, "properties")
+    except TypeError:
+        return None
+    if mtype is None or mid is None or n == 0:
+        return None
+    fast = np.zeros(n, dtype=bool)
+    for t in _FAST_TYPES:
+        fast |= pc.fill_null(pc.equal(mtype, pa.scalar(t)), False).to_numpy(zero_copy_only=False)
+    is_identify = pc.fill_null(pc.equal(mtype, pa.scalar("identify")), False).to_numpy(
+        zero_copy_only=False
+    )
+    is_track = pc.fill_null(pc.equal(mtype, pa.scalar("track")), False).to_numpy(
+        zero_copy_only=False
+    )
+    for name in ("identifiers", "set_once"):
+        if name in table.column_names:
+            fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
+    if "traits" in table.column_names:
+        fast &= ~(is_identify & table.column("traits").is_valid().to_numpy(zero_copy_only=False))
+    has_user = _valid(user, n)
+    has_anon = _valid(anon, n)
+    fast &= np.where(is_identify, has_user, has_user | has_anon)
+    if event is not None:
+        named: Any = pc.fill_null(pc.greater(pc.binary_length(event), pa.scalar(0)), False)
+        fast &= ~is_track | named.to_numpy(zero_copy_only=False)
+    else:
+        fast &= ~is_track
+    if "name" in table.column_names:  # page/screen names: any str; other types: the builder
+        try:
+            _string_column(table, "name")
+        except TypeError:
+            fast &= ~(~is_identify & ~is_track)
+    # event ids: ASCII, non-empty, each once in the table
+    ok_id: Any = pc.and_(pc.string_is_ascii(mid), pc.greater(pc.binary_length(mid), pa.scalar(0)))
+    fast &= pc.fill_null(ok_id, False).to_numpy(zero_copy_only=False)
+    enc: Any = pc.dictionary_encode(mid)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    valid_id = mid.is_valid().to_numpy(zero_copy_only=False)
+    counts = np.bincount(codes[valid_id], minlength=len(enc.dictionary))
+    once = np.zeros(n, dtype=bool)
+    once[valid_id] = counts[codes[valid_id]] == 1
+    fast &= once
+    # timestamps
+    ts = np.zeros(n, dtype=np.float64)
+    if "timestamp" not in table.column_names:
+        return None
+    tcol: Any = table.column("timestamp").combine_chunks()
+    if pa.types.is_timestamp(tcol.type) and tcol.type.unit in ("s", "ms", "us"):
+        micros: Any = tcol.cast(pa.timestamp("us", tz=tcol.type.tz)).cast(pa.int64())
+        fast &= micros.is_valid().to_numpy(zero_copy_only=False)
+        ts = pc.fill_null(micros, 0).to_numpy(zero_copy_only=False) / 1e6
+    elif pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
+        tcol = tcol.cast(pa.string())
+        iso: Any = pc.fill_null(pc.match_substring_regex(tcol, _ISO), False)
+        fast &= iso.to_numpy(zero_copy_only=False)
+        text: Any = pc.if_else(pa.array(fast), tcol, pa.scalar("1970-01-01T00:00:00Z"))
+        try:
+            parsed: Any = pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        ts = parsed.to_numpy(zero_copy_only=False) / 1e6
+    else:
+        return None
+    fast &= (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
+    # properties: JSON text of an object, checked per distinct text by the builder's own check
+    if props is not None and (fast & ~is_identify & _valid(props, n)).any():
+        penc: Any = pc.dictionary_encode(props)
+        good = np.zeros(len(penc.dictionary), dtype=bool)
+        for j, text in enumerate(penc.dictionary.to_pylist()):
+            try:
+                value = json.loads(text)
+                _check_mapping("properties", value)
+                if isinstance(value, dict) and value:
+                    _json(value, "properties")
+                good[j] = isinstance(value, dict)
+            except (ValueError, ValidationError, RecursionError):
+                good[j] = False
+        pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
+        has_props = _valid(props, n) & ~is_identify
+        fast &= ~has_props | good[pcodes]
+    etype = np.where(is_identify, IDENTIFY, TRACK).astype(np.int8)
+    columns: list[tuple[int, np.ndarray, list[str | None]]] = []
+    for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
+        if col is None:
+            continue
+        cenc: Any = pc.dictionary_encode(col)
+        codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        used = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        used[codes[fast] + 1] = True
+        values: list[str | None] = []
+        ok = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        ok[0] = True  # (no value)
+        for j, raw in enumerate(cenc.dictionary.to_pylist()):
+            if not used[j + 1]:
+                values.append(None)
+                continue
+            try:
+                value = build.identifier_value(field, kind, raw)
+            except ValidationError:
+                values.append(None)
+                continue
+            clean = rules.blocked_reason(value) is None
+            values.append(value if clean else None)
+            ok[j + 1] = clean
+        fast &= ok[codes + 1]
+        columns.append((kind, codes, values))
+    return fast, etype, ts, columns
+
+
+# -- the union-find ---------------------------------------------------------------------
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Link components of ``n`` nodes joined by the edges ``a[i]-b[i]``: for each node, the
+    smallest node of its component. Hook each root onto the smallest root it is joined to,
+    then compress by pointer jumping, until no edge joins two roots."""
+    parent = np.arange(n, dtype=np.int64)
+    if len(a) == 0:
+        return parent
+    a = a.astype(np.int64, copy=False)
+    b = b.astype(np.int64, copy=False)
+    while True:
+        ra = parent[a]
+        rb = parent[b]
+        lo = np.minimum(ra, rb)
+        hi = np.maximum(ra, rb)
+        cross = lo != hi
+        if not cross.any():
+            return parent
+        lo = lo[cross]
+        hi = hi[cross]
+        order = np.lexsort((lo, hi))
+        hi = hi[order]
+        lo = lo[order]
+        first = np.ones(len(hi), dtype=bool)
+        first[1:] = hi[1:] != hi[:-1]
+        hi = hi[first]
+        parent[hi] = np.minimum(parent[hi], lo[first])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        # (edges whose ends are now one root drop out at the next test)
+        a, b = a[cross], b[cross]
+
+
+# -- the result -------------------------------------------------------------------------
+
+
+class BatchResult:
+    """What :func:`resolve` computed: Arrow tables (``identity_map``, ``profiles``,
+    ``refusals``, ``companies``, ``stats``), :meth:`write`, and :meth:`graph` /
+    :meth:`seed` to continue online from it (docs/batch.md)."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        events: _Events,
+        node_kind: np.ndarray,
+        node_value: list[str],
+        node_index: dict[tuple[int, str], int],
+        comp: np.ndarray,
+        touched: np.ndarray,
+        fast_record: np.ndarray,
+        first_rank: np.ndarray,
+        last_ts: np.ndarray,
+        order: np.ndarray,
+        conflicted: IdentityGraph,
+        errors: tuple[EventError, ...],
+        duplicates: int,
+        times: dict[str, float],
+    ) -> None:
+        self.rules = rules
+        self._events = events
+        self._node_kind = node_kind
+        self._node_value = node_value
+        self._comp = comp
+        self._fast_record = fast_record
+        self._first_rank = first_rank
+        self._last_ts = last_ts
+        self._order = order
+        self._touched = touched
+        #: (kind, value) -> node
+        self._index = node_index
+        self._conflicted = conflicted
+        #: the bad events skipped (``on_error="skip"``), by input position
+        self.errors = errors
+        self._duplicates = duplicates
+        #: seconds per phase
+        self.times = times
+        t = time.perf_counter()
+        self._build_tables()
+        times["tables"] = time.perf_counter() - t
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def _build_tables(self) -> None:
+        rules = self.rules.compiled
+        names = rules.kind_names
+        comp = self._comp
+        kind = self._node_kind
+        n = len(kind)
+        fast_node = np.zeros(n, dtype=bool)
+        fast_node_idx = np.flatnonzero(self._fast_node_mask())
+        fast_node[fast_node_idx] = True
+        # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
+        # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id).
+        values = pa.array(self._node_value, pa.string()).take(fast_node_idx)
+        t = pa.table(
+            {
+                "comp": pa.array(comp[fast_node_idx]),
+                "kind": pa.array(kind[fast_node_idx]),
+                "rank": pa.array(self._first_rank[fast_node_idx]),
+                "value": values,
+            }
+        )
+        idx = pc.sort_indices(
+            t,
+            sort_keys=[
+                ("comp", "ascending"),
+                ("kind", "ascending"),
+                ("rank", "ascending"),
+                ("value", "ascending"),
+            ],
+        ).to_numpy()
+        s_comp = comp[fast_node_idx][idx]
+        head = np.ones(len(idx), dtype=bool)
+        head[1:] = s_comp[1:] != s_comp[:-1]
+        canon_local = idx[head]  # positions (in fast_node_idx) of each component's canonical
+        comps = s_comp[head]
+        # identified user: smallest (first key, value) among the user_id nodes
+        user = rules.user
+        is_user = kind[fast_node_idx] == user
+        u_pos = np.flatnonzero(is_user)
+        ut = t.take(u_pos)
+        uidx = pc.sort_indices(
+            ut, sort_keys=[("comp", "ascending"), ("rank", "ascending"), ("value", "ascending")]
+        ).to_numpy()
+        u_sorted = u_pos[uidx]
+        u_comp = comp[fast_node_idx][u_sorted]
+        uhead = np.ones(len(u_sorted), dtype=bool)
+        uhead[1:] = u_comp[1:] != u_comp[:-1]
+        ident_of = dict(zip(u_comp[uhead].tolist(), u_sorted[uhead].tolist(), strict=True))
+        comp_pos = {c: i for i, c in enumerate(comps.tolist())}
+        canon_kind = [names[k] for k in kind[fast_node_idx][canon_local].tolist()]
+        canon_value = [str(v) for v in values.take(canon_local).to_pylist()]
+        pids = [profile_id(k, v) for k, v in zip(canon_kind, canon_value, strict=True)]
+        fvalues = values.to_pylist()
+        idents = [None if (p := ident_of.get(c)) is None else fvalues[p] for c in comps.tolist()]
+        # per fast node: its component's position
+        node_pos = np.searchsorted(comps, comp[fast_node_idx]).astype(np.int64)
+        pid_arr = pa.array(pids, pa.string())
+        uid_arr = pa.array(canon_value, pa.string())
+        ident_arr = pa.array(idents, pa.string())
+        kind_names = pa.array(list(names), pa.string())
+        fast_map = pa.table(
+            {
+                "kind": kind_names.take(kind[fast_node_idx]),
+                "value": values,
+                "profile_id": pid_arr.take(node_pos),
+                "user_id": uid_arr.take(node_pos),
+                "identified_user_id": ident_arr.take(node_pos),
+            }
+        )
+        # first/last seen, sizes
+        ts_sorted = self._events.ts[self._order]
+        first_ts_node = ts_sorted[self._first_rank[fast_node_idx]] if n else np.zeros(0)
+        ncomp = len(comps)
+        first_seen = np.full(ncomp, np.inf)
+        np.minimum.at(first_seen, node_pos, first_ts_node)
+        last_seen = np.full(ncomp, -np.inf)
+        np.maximum.at(last_seen, node_pos, self._last_ts[fast_node_idx])
+        size = np.bincount(node_pos, minlength=ncomp)
+        # traits and companies (R6, R7): the same keep as the engine, per profile
+        traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
+        links: dict[int, dict[str, tuple[float, str, None]]] = {}
+        node_of = self._node_of
+        for i, rec in self._events.py.items():
+            if not rec.ids or not self._fast_record[i]:
+                continue
+            if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
+                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                best = traits.setdefault(p, {})
+                for k, v in (rec.traits or {}).items():
+                    keep(best, (False, k), rec.ts, rec.event_id, v)
+                for k, v in (rec.set_once or {}).items():
+                    keep(best, (True, k), rec.ts, rec.event_id, v, True)
+            elif rec.etype == COMPANY and rec.company_id is not None:
+                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                keep(links.setdefault(p, {}), rec.company_id, rec.ts, rec.event_id, None)
+        trait_text: list[str | None] = [None] * ncomp
+        for p, best in traits.items():
+            out = {k: v[2] for (once, k), v in best.items() if once}
+            out.update((k, v[2]) for (once, k), v in best.items() if not once)
+            trait_text[p] = json.dumps(out, sort_keys=True)
+        company_id: list[str | None] = [None] * ncomp
+        company_ids: list[list[str] | None] = [[] for _ in range(ncomp)]
+        for p, held in links.items():
+            company_id[p] = max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
+            company_ids[p] = sorted(held)
+        fast_profiles = pa.table(
+            {
+                "profile_id": pid_arr,
+                "user_id": uid_arr,
+                "user_id_kind": pa.array(canon_kind, pa.string()),
+                "identified_user_id": ident_arr,
+                "identifiers": pa.array(size, pa.int64()),
+                "first_seen": _timestamps(first_seen),
+                "last_seen": _timestamps(last_seen),
+                "company_id": pa.array(company_id, pa.string()),
+                "company_ids": pa.array(company_ids, pa.list_(pa.string())),
+                "traits": pa.array(trait_text, pa.string()),
+            }
+        )
+        # the conflicted part, from the online engine
+        g = self._conflicted
+        slow_map_rows: dict[str, list[Any]] = {c: [] for c in fast_map.column_names}
+        slow_profiles: dict[str, list[Any]] = {c: [] for c in fast_profiles.column_names}
+        for prof in g.profiles():
+            pid = prof.id
+            for ident in sorted(prof.all_identifiers(), key=lambda i: (i.kind, i.value)):
+                slow_map_rows["kind"].append(ident.kind)
+                slow_map_rows["value"].append(ident.value)
+                slow_map_rows["profile_id"].append(pid)
+                slow_map_rows["user_id"].append(prof.user_id)
+                slow_map_rows["identified_user_id"].append(prof.identified_user_id)
+            slow_profiles["profile_id"].append(pid)
+            slow_profiles["user_id"].append(prof.user_id)
+            slow_profiles["user_id_kind"].append(prof.user_id_kind)
+            slow_profiles["identified_user_id"].append(prof.identified_user_id)
+            slow_profiles["identifiers"].append(sum(len(v) for v in prof.identifiers.values()))
+            slow_profiles["first_seen"].append(prof.first_seen)
+            slow_profiles["last_seen"].append(prof.last_seen)
+            slow_profiles["company_id"].append(prof.company_id)
+            slow_profiles["company_ids"].append(sorted(prof.company_ids))
+            slow_profiles["traits"].append(
+                json.dumps(dict(prof.traits), sort_keys=True) if prof.traits else None
+            )
+        slow_columns: dict[str, Any] = dict(slow_profiles)
+        for col in ("first_seen", "last_seen"):
+            slow_columns[col] = pa.array(slow_profiles[col], pa.timestamp("us", tz="UTC"))
+        self.identity_map: pa.Table = pa.concat_tables(
+            [fast_map, pa.table(slow_map_rows, schema=fast_map.schema)]
+        )
+        self.profiles: pa.Table = pa.concat_tables(
+            [fast_profiles, pa.table(slow_columns, schema=fast_profiles.schema)]
+        )
+        refusals = list(g.refusals())
+        self.refusals: pa.Table = pa.table(
+            {
+                "event_id": pa.array([r.event_id for r in refusals], pa.string()),
+                "kind": pa.array([r.identifier.kind for r in refusals], pa.string()),
+                "value": pa.array([r.identifier.value for r in refusals], pa.string()),
+                "anchor_kind": pa.array([r.anchor.kind for r in refusals], pa.string()),
+                "anchor_value": pa.array([r.anchor.value for r in refusals], pa.string()),
+                "reason": pa.array([str(r.reason) for r in refusals], pa.string()),
+                "limit_kind": pa.array([r.kind for r in refusals], pa.string()),
+            }
+        )
+        self._fast_pids = pids
+        self._fast_comp_pos = comp_pos
+        self._build_companies(comp_pos, pids)
+        self._build_stats()
+
+    def _build_companies(self, comp_pos: dict[int, int], pids: list[str]) -> None:
+        comp = self._comp
+        traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
+        profiles: dict[str, set[str]] = {}
+        for i, rec in self._events.py.items():
+            if rec.etype == COMPANY and rec.company_id is not None and not rec.ids:
+                # a company's traits sent with no member (a PostHog $groupidentify, a
+                # Mixpanel /groups update; docs/formats.md): in no component, the company's
+                # own (newest wins, so meeting it twice changes nothing)
+                best = traits.setdefault(rec.company_id, {})
+                for k, v in (rec.company_traits or {}).items():
+                    keep(best, k, rec.ts, rec.event_id, v)
+                profiles.setdefault(rec.company_id, set())
+                continue
+            if (
+                not self._fast_record[i]
+                or rec.etype != COMPANY
+                or rec.company_id is None
+                or not rec.ids
+            ):
+                continue
+            cid = rec.company_id
+            best = traits.setdefault(cid, {})
+            for k, v in (rec.company_traits or {}).items():
+                keep(best, k, rec.ts, rec.event_id, v)
+            pid = pids[comp_pos[int(comp[self._node_of(rec.ids[0])])]]
+            profiles.setdefault(cid, set()).add(pid)
+        engine = self._conflicted_engine
+        # the conflicted part's companies (their traits as the engine keeps them; the
+        # profiles by Profile.id of the engine's profiles)
+        for cid, members in engine.company_members.items():
+            best = traits.setdefault(cid, {})
+            for k, (ts, eid, v) in engine.company_traits.get(cid, {}).items():
+                keep(best, k, ts, eid, v)
+            held = profiles.setdefault(cid, set())
+            for m in members:
+                c = engine.canonical(engine.find(m))
+                held.add(profile_id(engine.rules.kind_names[engine.kind[c]], engine.value[c]))
+        ids = sorted(traits)
+        self.companies: pa.Table = pa.table(
+            {
+                "company_id": pa.array(ids, pa.string()),
+                "traits": pa.array(
+                    [
+                        json.dumps({k: v[2] for k, v in traits[c].items()}, sort_keys=True)
+                        if traits[c]
+                        else None
+                        for c in ids
+                    ],
+                    pa.string(),
+                ),
+                "profile_ids": pa.array(
+                    [sorted(profiles.get(c, ())) for c in ids], pa.list_(pa.string())
+                ),
+            }
+        )
+
+    def _build_stats(self) -> None:
+        fast = self._fast_record
+        conflicted_events = int(len(fast) - fast.sum())
+        blocked = self.blocked_values()
+        figures: dict[str, float] = {
+            "events": float(len(self._events)),
+            "duplicates": float(self._duplicates),
+            "errors": float(len(self.errors)),
+            "identifiers": float(self.identity_map.num_rows),
+            "profiles": float(self.profiles.num_rows),
+            "conflicted_events": float(conflicted_events),
+            "conflicted_fraction": conflicted_events / len(fast) if len(fast) else 0.0,
+            "conflicted_profiles": float(self.profiles.num_rows - len(self._fast_pids)),
+            "refusals": float(self.refusals.num_rows),
+            "blocked_values": float(sum(blocked.values())),
+        }
+        figures.update({f"seconds_{k}": v for k, v in self.times.items()})
+        self.stats: pa.Table = pa.table(
+            {
+                "name": pa.array(list(figures), pa.string()),
+                "value": pa.array(list(figures.values()), pa.float64()),
+            }
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _fast_node_mask(self) -> np.ndarray:
+        """Per node: whether its link component is untouched by every rule."""
+        if len(self._comp) == 0:
+            return np.zeros(0, dtype=bool)
+        mask: np.ndarray = ~self._touched[self._comp]
+        return mask
+
+    def _node_of(self, pair: tuple[int, str]) -> int:
+        return self._index[pair]
+
+    @property
+    def _conflicted_engine(self) -> Engine:
+        store = self._conflicted.store
+        assert isinstance(store, MemoryStore)
+        return store.engine
+
+    def blocked_values(self) -> Counter[str]:
+        """How often each blocked value was seen, by ``"kind:value"`` (as
+        ``IdentityGraph.stats().blocked_values``)."""
+        forgotten = {
+            (self.rules.compiled.kind_names[r.ids[0][0]], r.ids[0][1])
+            for r in self._events.py.values()
+            if r.etype == FORGET and r.ids
+        }
+        out: Counter[str] = Counter()
+        for i, rec in self._events.py.items():
+            if not self._fast_record[i]:
+                continue
+            for kind, value, _ in rec.blocked:
+                if (kind, value) not in forgotten:
+                    out[f"{kind}:{blocked_key(value)}"] += 1
+        for (kind, value), count in self._conflicted_engine.blocked.items():
+            out[f"{kind}:{value}"] += count
+        return out
+
+    def stat(self, name: str) -> float:
+        """One figure of :attr:`stats` by name."""
+        names = self.stats.column("name").to_pylist()
+        return float(self.stats.column("value")[names.index(name)].as_py())
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, directory: str | os.PathLike[str], *, format: str = "parquet") -> list[Path]:
+        """Write every table into ``directory`` as ``<table>.parquet`` (or ``.csv``; list
+        columns are written as JSON text in CSV). Returns the paths written."""
+        if format not in ("parquet", "csv"):
+            raise ConfigurationError(f"format={format!r}: must be 'parquet' or 'csv'")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in ("identity_map", "profiles", "refusals", "companies", "stats"):
+            table: pa.Table = getattr(self, name)
+            path = out / f"{name}.{format}"
+            if format == "parquet":
+                pq.write_table(table, path)
+            else:
+                pacsv.write_csv(_flat(table), path)
+            written.append(path)
+        return written
+
+    # -- continuing online ----------------------------------------------------------------
+
+    def _fill(self, engine: Engine) -> None:
+        """Make ``engine`` (empty) hold exactly the state the online engine would: the
+        conflicted events decided by it in key order, the untouched components loaded as
+        the one profile each is (nodes, the link log, first/last seen, traits, company
+        links, blocked counts and the fingerprints of their events)."""
+        events = self._events
+        fast = self._fast_record
+        order = self._order
+        for _, rec in events.records(i for i in order.tolist() if not fast[i]):
+            engine.apply(rec)
+        n_of = self._index
+        local: dict[int, int] = {}
+        kind = self._node_kind
+        value = self._node_value
+        mask = self._fast_node_mask()
+        ts_sorted = events.ts[order].tolist()
+        eid_sorted = [str(e) for e in events.eid.take(order).to_pylist()]
+        first_rank = self._first_rank
+        last_ts = self._last_ts
+        groups: dict[int, list[int]] = {}
+        for node in np.flatnonzero(mask).tolist():
+            r = int(first_rank[node])
+            m = engine.new_node(int(kind[node]), value[node], ts_sorted[r], eid_sorted[r])
+            engine.last_ts[m] = float(last_ts[node])
+            local[node] = m
+            groups.setdefault(int(self._comp[node]), []).append(m)
+        for members in groups.values():
+            root = members[0]
+            for i, m in enumerate(members):
+                engine.parent[m] = root
+                engine.lparent[m] = root
+                engine.nxt[m] = members[(i + 1) % len(members)]
+            engine.size[root] = len(members)
+            for k, arr in engine.counts.items():
+                arr[root] = sum(1 for m in members if engine.kind[m] == k)
+        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False):
+            engine.seen[rec.event_id] = rec.fingerprint
+            if rec.blocked:
+                engine._count_blocked(rec.blocked)
+            if not rec.ids:
+                if rec.etype == COMPANY and rec.company_id is not None:
+                    # a company's own traits, sent with no member (as the engine keeps them)
+                    engine._write_company(
+                        None, rec.ts, rec.event_id, rec.company_id, rec.company_traits
+                    )
+                continue
+            nodes = tuple(local[n_of[p]] for p in rec.ids)
+            if len(nodes) > 1:
+                root = engine.lfind(nodes[0])
+                engine.log.setdefault(root, []).append((rec.ts, rec.event_id, nodes, rec.etype))
+                engine.seen_key(root, (rec.ts, rec.event_id))
+            if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
+                engine._write_traits(nodes[0], rec.ts, rec.event_id, rec.traits, rec.set_once)
+            elif rec.etype == COMPANY and rec.company_id is not None:
+                engine._write_company(
+                    nodes[0], rec.ts, rec.event_id, rec.company_id, rec.company_traits
+                )
+
+    def graph(self) -> IdentityGraph:
+        """An in-memory ``IdentityGraph`` in exactly the state ingesting every event online
+        would leave (docs/batch.md, Continuing online). It holds the whole state in Python
+        objects, as the online engine does: for inputs that fit the online engine."""
+        g = IdentityGraph(self.rules)
+        store = g.store
+        assert isinstance(store, MemoryStore)
+        with store.lock:
+            self._fill(store.engine)
+        return g
+
+    def seed(self, store: Store | str) -> IdentityGraph:
+        """Write this result into an empty store (a ``Store`` or a store URL such as
+        ``sqlite:///path.db``) as one batch, and return a graph on it: online events then
+        continue exactly as if every event had been ingested online."""
+        g = IdentityGraph(self.rules, store=store)
+        try:
+            self._seed(g)
+        except BaseException:
+            if isinstance(store, str):  # a store opened here is closed here
+                g.close()
+            raise
+        return g
+
+    def _seed(self, g: IdentityGraph) -> None:
+        target = g.store
+        if target.counts().events:
+            raise ConfigurationError("seed: the store is not empty")
+        if isinstance(target, MemoryStore) and target.in_place:
+            with target.lock:
+                self._fill(target.engine)
+            return
+        with target.batch() as batch:
+            work = WorkingSet(self.rules.compiled, target.erasure_key())
+            self._fill(work)
+            batch.save(work.changes())
+
+
+def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
+    """Epoch seconds as UTC microsecond timestamps, rounded as ``datetime.fromtimestamp``
+    rounds them (``Profile.first_seen``): the fraction, half to even."""
+    frac, whole = np.modf(np.asarray(seconds, dtype=np.float64))
+    us = np.round(frac * 1e6)
+    whole = np.where(us >= 1e6, whole + 1, np.where(us < 0, whole - 1, whole))
+    us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us))
+    micros = whole.astype(np.int64) * 1_000_000 + us.astype(np.int64)
+    return pa.array(micros, pa.timestamp("us", tz="UTC"))
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """List columns as JSON text (CSV has no lists)."""
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_list(col.type):
+            flat = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()])
+            cols.append(pa.chunked_array([flat]))
+        else:
+            cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
+# -- resolve ------------------------------------------------------------------------------
+
+
+def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
+    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet)."""
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, (str, os.PathLike)):
+        files = _files(Path(source), fmt)
+        if all(f == "parquet" for _, f in files):
+            tables = [pq.read_table(path) for path, _ in files]
+            return pa.concat_tables(tables, promote_options="permissive")
+        return None
+    import pyarrow.dataset as ds
+
+    if isinstance(source, ds.Dataset):
+        return source.to_table()
+    return None
+
+
+def resolve(
+    source: Any,
+    *,
+    rules: Rules | None = None,
+    format: Format | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    clock: Callable[[], datetime | float | int] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    columnar: bool = True,
+) -> BatchResult:
+    """Resolve a whole event history at once, with the answer ``IdentityGraph.ingest`` of
+    the same events gives (docs/batch.md).
+
+    ``source``: a Parquet, JSONL or JSONL.gz file or a directory of them, a pyarrow Table or
+    Dataset, or an iterable of event objects and message dicts (what ``ingest`` reads).
+    ``format`` names the files' format when their names do not. ``on_error`` is as in
+    ``ingest``: ``"raise"`` raises the first bad event's error (nothing is resolved),
+    ``"skip"`` leaves bad events out and lists them in :attr:`BatchResult.errors`.
+    ``progress(phase, seconds)`` is called as each phase ends. ``columnar=False`` reads every
+    row of a columnar source through ``RecordBuilder`` (the slow lane; for checking)."""
+    if rules is None:
+        rules = Rules()
+    elif not isinstance(rules, Rules):
+        raise ConfigurationError(f"rules={rules!r}: must be an identityres.Rules")
+    if on_error not in ("raise", "skip"):
+        raise InvalidEventError("on_error", on_error, 'must be "raise" or "skip"')
+    if format is not None and format not in ("parquet", "jsonl", "jsonl.gz"):
+        raise ConfigurationError(f"format={format!r}: must be 'parquet', 'jsonl' or 'jsonl.gz'")
+    compiled = rules.compiled
+    names = compiled.kind_names
+    build = RecordBuilder(compiled, clock or _system_clock)
+    times: dict[str, float] = {}
+
+    def done(phase: str, started: float) -> float:
+        now = time.perf_counter()
+        times[phase] = now - started
+        if progress is not None:
+            progress(phase, times[phase])
+        return now
+
+    t = time.perf_counter()
+    table = _read_table(source, format)
+    if table is not None:
+        t = done("read", t)
+    # 1. decode. The columnar lane: plain rows, vectorized; every other event through
+    # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
+    lanes = None if table is None or not columnar else _columnar(table, build, compiled)
+    node_index: dict[tuple[int, str], int] = {}
+    node_kind: list[int] = []
+    node_value: list[str] = []
+
+    def intern(pair: tuple[int, str]) -> int:
+        n = node_index.get(pair)
+        if n is None:
+            n = node_index[pair] = len(node_kind)
+            node_kind.append(pair[0])
+            node_value.append(pair[1])
+        return n
+
+    if lanes is not None and table is not None:
+        fast_mask, fast_etype, fast_ts, columns = lanes
+        fast_rows = np.flatnonzero(fast_mask)
+        slow_rows = np.flatnonzero(~fast_mask)
+        messages: Iterable[Any] = _table_messages(table.take(slow_rows))
+        positions: Iterable[int] = slow_rows.tolist()
+    else:
+        fast_rows = np.zeros(0, dtype=np.int64)
+        columns = []
+        fast_etype = fast_ts = np.zeros(0)
+        messages = _messages(source, format) if table is None else _table_messages(table)
+        positions = iter(range(1 << 62))
+    held: dict[str, int] = {}
+    records: list[Record] = []
+    errors: list[EventError] = []
+    duplicates = 0
+    for index, event in zip(positions, messages, strict=False):
+        op: Any = event
+        try:
+            # a message of another platform (docs/formats.md) is read as ingest() reads it,
+            # into one or more operations, all of them applied or none
+            if isinstance(event, Mapping) and not (type(event) is dict and "type" in event):
+                ops: Any = translate(event, "auto")
+            else:
+                ops = (event,)
+            built: list[Record] = []
+            for op in ops:
+                rec = build.from_object(op)
+                at = held.get(rec.event_id)
+                if at is not None and admit(records[at].fingerprint, rec, names) == CONFLICT:
+                    raise conflict(rec)
+                built.append(rec)
+        except ValidationError as exc:
+            bad_event(exc, event, index, on_error, errors, op)
+            continue
+        for rec in built:
+            eid = rec.event_id
+            at = held.get(eid)
+            if at is not None:
+                duplicates += 1
+                # ``ingest`` applies the first in key order (a clocked timestamp may differ)
+                if rec.ts < records[at].ts:
+                    records[at] = rec
+                continue
+            held[eid] = len(records)
+            records.append(rec)
+    nf = len(fast_rows)
+    fast_eids: Any = pa.array([], pa.string())
+    if nf:
+        assert table is not None
+        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
+        if held and pc.any(pc.is_in(fast_eids, value_set=pa.array(list(held)))).as_py():
+            # an event id of the slow lane (a derived one) is a row's messageId: read it all
+            # the slow way, where ``admit`` sees them together
+            return resolve(
+                source,
+                rules=rules,
+                format=format,
+                on_error=on_error,
+                clock=clock,
+                progress=progress,
+                columnar=False,
+            )
+    t = done("decode", t)
+
+    # 2. nodes and link components (vectorized)
+    nr = nf + len(records)
+    ts = np.concatenate([fast_ts[fast_rows], np.array([r.ts for r in records], dtype=np.float64)])
+    etype = np.concatenate(
+        [fast_etype[fast_rows], np.array([r.etype for r in records], dtype=np.int8)]
+    ).astype(np.int8)
+    eids = pa.concat_arrays([fast_eids, pa.array([r.event_id for r in records], pa.string())])
+    # the fast rows' identifiers: node per distinct value used, in priority order per row
+    row_nodes: list[np.ndarray] = []
+    for kind, codes, values in sorted(columns, key=lambda c: c[0]):
+        mine = codes[fast_rows]
+        node_of = np.full(len(values) + 1, -1, dtype=np.int64)
+        for code in np.unique(mine[mine >= 0]).tolist():
+            value = values[code]
+            assert value is not None
+            node_of[code + 1] = intern((kind, value))
+        row_nodes.append(node_of[mine + 1])
+    occ_rec_parts: list[np.ndarray] = []
+    occ_node_parts: list[np.ndarray] = []
+    anchor = np.full(nr, -1, dtype=np.int64)
+    edges_a: list[np.ndarray] = []
+    edges_b: list[np.ndarray] = []
+    rows_idx = np.arange(nf, dtype=np.int64)
+    for nodes in row_nodes:
+        present = nodes >= 0
+        occ_rec_parts.append(rows_idx[present])
+        occ_node_parts.append(nodes[present])
+        later = present & (anchor[:nf] >= 0)
+        edges_a.append(anchor[:nf][later])
+        edges_b.append(nodes[later])
+        leads = present & (anchor[:nf] < 0)
+        anchor[:nf][leads] = nodes[leads]
+    py: dict[int, Record] = {}
+    slow_occ_rec: list[int] = []
+    slow_occ_node: list[int] = []
+    slow_a: list[int] = []
+    slow_b: list[int] = []
+    operator_nodes: list[int] = []
+    for j, rec in enumerate(records):
+        i = nf + j
+        py[i] = rec
+        if not rec.ids:
+            continue
+        a = -1
+        for pair in rec.ids:
+            n = intern(pair)
+            slow_occ_rec.append(i)
+            slow_occ_node.append(n)
+            if a < 0:
+                a = n
+            else:
+                slow_a.append(a)
+                slow_b.append(n)
+        anchor[i] = a
+        if rec.etype in _OPERATOR:
+            operator_nodes.append(a)
+    occ_r = np.concatenate([*occ_rec_parts, np.array(slow_occ_rec, dtype=np.int64)])
+    occ_n = np.concatenate([*occ_node_parts, np.array(slow_occ_node, dtype=np.int64)])
+    nn = len(node_kind)
+    kind_arr = np.array(node_kind, dtype=np.int64)
+    comp = components(
+        nn,
+        np.concatenate([*edges_a, np.array(slow_a, dtype=np.int64)]),
+        np.concatenate([*edges_b, np.array(slow_b, dtype=np.int64)]),
+    )
+    # event order: rank of each event by (timestamp, event_id)
+    order = pc.sort_indices(
+        pa.table({"ts": pa.array(ts), "eid": eids}),
+        sort_keys=[("ts", "ascending"), ("eid", "ascending")],
+    ).to_numpy()
+    rank = np.empty(nr, dtype=np.int64)
+    rank[order] = np.arange(nr, dtype=np.int64)
+    first_rank = np.full(nn, nr, dtype=np.int64)
+    np.minimum.at(first_rank, occ_n, rank[occ_r])
+    last_ts = np.full(nn, -np.inf)
+    np.maximum.at(last_ts, occ_n, ts[occ_r])
+    t = done("components", t)
+
+    # 3. classify: which components some rule can touch
+    touched = np.zeros(nn, dtype=bool)
+    if nn:
+        touched[comp[np.array(operator_nodes, dtype=np.int64)]] = True
+        size = np.bincount(comp, minlength=nn)
+        if compiled.max_profile_size is not None:
+            touched |= size > compiled.max_profile_size
+        for k in compiled.limited:
+            lim = compiled.limits[k]
+            assert lim is not None
+            count = np.bincount(comp[kind_arr == k], minlength=nn)
+            touched |= count > lim
+    # an event is fast when its component is untouched (an event of no identifiers is fast)
+    fast_record = np.ones(nr, dtype=bool)
+    has_ids = anchor >= 0
+    fast_record[has_ids] = ~touched[comp[anchor[has_ids]]]
+    events = _Events(
+        build,
+        ts,
+        eids,
+        etype,
+        py,
+        table,
+        np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
+    )
+    t = done("classify", t)
+
+    # 4. the conflicted components, through the online engine, in key order
+    conflicted = IdentityGraph(rules)
+    store = conflicted.store
+    assert isinstance(store, MemoryStore)
+    with store.lock:
+        engine = store.engine
+        for _, rec in events.records(i for i in order.tolist() if not fast_record[i]):
+            engine.apply(rec)
+    t = done("engine", t)
+    result = BatchResult(
+        rules,
+        events,
+        kind_arr,
+        node_value,
+        node_index,
+        comp,
+        touched,
+        fast_record,
+        first_rank,
+        last_ts,
+        order,
+        conflicted,
+        tuple(errors),
+        duplicates,
+        times,
+    )
+    if progress is not None:
+        progress("tables", times["tables"])
+    return result
