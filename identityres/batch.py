@@ -690,7 +690,12 @@ class BatchResult:
         traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         profiles: dict[str, set[str]] = {}
         for i, rec in self._events.py.items():
-            if rec.etype == COMPANY and rec.company_id is not None and not rec.ids:
+            if (
+                rec.etype == COMPANY
+                and rec.company_id is not None
+                and not rec.ids
+                and not rec.blocked  # (members all blocked: nothing, as online)
+            ):
                 # a company's traits sent with no member (a PostHog $groupidentify, a
                 # Mixpanel /groups update; docs/formats.md): in no component, the company's
                 # own (newest wins, so meeting it twice changes nothing)
@@ -870,7 +875,7 @@ class BatchResult:
             if rec.blocked:
                 engine._count_blocked(rec.blocked)
             if not rec.ids:
-                if rec.etype == COMPANY and rec.company_id is not None:
+                if rec.etype == COMPANY and rec.company_id is not None and not rec.blocked:
                     # a company's own traits, sent with no member (as the engine keeps them)
                     engine._write_company(
                         None, rec.ts, rec.event_id, rec.company_id, rec.company_traits
