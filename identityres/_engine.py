@@ -248,9 +248,18 @@ class Engine:
     def lfind(self, n: int) -> int:
         parent = self.lparent
         p = parent[n]
+        if p == n:
+            return n
+        # Path halving is journaled like any write: a rollback that left a halved pointer
+        # would leave a node in a component it had joined only in the undone batch, or
+        # pointing at a node the rollback removed.
+        j = self._journal
         while p != n:
             gp = parent[p]
-            parent[n] = gp
+            if gp != p:
+                if j is not None:
+                    j += (parent, n, p, setitem, 3)
+                parent[n] = gp
             n = p
             p = gp
         return n
