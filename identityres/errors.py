@@ -11,7 +11,8 @@ do not know this module (docs/concepts.md, Errors)::
     │   ├── InvalidTimestampError               naive datetime, NaN/inf, wrong type,
     │   │                                       outside 1900-01-01 .. 3000-01-01 UTC
     │   ├── EventIdConflictError                an ``event_id`` reused with other content
-    │   └── InvalidEventError                   anything else malformed about an event
+    │   ├── InvalidEventError                   anything else malformed about an event
+    │   └── InvalidQueryError                   a bad argument to an analytics query
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
         └── ErasureIncompleteError              an erasure is committed, but bytes of the
@@ -36,6 +37,7 @@ __all__ = [
     "IdentifierTypeError",
     "IdentityResError",
     "InvalidEventError",
+    "InvalidQueryError",
     "InvalidTimestampError",
     "StorageError",
     "UnknownKindError",
@@ -112,6 +114,11 @@ class InvalidEventError(ValidationError):
     that is not an iterable of events, traits or properties that are not JSON data (sets,
     objects, NaN, infinities, lone surrogates, ints too long for text, nesting deeper than
     32 levels), an event name or id with lone surrogates."""
+
+
+class InvalidQueryError(ValidationError):
+    """A bad argument to an ``identityres.analytics`` query (docs/analytics.md): ``field``
+    names the argument (``steps``, ``within``, ``order``, ``by``, …)."""
 
 
 class ConfigurationError(IdentityResError, ValueError):
