@@ -349,7 +349,7 @@ class IdentityGraph(EventWriter[Outcome]):
                 # forgotten (a suppressed value): it is not kept.
                 held = tuple(
                     i
-                    for i, (k, v) in zip(event.identifiers, rec.ids)
+                    for i, (k, v) in zip(event.identifiers, rec.ids, strict=True)
                     if self._canonical_value(k, v) is not None
                 )
                 if held != event.identifiers:
