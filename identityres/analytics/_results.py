@@ -33,16 +33,9 @@ class FunnelResult:
     @classmethod
     def build(cls, steps: Sequence[str], durations: Sequence[Sequence[float]]) -> FunnelResult:
         """From the durations of everyone reaching each step (step 1: zeros)."""
-        counts = [len(d) for d in durations]
-        first = counts[0]
-        return cls(
-            tuple(steps),
-            counts,
-            [c / first if first else 0.0 for c in counts],
-            [
-                (1.0 if c else 0.0) if k == 0 else (c / counts[k - 1] if counts[k - 1] else 0.0)
-                for k, c in enumerate(counts)
-            ],
+        return cls.from_counts(
+            steps,
+            [len(d) for d in durations],
             [None if k == 0 else nearest_rank(d, 50) for k, d in enumerate(durations)],
             [None if k == 0 else nearest_rank(d, 90) for k, d in enumerate(durations)],
         )
