@@ -10,7 +10,7 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from identityres._model import (
     Profile,
     Reason,
     Refusal,
+    TimestampLike,
     profile_id,
 )
 from identityres._profiles import build_company, build_profile, canonical_row
@@ -254,8 +255,8 @@ class IdentityGraph(EventWriter[Outcome]):
             if isinstance(self._writer, InPlaceWriter)
             else self._stored_canonical
         )
-        if keep_events or self._event_log is not None:
-            # (the per-event fast path stays as it was when no event is kept or forgotten)
+        if keep_events:
+            # (a graph that keeps no events keeps the per-event fast path as it was)
             self._submit = self._submit_keeping  # type: ignore[method-assign]
         _GRAPHS.add(self)
 
@@ -319,6 +320,22 @@ class IdentityGraph(EventWriter[Outcome]):
             )
         return log.iter_events()
 
+    def forget(
+        self,
+        identifier: IdLike | Identifier | tuple[str, IdLike],
+        *,
+        timestamp: TimestampLike | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """GDPR erasure (docs/operator-tools.md): remove the identifier, its links, traits and
+        company links, and the events kept of it (docs/analytics.md). The graph keeps only a
+        keyed hash of it on a suppression list, so no replay or late event brings it back;
+        profiles bridged only by it fall apart."""
+        rec = self._build.forget(identifier, timestamp, event_id)
+        outcome = self._writer.submit(rec)
+        self._after_write([(rec, None, None)], {})
+        return outcome
+
     def _submit_keeping(self, rec: Record) -> Outcome:
         outcome = self._writer.submit(rec)
         self._after_write([(rec, None, None)], {} if outcome.duplicate else {rec.event_id: 1})
@@ -326,7 +343,7 @@ class IdentityGraph(EventWriter[Outcome]):
 
     def _after_write(
         self,
-        written: list[tuple[Record, str | None, Mapping[str, Any] | None]],
+        written: Sequence[tuple[Record, str | None, Mapping[str, Any] | None]],
         fresh: Mapping[str, int],
     ) -> None:
         """Keep the fresh events just written (``keep_events``) and erase the kept events of
@@ -413,7 +430,7 @@ class IdentityGraph(EventWriter[Outcome]):
                 if isinstance(events_list[first.index], dict):
                     relabel(first.error, MESSAGE_FIELDS)
                 raise first.error.at_index(first.index) from None
-        if self._event_log is not None:
+        if keeping:
             fresh = {o.event_id: 1 for o in outcomes if not o.duplicate}
             written = []
             for index, rec in records:
@@ -426,6 +443,10 @@ class IdentityGraph(EventWriter[Outcome]):
                 else:
                     written.append((rec, None, None))
             self._after_write(written, fresh)
+        elif self._event_log is not None:
+            forgotten = [(rec, None, None) for _, rec in records if rec.etype == FORGET]
+            if forgotten:
+                self._after_write(forgotten, {})
         for index, reused in conflicts:
             if isinstance(events_list[index], dict):
                 relabel(reused, MESSAGE_FIELDS)

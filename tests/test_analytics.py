@@ -359,3 +359,27 @@ def test_duckdb_engine_stitches_a_jsonl_file_in_sql(tmp_path: object,
     with open(path, "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in stream)
     check_against_reference(stream, q, "duckdb", path)
+
+
+def test_a_graph_that_keeps_nothing_still_erases_what_was_kept(tmp_path: object) -> None:
+    path = f"{tmp_path}/kept.db"
+    with two_devices(SQLiteStore(path)) as g:
+        assert len(list(g.kept_events())) == 3
+    with ir.IdentityGraph(store=SQLiteStore(path)) as g:  # keep_events left off
+        assert not g.keeps_events
+        g.ingest([ir.Forget(identifier=("anonymous_id", "laptop"), timestamp=400)])
+        assert [e.name for e in g.kept_events()] == ["API call"]
+        g.forget(("anonymous_id", "phone"), timestamp=401)
+        assert list(g.kept_events()) == []
+        g.track("Seen", anonymous_id="other", timestamp=402)
+        assert list(g.kept_events()) == []  # nothing new is kept
+
+
+def test_kept_events_of_a_memory_store_are_shared_by_its_handles() -> None:
+    from identityres.storage import MemoryStore
+
+    store = MemoryStore()
+    g = ir.IdentityGraph(store=store, keep_events=True)
+    g.track("Seen", anonymous_id="a", timestamp=1)
+    other = ir.IdentityGraph(store=store.handle())
+    assert [e.name for e in other.kept_events()] == ["Seen"]
