@@ -17,14 +17,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import workload  # noqa: E402
+import workload
 
-import identityres as ir  # noqa: E402
-from identityres import analytics  # noqa: E402
-from identityres.testing import reference_funnel, reference_unique_users  # noqa: E402
+import identityres as ir
+from identityres import analytics
+from identityres.testing import reference_funnel, reference_unique_users
 
 STEPS = ["Docs", "Dashboard Viewed", "API Call"]
 WEEK = 7 * 86400
+
+
+def say(out: dict[str, object], key: str, value: object) -> None:
+    out[key] = value
+    print(f"{key}: {value}", file=sys.stderr, flush=True)
 
 
 def best(fn, repeat):  # type: ignore[no-untyped-def]
@@ -34,6 +39,10 @@ def best(fn, repeat):  # type: ignore[no-untyped-def]
         out = fn()
         times.append(time.perf_counter() - t)
     return min(times), out
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -52,27 +61,34 @@ def main() -> None:
         for batch in workload.batches(workload.to_objects(w.events()), 50_000):
             graph.ingest(batch)
         ingest = time.perf_counter() - t
-        out: dict[str, object] = {"events": n, "identifiers": len(graph), "ingest_s": ingest}
+        out: dict[str, object] = {}
+        say(out, "events", n)
+        say(out, "identifiers", len(graph))
+        say(out, "ingest_s", ingest)
         t_f, r = best(lambda: analytics.funnel(graph, path, steps=STEPS, within=WEEK,
                                                engine="duckdb"), args.repeat)
+        say(out, "duckdb_funnel_s", t_f)
+        say(out, "funnel_counts", r.counts)  # type: ignore[union-attr]
         t_u, u = best(lambda: analytics.unique_users(graph, path, by="day", engine="duckdb"),
                       args.repeat)
-        out |= {"duckdb_funnel_s": t_f, "duckdb_users_by_day_s": t_u,
-                "funnel_counts": r.counts}  # type: ignore[union-attr]
+        say(out, "duckdb_users_by_day_s", t_u)
+        say(out, "rss_before_reference_mb", rss_mb())
         if not args.no_reference:
+            t = time.perf_counter()
             kept = list(analytics._inputs.load(graph, path))
+            say(out, "load_events_in_python_s", time.perf_counter() - t)
             t = time.perf_counter()
             want = reference_funnel(graph, kept, steps=STEPS, within=WEEK)
-            out["reference_funnel_s"] = time.perf_counter() - t
+            say(out, "reference_funnel_s", time.perf_counter() - t)
+            assert want[None]["counts"] == r.counts, (want, r)  # type: ignore[union-attr]
             t = time.perf_counter()
             users = reference_unique_users(graph, kept, by="day")
-            out["reference_users_by_day_s"] = time.perf_counter() - t
-            assert want[None]["counts"] == r.counts, (want, r)  # type: ignore[union-attr]
+            say(out, "reference_users_by_day_s", time.perf_counter() - t)
             assert users == u
-            out["python_engine_funnel_s"] = best(
+            say(out, "python_engine_funnel_s", best(
                 lambda: analytics.funnel(graph, kept, steps=STEPS, within=WEEK,
-                                         engine="python"), 1)[0]
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                                         engine="python"), 1)[0])
+        say(out, "peak_rss_mb", rss_mb())
         print(json.dumps(out, indent=1))
 
 

@@ -11,6 +11,12 @@ the operator's tools (docs/operator-tools.md).
     identityres export --format graphml|dot|mermaid|jsonl [--profile ID] [-o FILE]
                               (--store URL | --input EVENTS.jsonl)
     identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID] [--verify]
+    identityres funnel EVENTS.jsonl --step NAME ... --within 7d [--by KEY] [--store URL]
+    identityres users EVENTS.jsonl [--by day|week|company|PROPERTY] [--store URL]
+    identityres journey ID (--store URL | --input EVENTS.jsonl)
+
+The analytics commands (``funnel``, ``users``, ``journey``; docs/analytics.md) also take
+``--json`` and ``--plot FILE`` (PNG or SVG, needs ``identityres[plot]``).
 
 The operator commands read a store (``--store sqlite:///ids.db``) or a JSONL file of messages
 applied to an in-memory graph first (``--input``, as ``resolve`` reads it; ``--on-error`` as
@@ -1049,6 +1055,9 @@ def _parser() -> _Parser:
         help="how many of the largest profiles to show (default 5)",
     )
     _add_operator_commands(commands)
+    from identityres._analytics_cli import add_commands
+
+    add_commands(commands)
     for command in commands.choices.values():
         # also after the command; SUPPRESS: absent, it keeps the value given before it
         command.add_argument(
@@ -1175,6 +1184,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "resolve":
             return _resolve(args)
+        if args.command in ("funnel", "users", "journey"):
+            from identityres._analytics_cli import run
+
+            return run(args)
         return _operator(args)
     except _NotFound as exc:  # an answer: standard output
         _write_out(_printable(f"{exc}\n"))
