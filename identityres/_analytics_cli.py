@@ -191,19 +191,25 @@ def plot_users(counts: Any, path: str, title: str) -> None:
 
 
 def plot_journey(steps: Any, path: str, title: str) -> None:
+    """One row per identifier the events came from, one column per event in time order
+    (evenly spaced, so that a burst of events stays readable), labelled with its time."""
     plt = _plot_module()
     sources = list(dict.fromkeys(str(s.identifier) for s in steps))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(sources)))
-    for s in steps:
-        y = sources.index(str(s.identifier))
-        ax.scatter([s.timestamp], [y], s=30)
-        ax.annotate(s.name, (s.timestamp, y), textcoords="offset points", xytext=(3, 6),
-                    fontsize=7, rotation=25)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(steps) + 3), 1.8 + 0.45 * len(sources)))
+    xs = range(len(steps))
+    ys = [sources.index(str(s.identifier)) for s in steps]
+    ax.plot(xs, ys, color="0.8", zorder=1)
+    ax.scatter(xs, ys, s=36, zorder=2, c=[f"C{y}" for y in ys])
+    for x, y, s in zip(xs, ys, steps, strict=True):
+        ax.annotate(s.name, (x, y), textcoords="offset points", xytext=(2, 7), fontsize=7,
+                    rotation=40)
     ax.set_yticks(range(len(sources)))
     ax.set_yticklabels(sources)
-    ax.set_ylim(-0.6, len(sources) - 0.2)
+    ax.set_ylim(-0.5, len(sources) + 0.3)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([s.timestamp.strftime("%m-%d %H:%M") for s in steps], rotation=60,
+                       ha="right", fontsize=7)
     ax.set_title(title)
-    fig.autofmt_xdate()
     _save(plt, fig, path)
 
 
