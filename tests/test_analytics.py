@@ -383,3 +383,22 @@ def test_kept_events_of_a_memory_store_are_shared_by_its_handles() -> None:
     g.track("Seen", anonymous_id="a", timestamp=1)
     other = ir.IdentityGraph(store=store.handle())
     assert [e.name for e in other.kept_events()] == ["Seen"]
+
+
+def test_without_duckdb_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: object) -> None:
+    import sys
+
+    from identityres import analytics as an
+
+    g = graph_of(("A", "p", 0), ("B", "p", 1))
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb raises ImportError
+    with pytest.raises(ir.ConfigurationError, match=r"identityres\[analytics\]"):
+        an.funnel(g, steps=["A", "B"], within=10, engine="duckdb")
+    # auto picks the pure-Python engine, even for a large file
+    path = f"{tmp_path}/big.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"type": "track", "event": "A", "anonymousId": "p",
+                            "timestamp": 0, "messageId": "x"}) + "\n")
+        f.write(" " * an.AUTO_DUCKDB_BYTES + "\n")
+    assert an.funnel(g, path, steps=["A", "B"], within=10).counts == [1, 0]  # type: ignore[union-attr]
