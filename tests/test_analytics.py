@@ -402,3 +402,20 @@ def test_without_duckdb_the_message_names_the_extra(monkeypatch: pytest.MonkeyPa
                             "timestamp": 0, "messageId": "x"}) + "\n")
         f.write(" " * an.AUTO_DUCKDB_BYTES + "\n")
     assert an.funnel(g, path, steps=["A", "B"], within=10).counts == [1, 0]  # type: ignore[union-attr]
+
+
+def test_duckdb_reads_a_file_as_ingest_does(tmp_path: object) -> None:
+    """Whitespace around ids, int ids, ISO timestamps with milliseconds, blank lines."""
+    path = f"{tmp_path}/events.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"type": "track", "event": "A", "anonymousId": " p ",
+                            "timestamp": "2024-05-06T09:00:00.123Z", "messageId": "1",
+                            "identifiers": {"api_key": 1001}}) + "\n\n")
+        f.write(json.dumps({"type": "track", "event": "B", "userId": 1001,
+                            "timestamp": 1714986001, "messageId": "2"}) + "\n")
+    g = ir.IdentityGraph()
+    g.ingest(analytics._inputs.read_jsonl(path))
+    g.identify("1001", identifiers={"api_key": "1001"}, timestamp=5)
+    python = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="python")
+    duck = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="duckdb")
+    assert python == duck and duck.counts == [1, 1]  # type: ignore[union-attr]
