@@ -527,6 +527,34 @@ class IdentityGraph(EventWriter[Outcome]):
             for node in rows.nodes:
                 yield Identifier(node.kind, node.value), pid
 
+    def _identity_rows(self) -> Iterable[tuple[str, str, str]]:
+        """``(kind, value, profile id)`` for every identifier: :meth:`identity_map` as plain
+        tuples, for the analytics join. On an in-place memory store, read from the engine's
+        union-find in one pass under the lock (one consistent state; no rows built)."""
+        writer = self._writer
+        if not isinstance(writer, InPlaceWriter):
+            return ((i.kind, i.value, pid) for i, pid in self.identity_map())
+        engine = writer.engine
+        names = self._kinds
+        kind, value, dead = engine.kind, engine.value, engine.dead
+        find, canonical = engine.find, engine.canonical
+        out: list[tuple[str, str, str]] = []
+        append = out.append
+        pids: dict[int, str] = {}
+        with self._lock:
+            for k, nodes in enumerate(engine.nodes):
+                name = names[k]
+                for v, n in nodes.items():
+                    if n in dead:
+                        continue
+                    root = find(n)
+                    pid = pids.get(root)
+                    if pid is None:
+                        c = canonical(root)
+                        pid = pids[root] = profile_id(names[kind[c]], value[c])
+                    append((name, v, pid))
+        return out
+
     def components(self, identifiers: Iterable[Identifier | tuple[str, str]]) -> ComponentRows:
         """The storage rows (nodes and link log) of the link components holding these
         identifiers (``Identifier`` values or normalized ``(kind, value)`` pairs; unknown

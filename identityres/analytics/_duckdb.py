@@ -4,6 +4,7 @@ events in Python when they come from a JSONL file (docs/analytics.md, "Engines")
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -63,13 +64,13 @@ def _session(graph: IdentityGraph, events: Any, lo: float, hi: float,
         con = duckdb.connect(config={"threads": os.cpu_count() or 1, "memory_limit": "3GB",
                                      "temp_directory": tmp})
         try:
-            idmap = os.path.join(tmp, "idmap.jsonl")
-            with open(idmap, "w", encoding="utf-8") as f:
-                for ident, pid in graph.identity_map():
-                    f.write(json.dumps({"k": ident.kind, "v": ident.value, "p": pid}) + "\n")
+            idmap = os.path.join(tmp, "idmap.csv")
+            with open(idmap, "w", encoding="utf-8", newline="") as f:
+                csv.writer(f, quoting=csv.QUOTE_ALL).writerows(graph._identity_rows())
             con.execute(
-                "CREATE TABLE idmap AS SELECT * FROM read_json(?, format='newline_delimited', "
-                "columns={k: 'VARCHAR', v: 'VARCHAR', p: 'VARCHAR'})", [idmap]
+                "CREATE TABLE idmap AS SELECT * FROM read_csv(?, header=false, delim=',', "
+                "quote='\"', escape='\"', columns={k: 'VARCHAR', v: 'VARCHAR', p: 'VARCHAR'})",
+                [idmap],
             )
             if company:
                 companies = os.path.join(tmp, "companies.jsonl")

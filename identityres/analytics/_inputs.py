@@ -182,7 +182,7 @@ def load(graph: IdentityGraph, events: Any) -> Iterator[KeptEvent]:
 
 
 def identity_map(graph: IdentityGraph) -> dict[tuple[str, str], str]:
-    return {(i.kind, i.value): pid for i, pid in graph.identity_map()}
+    return {(k, v): pid for k, v, pid in graph._identity_rows()}
 
 
 def companies(graph: IdentityGraph) -> dict[str, str | None]:
