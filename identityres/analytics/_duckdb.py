@@ -56,7 +56,7 @@ def _lit(text: str) -> str:
 
 @contextmanager
 def _session(graph: IdentityGraph, events: Any, lo: float, hi: float,
-             company: bool) -> Iterator[Any]:
+             company: bool, props: bool = True) -> Iterator[Any]:
     """A DuckDB connection holding ``e(person, ts, event_id, name, props, seq)``: the
     events of ``lo <= ts < hi`` stitched to people, numbered per person in key order."""
     duckdb = _duckdb()
@@ -82,7 +82,7 @@ def _session(graph: IdentityGraph, events: Any, lo: float, hi: float,
                     "format='newline_delimited', columns={p: 'VARCHAR', c: 'VARCHAR'})",
                     [companies],
                 )
-            if not (is_path(events) and _raw(con, graph, os.fspath(events))):
+            if not (is_path(events) and _raw(con, graph, os.fspath(events), props)):
                 _stitched_in_python(con, graph, events, tmp)
             lo_sql = "-1e300" if lo == -math.inf else repr(lo)
             hi_sql = "1e300" if hi == math.inf else repr(hi)
@@ -111,64 +111,71 @@ def _stitched_in_python(con: Any, graph: IdentityGraph, events: Any, tmp: str) -
     )
 
 
-def _raw(con: Any, graph: IdentityGraph, path: str) -> bool:
+def _raw(con: Any, graph: IdentityGraph, path: str, props: bool) -> bool:
     """Stitch a JSONL file of Segment messages in SQL; ``False`` when it cannot be done
-    exactly there (custom normalizers, messages without ``messageId``): Python does it."""
+    exactly there (custom normalizers, messages without ``messageId`` or timestamp): Python
+    does it. ``props``: keep the properties (a breakdown by a property needs them)."""
     if graph.rules.normalizers:
         return False
     ws = _lit(_WHITESPACE)
+    stamp = "coalesce(timestamp, originalTimestamp)"
     con.execute(
-        "CREATE TABLE raw AS SELECT row_number() OVER () AS line, * FROM read_json(?, "
-        "format='newline_delimited', columns={type: 'VARCHAR', event: 'VARCHAR', "
-        "name: 'VARCHAR', userId: 'VARCHAR', anonymousId: 'VARCHAR', previousId: 'VARCHAR', "
-        "messageId: 'VARCHAR', timestamp: 'VARCHAR', originalTimestamp: 'VARCHAR', "
-        "properties: 'JSON', identifiers: 'MAP(VARCHAR, VARCHAR)'})",
+        f"""CREATE TABLE msgs AS SELECT messageId, type, userId, anonymousId, previousId,
+            identifiers,
+            coalesce(TRY_CAST({stamp} AS DOUBLE),
+                     epoch_us(TRY_CAST({stamp} AS TIMESTAMPTZ)) / 1e6) AS ts,
+            CASE WHEN type = 'track' THEN event
+                 WHEN type IN ('page', 'screen') THEN coalesce(nullif(name, ''), type)
+                 ELSE type END AS name,
+            {"CASE WHEN type IN ('track', 'page', 'screen') THEN properties END"
+             if props else "NULL::JSON"} AS props
+        FROM (SELECT row_number() OVER () AS line, * FROM read_json(?,
+            format='newline_delimited', columns={{type: 'VARCHAR', event: 'VARCHAR',
+            name: 'VARCHAR', userId: 'VARCHAR', anonymousId: 'VARCHAR',
+            previousId: 'VARCHAR', messageId: 'VARCHAR', timestamp: 'VARCHAR',
+            originalTimestamp: 'VARCHAR', identifiers: 'MAP(VARCHAR, VARCHAR)'
+            {", properties: 'JSON'" if props else ""}}}))
+        WHERE type IN ('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')
+        QUALIFY row_number() OVER (PARTITION BY messageId ORDER BY line) = 1""",
         [path],
     )
     (missing,) = con.execute(
-        "SELECT count(*) FROM raw WHERE messageId IS NULL OR coalesce(timestamp, "
-        "originalTimestamp) IS NULL"
+        "SELECT count(*) FROM msgs WHERE messageId IS NULL OR ts IS NULL"
     ).fetchone()
     if missing:
-        con.execute("DROP TABLE raw")
+        con.execute("DROP TABLE msgs")
         return False
     priority = {k: i for i, k in enumerate(graph.rules.all_kinds)}
-    prio_sql = "CASE ids.k " + " ".join(
+    prio_sql = "CASE i.k " + " ".join(
         f"WHEN {_lit(k)} THEN {i}" for k, i in priority.items()
     ) + " END"
-    con.execute(
-        f"""
-        CREATE TABLE msgs AS SELECT * FROM raw
-        WHERE type IN ('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')
-        QUALIFY row_number() OVER (PARTITION BY messageId ORDER BY line) = 1;
+    for statement in f"""
         CREATE TABLE ids AS
         SELECT messageId, k, trim(v, {ws}) AS v FROM (
-            SELECT messageId, 'user_id' AS k, userId AS v FROM msgs
-            UNION ALL SELECT messageId, 'anonymous_id', anonymousId FROM msgs
-            UNION ALL SELECT messageId, CASE WHEN previousId = anonymousId
-                THEN 'anonymous_id' ELSE 'user_id' END, previousId FROM msgs
-                WHERE type = 'alias'
+            SELECT messageId, unnest([
+                {{'k': 'user_id', 'v': userId}},
+                {{'k': 'anonymous_id', 'v': anonymousId}},
+                {{'k': CASE WHEN previousId = anonymousId THEN 'anonymous_id'
+                      ELSE 'user_id' END,
+                  'v': CASE WHEN type = 'alias' THEN previousId END}}
+            ], recursive := true) FROM msgs
             UNION ALL SELECT messageId, unnest(map_keys(identifiers)),
                 unnest(map_values(identifiers)) FROM msgs WHERE identifiers IS NOT NULL
         ) WHERE v IS NOT NULL;
-        CREATE TABLE who AS
-        SELECT ids.messageId, arg_min(idmap.p, {prio_sql}) AS person
-        FROM ids JOIN idmap ON ids.k = idmap.k AND ids.v = idmap.v
-        GROUP BY ids.messageId;
         CREATE TABLE ev AS
-        SELECT who.person,
-            coalesce(TRY_CAST(coalesce(m.timestamp, m.originalTimestamp) AS DOUBLE),
-                epoch_us(CAST(coalesce(m.timestamp, m.originalTimestamp) AS TIMESTAMPTZ))
-                / 1e6) AS ts,
-            m.messageId AS event_id,
-            CASE WHEN m.type = 'track' THEN m.event
-                 WHEN m.type IN ('page', 'screen') THEN coalesce(nullif(m.name, ''), m.type)
-                 ELSE m.type END AS name,
-            CASE WHEN m.type IN ('track', 'page', 'screen') THEN m.properties END AS props
-        FROM msgs m JOIN who ON m.messageId = who.messageId;
-        """
-    )
+        SELECT w.person, m.ts, m.messageId AS event_id, m.name, m.props
+        FROM msgs m JOIN (
+            SELECT i.messageId, arg_min(idmap.p, {prio_sql}) AS person
+            FROM ids i JOIN idmap ON i.k = idmap.k AND i.v = idmap.v
+            GROUP BY i.messageId
+        ) w ON m.messageId = w.messageId
+        """.split(";"):
+        con.execute(statement)
     return True
+
+
+def _needs_props(by: str | None) -> bool:
+    return by is not None and by not in (COMPANY, "day", "week")
 
 
 def _bucket_sql(by: str | None) -> str:
@@ -195,7 +202,7 @@ def _bucket_value(by: str | None, raw: Any) -> Any:
 
 def unique_users(graph: IdentityGraph, events: Any, wanted: frozenset[str] | None,
                  lo: float, hi: float, by: str | None) -> int | dict[Any, int]:
-    with _session(graph, events, lo, hi, by == COMPANY) as con:
+    with _session(graph, events, lo, hi, by == COMPANY, _needs_props(by)) as con:
         where = ""
         if wanted is not None:
             where = "WHERE e.name IN (" + ", ".join(_lit(n) for n in sorted(wanted)) + ")"
@@ -214,11 +221,12 @@ def funnel(graph: IdentityGraph, events: Any, steps: tuple[str, ...], within: fl
            order: str, count: str, by: str | None, lo: float, hi: float,
            exclude: frozenset[str]) -> dict[Any, FunnelResult]:
     k = len(steps)
-    with _session(graph, events, lo, hi, by == COMPANY) as con:
-        con.execute(
-            "CREATE TABLE en AS SELECT person, name, seq, ts, row_number() OVER "
-            "(PARTITION BY person, name ORDER BY seq) AS nr FROM e"
-        )
+    with _session(graph, events, lo, hi, by == COMPANY, _needs_props(by)) as con:
+        if order == "any":
+            con.execute(
+                "CREATE TABLE en AS SELECT person, name, seq, ts, row_number() OVER "
+                "(PARTITION BY person, name ORDER BY seq) AS nr FROM e"
+            )
         excl = ", ".join(_lit(n) for n in sorted(exclude)) or "NULL"
         con.execute(
             f"""CREATE TABLE s1 AS SELECT s.person, s.seq AS start, s.ts AS t0, s.b,
