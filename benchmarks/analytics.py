@@ -58,8 +58,7 @@ def main() -> None:
             n = workload.write_jsonl(w.events(), f)
         graph = ir.IdentityGraph()
         t = time.perf_counter()
-        for batch in workload.batches(workload.to_objects(w.events()), 50_000):
-            graph.ingest(batch)
+        workload.apply_events(graph, w.events())
         ingest = time.perf_counter() - t
         out: dict[str, object] = {}
         say(out, "events", n)
