@@ -419,3 +419,25 @@ def test_duckdb_reads_a_file_as_ingest_does(tmp_path: object) -> None:
     python = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="python")
     duck = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="duckdb")
     assert python == duck and duck.counts == [1, 1]  # type: ignore[union-attr]
+
+
+def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
+    """An alias message's identifiers are userId and previousId; its anonymousId is not one
+    unless it is the previousId."""
+    msgs = [
+        {"type": "track", "event": "A", "anonymousId": "x", "timestamp": 1, "messageId": "1"},
+        {"type": "alias", "userId": "u-new", "previousId": "u-old", "anonymousId": "x",
+         "timestamp": 2, "messageId": "2"},
+        # both ids blocked: the alias is nobody's, though its anonymousId is someone's
+        {"type": "alias", "userId": "null", "previousId": "undefined", "anonymousId": "x",
+         "timestamp": 3, "messageId": "3"},
+    ]
+    path = f"{tmp_path}/events.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    g = ir.IdentityGraph()
+    g.ingest(msgs)
+    for engine in ("python", "duckdb"):
+        assert analytics.unique_users(g, path, event="alias", by="day", engine=engine) == {
+            "1970-01-01": 1}
+        assert analytics.unique_users(g, path, engine=engine) == 2

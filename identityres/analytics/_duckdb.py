@@ -154,7 +154,7 @@ def _raw(con: Any, graph: IdentityGraph, path: str, props: bool) -> bool:
         SELECT messageId, k, trim(v, {ws}) AS v FROM (
             SELECT messageId, unnest([
                 {{'k': 'user_id', 'v': userId}},
-                {{'k': 'anonymous_id', 'v': anonymousId}},
+                {{'k': 'anonymous_id', 'v': CASE WHEN type <> 'alias' THEN anonymousId END}},
                 {{'k': CASE WHEN previousId = anonymousId THEN 'anonymous_id'
                       ELSE 'user_id' END,
                   'v': CASE WHEN type = 'alias' THEN previousId END}}
