@@ -9,6 +9,7 @@ machinery lives in the private modules.
 from identityres._events import from_epoch_ms
 from identityres._explain import Decision, Explanation, Step
 from identityres._graph import EventError, GraphStats, IdentityGraph, IngestReport
+from identityres._kept import KeptEvent
 from identityres._model import (
     Alias,
     BlockedValue,
@@ -36,6 +37,7 @@ from identityres.errors import (
     IdentifierTypeError,
     IdentityResError,
     InvalidEventError,
+    InvalidQueryError,
     InvalidTimestampError,
     StorageError,
     UnknownFormatError,
@@ -70,7 +72,9 @@ __all__ = [
     "IdentityResError",
     "IngestReport",
     "InvalidEventError",
+    "InvalidQueryError",
     "InvalidTimestampError",
+    "KeptEvent",
     "Merge",
     "Outcome",
     "Profile",

@@ -60,6 +60,7 @@ __all__ = [
     "TRACK",
     "Record",
     "RecordBuilder",
+    "check_context",
     "from_epoch_ms",
 ]
 
@@ -492,6 +493,12 @@ def _check_mapping(field: str, value: Any) -> dict[str, Any] | None:
             raise InvalidEventError(field, value, f"keys must be str, found {_shown(key)}")
     # ``{}`` and ``None`` say the same thing; keep them the same content.
     return dict(value) if value else None
+
+
+def check_context(value: Any) -> dict[str, Any] | None:
+    """A message's Segment ``context``, as kept with an event (``keep_events``): JSON data
+    like traits, or ``None``."""
+    return _json_data("context", _check_mapping("context", value))
 
 
 class RecordBuilder:

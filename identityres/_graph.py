@@ -10,7 +10,7 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -18,10 +18,12 @@ import attrs
 
 from identityres._events import (
     COMPANY_KIND,
+    FORGET,
     MESSAGE_FIELDS,
     Record,
     RecordBuilder,
     Translated,
+    check_context,
     relabel,
 )
 from identityres._explain import (
@@ -32,6 +34,7 @@ from identityres._explain import (
 )
 from identityres._fork import release_orphaned
 from identityres._formats import FORMATS, translate
+from identityres._kept import KeptEvent, kept_event
 from identityres._model import (
     Company,
     Identifier,
@@ -40,6 +43,7 @@ from identityres._model import (
     Profile,
     Reason,
     Refusal,
+    TimestampLike,
     profile_id,
 )
 from identityres._profiles import build_company, build_profile, canonical_row
@@ -59,7 +63,7 @@ from identityres.errors import (
     InvalidEventError,
     ValidationError,
 )
-from identityres.storage._protocol import Store
+from identityres.storage._protocol import EventLog, Store
 from identityres.storage._registry import store_from_url
 from identityres.storage.memory import MemoryStore
 
@@ -204,6 +208,9 @@ class IdentityGraph(EventWriter[Outcome]):
 
     ``rules`` configures the merge rules (:class:`Rules`); ``clock`` returns the time given
     to events written without a ``timestamp`` (a tz-aware ``datetime`` or epoch seconds).
+    ``keep_events=True`` keeps every event written (its name, timestamp, id, identifiers,
+    properties and Segment ``context``) on the store, for ``identityres.analytics``
+    (docs/analytics.md); the store must have the ``EventLog`` capability.
 
     All methods are thread-safe: writes are serialized by a lock, so several threads writing
     one graph end in the same state as any sequential order of their events (R8 in
@@ -216,7 +223,10 @@ class IdentityGraph(EventWriter[Outcome]):
         *,
         clock: Callable[[], datetime | float | int] | None = None,
         store: Store | str | None = None,
+        keep_events: bool = False,
     ) -> None:
+        if not isinstance(keep_events, bool):
+            raise ConfigurationError(f"keep_events={keep_events!r}: must be a bool")
         if rules is None:
             rules = Rules()
         elif not isinstance(rules, Rules):
@@ -258,7 +268,19 @@ class IdentityGraph(EventWriter[Outcome]):
             if opened:  # a store this graph opened is this graph's to close
                 store.close()
             raise
+        if keep_events and not isinstance(store, EventLog):
+            if opened:
+                store.close()
+            raise ConfigurationError(
+                f"keep_events=True: store={store!r} cannot keep events (it does not implement "
+                "identityres.storage.EventLog); use a memory or SQLite store, or analyse an "
+                "iterable or file of events instead (docs/analytics.md)"
+            )
         self._store: Store = store
+        self._keep_events = keep_events
+        #: the store's event log: forget() erases kept events from it even when this graph
+        #: keeps none itself (another graph on the store may have)
+        self._event_log: EventLog | None = store if isinstance(store, EventLog) else None
         # The one place the graph looks at what kind of store it has: the in-memory store
         # lets the engine decide in place (the fast path), every other store is written
         # through batches.
@@ -276,6 +298,9 @@ class IdentityGraph(EventWriter[Outcome]):
             if isinstance(self._writer, InPlaceWriter)
             else self._stored_canonical
         )
+        if keep_events:
+            # (a graph that keeps no events keeps the per-event fast path as it was)
+            self._submit = self._submit_keeping  # type: ignore[method-assign]
         _GRAPHS.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -322,6 +347,79 @@ class IdentityGraph(EventWriter[Outcome]):
     def _submit(self, rec: Record) -> Outcome:  # replaced per instance in ``__init__``
         return self._writer.submit(rec)
 
+    @property
+    def keeps_events(self) -> bool:
+        """Whether this graph keeps the events it is given (``keep_events=True``)."""
+        return self._keep_events
+
+    def kept_events(self) -> Iterator[KeptEvent]:
+        """The events kept on this graph's store, in ``(timestamp, event_id)`` order
+        (docs/analytics.md); ``ConfigurationError`` if the store cannot keep events."""
+        log = self._event_log
+        if log is None:
+            raise ConfigurationError(
+                f"store={self._store!r} keeps no events (it does not implement "
+                "identityres.storage.EventLog)"
+            )
+        return log.iter_events()
+
+    def forget(
+        self,
+        identifier: IdLike | Identifier | tuple[str, IdLike],
+        *,
+        timestamp: TimestampLike | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """GDPR erasure (docs/operator-tools.md): remove the identifier, its links, traits and
+        company links, and the events kept of it (docs/analytics.md). The graph keeps only a
+        keyed hash of it on a suppression list, so no replay or late event brings it back;
+        profiles bridged only by it fall apart."""
+        rec = self._build.forget(identifier, timestamp, event_id)
+        outcome = self._writer.submit(rec)
+        self._after_write([(rec, None, None)], {})
+        return outcome
+
+    def _submit_keeping(self, rec: Record) -> Outcome:
+        outcome = self._writer.submit(rec)
+        self._after_write([(rec, None, None)], {} if outcome.duplicate else {rec.event_id: 1})
+        return outcome
+
+    def _after_write(
+        self,
+        written: Sequence[tuple[Record, str | None, Mapping[str, Any] | None]],
+        fresh: Mapping[str, int],
+    ) -> None:
+        """Keep the fresh events just written (``keep_events``) and erase the kept events of
+        identifiers just forgotten. Runs after the graph's own write has committed: the kept
+        events are a second write (docs/decisions.md, "Kept events")."""
+        log = self._event_log
+        if log is None:
+            return
+        names = self._kinds
+        keep: list[KeptEvent] = []
+        for rec, mtype, context in written:
+            if rec.etype == FORGET:
+                ((k, v),) = rec.ids
+                log.forget_events(names[k], v)
+            elif self._keep_events and rec.event_id in fresh:
+                event = kept_event(rec, names, mtype, context)
+                if event is None:
+                    continue
+                # An identifier the graph does not hold after the write is one it has
+                # forgotten (a suppressed value): it is not kept.
+                held = tuple(
+                    i
+                    for i, (k, v) in zip(event.identifiers, rec.ids, strict=True)
+                    if self._canonical_value(k, v) is not None
+                )
+                if held != event.identifiers:
+                    if not held:
+                        continue
+                    event = attrs.evolve(event, identifiers=held)
+                keep.append(event)
+        if keep:
+            log.keep_events(keep)
+
     def ingest(
         self,
         events: Iterable[Any],
@@ -357,6 +455,8 @@ class IdentityGraph(EventWriter[Outcome]):
         records: list[tuple[int, Record]] = []
         errors: list[EventError] = []
         in_batch: dict[str, bytes] = {}
+        keeping = self._keep_events
+        contexts: dict[int, Mapping[str, Any] | None] = {}
         events_list = build.batch(events)  # an iterable of events, else InvalidEventError
         with self._lock:
             # (a batch writer holds nothing here: it asks its store inside the batch)
@@ -380,6 +480,8 @@ class IdentityGraph(EventWriter[Outcome]):
                         if held is not None and admit(held, rec, names) == CONFLICT:
                             raise conflict(rec)
                         built.append((eid, rec))
+                    if keeping and isinstance(event, Mapping):
+                        contexts[index] = check_context(event.get("context"))
                 except ValidationError as exc:
                     bad_event(exc, event, index, on_error, errors, op)
                     continue
@@ -392,6 +494,23 @@ class IdentityGraph(EventWriter[Outcome]):
                 if isinstance(events_list[first.index], dict):
                     relabel(first.error, MESSAGE_FIELDS)
                 raise first.error.at_index(first.index) from None
+        if keeping:
+            fresh = {o.event_id: 1 for o in outcomes if not o.duplicate}
+            written = []
+            for index, rec in records:
+                event = events_list[index]
+                if isinstance(event, Mapping):
+                    mtype = event.get("type")
+                    written.append(
+                        (rec, mtype if isinstance(mtype, str) else None, contexts.get(index))
+                    )
+                else:
+                    written.append((rec, None, None))
+            self._after_write(written, fresh)
+        elif self._event_log is not None:
+            forgotten = [(rec, None, None) for _, rec in records if rec.etype == FORGET]
+            if forgotten:
+                self._after_write(forgotten, {})
         refused = {(index, reused.value) for index, reused in conflicts}
         indexes = tuple(i for i, rec in records if (i, rec.event_id) not in refused)
         for index, reused in conflicts:
@@ -473,6 +592,34 @@ class IdentityGraph(EventWriter[Outcome]):
             pid = profile_id(c.kind, c.value)
             for node in rows.nodes:
                 yield Identifier(node.kind, node.value), pid
+
+    def _identity_rows(self) -> Iterable[tuple[str, str, str]]:
+        """``(kind, value, profile id)`` for every identifier: :meth:`identity_map` as plain
+        tuples, for the analytics join. On an in-place memory store, read from the engine's
+        union-find in one pass under the lock (one consistent state; no rows built)."""
+        writer = self._writer
+        if not isinstance(writer, InPlaceWriter):
+            return ((i.kind, i.value, pid) for i, pid in self.identity_map())
+        engine = writer.engine
+        names = self._kinds
+        kind, value, dead = engine.kind, engine.value, engine.dead
+        find, canonical = engine.find, engine.canonical
+        out: list[tuple[str, str, str]] = []
+        append = out.append
+        pids: dict[int, str] = {}
+        with self._lock:
+            for k, nodes in enumerate(engine.nodes):
+                name = names[k]
+                for v, n in nodes.items():
+                    if n in dead:
+                        continue
+                    root = find(n)
+                    pid = pids.get(root)
+                    if pid is None:
+                        c = canonical(root)
+                        pid = pids[root] = profile_id(names[kind[c]], value[c])
+                    append((name, v, pid))
+        return out
 
     def components(self, identifiers: Iterable[Identifier | tuple[str, str]]) -> ComponentRows:
         """The storage rows (nodes and link log) of the link components holding these

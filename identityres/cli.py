@@ -13,11 +13,17 @@ the operator's tools (docs/operator-tools.md).
                               (--store URL | --input EVENTS.jsonl)
     identityres forget ID --store URL [--timestamp WHEN] [--event-id EVENT_ID] [--verify]
     identityres serve --store URL [--host 127.0.0.1] [--port 8080] [--write-key-file FILE]
+    identityres funnel EVENTS.jsonl --step NAME ... --within 7d [--by KEY] [--store URL]
+    identityres users EVENTS.jsonl [--by day|week|company|PROPERTY] [--store URL]
+    identityres journey ID (--store URL | --input EVENTS.jsonl)
 
 ``serve`` runs the collector (docs/integrations.md): Segment's HTTP API, written to the store.
 It needs the ``identityres[serve]`` extra (uvicorn) and at least one write key, read from
 ``--write-key-file`` (one key a line) or the ``IDENTITYRES_WRITE_KEYS`` environment variable
 (comma-separated), never from the command line, where other users could read it.
+
+The analytics commands (``funnel``, ``users``, ``journey``; docs/analytics.md) also take
+``--json`` and ``--plot FILE`` (PNG or SVG, needs ``identityres[plot]``).
 
 The operator commands read a store (``--store sqlite:///ids.db``) or a JSONL file of messages
 applied to an in-memory graph first (``--input``, as ``resolve`` reads it; ``--on-error`` as
@@ -1537,6 +1543,10 @@ def _parser() -> _Parser:
         metavar="BYTES",
         help="the largest request body, before and after gzip (512 KiB)",
     )
+
+    from identityres._analytics_cli import add_commands
+
+    add_commands(commands)
     for command in commands.choices.values():
         # also after the command; SUPPRESS: absent, it keeps the value given before it
         command.add_argument(
@@ -1714,6 +1724,10 @@ def _run(args: argparse.Namespace) -> int:
             return _resolve(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("funnel", "users", "journey"):
+            from identityres._analytics_cli import run
+
+            return run(args)
         return _operator(args)
     except _NotFound as exc:  # an answer: standard output
         _write_out(_printable(f"{exc}\n"))

@@ -16,8 +16,9 @@ do not know this module (docs/concepts.md, Errors)::
     │   │   │                                   the ``user_id`` limit refuses
     │   │   └── UnknownFormatError              a message no reader of ``ingest(format=)``
     │   │                                       recognizes (or not the format asked for)
-    │   └── UnstorableValueError                a value the store cannot hold (NUL in
-    │                                           PostgreSQL text)
+    │   ├── UnstorableValueError                a value the store cannot hold (NUL in
+    │   │                                       PostgreSQL text)
+    │   └── InvalidQueryError                   a bad argument to an analytics query
     ├── ConfigurationError (ValueError)         bad ``Rules`` or store configuration
     └── StorageError                            a store failed (driver errors are chained)
         └── ErasureIncompleteError              an erasure is committed, but bytes of the
@@ -43,6 +44,7 @@ __all__ = [
     "IdentifierTypeError",
     "IdentityResError",
     "InvalidEventError",
+    "InvalidQueryError",
     "InvalidTimestampError",
     "StorageError",
     "UnknownFormatError",
@@ -143,6 +145,11 @@ class UnstorableValueError(ValidationError):
     (``traits``) or a ``company_id``; trait and property *values* may hold NUL (they are
     stored as JSON, which escapes it). ``index`` is ``None``: the store does not know the
     event's position (docs/storage.md, "PostgreSQL")."""
+
+
+class InvalidQueryError(ValidationError):
+    """A bad argument to an ``identityres.analytics`` query (docs/analytics.md): ``field``
+    names the argument (``steps``, ``within``, ``order``, ``by``, …)."""
 
 
 class ConfigurationError(IdentityResError, ValueError):

@@ -306,3 +306,14 @@ def test_the_command_line_opens_a_store_with_the_rules_it_was_written_with(
         g.identify("u1", identifiers={"email": "Ada@Example.com"}, timestamp=1)
     assert main(["profile", "email:ADA@example.com", "--store", url, "--json"]) == 0
     assert '"u1"' in capsys.readouterr().out
+
+
+def test_identity_rows_are_the_identity_map(graph: ir.IdentityGraph) -> None:
+    """The analytics join table (a fast path on the in-place memory store) says what
+    identity_map() says."""
+    _two_1001s(graph)
+    graph.identify("u-2", anonymous_id="a-y", identifiers={"email": "e@x.io"}, timestamp=3)
+    graph.forget(("anonymous_id", "a-y"), timestamp=4)
+    rows = sorted(graph._identity_rows())
+    assert rows == sorted((i.kind, i.value, pid) for i, pid in graph.identity_map())
+    assert rows  # (the fixture's graph is not empty)

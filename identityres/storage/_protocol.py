@@ -30,10 +30,11 @@ same one (how ``IdentityGraph`` answers a read that needs several calls).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from identityres._kept import KeptEvent
 from identityres._rows import (
     BlockedCount,
     Changes,
@@ -63,7 +64,9 @@ __all__ = [
     "ComponentRows",
     "CountDeltas",
     "Counts",
+    "EventLog",
     "EventRow",
+    "KeptEvent",
     "LinkRow",
     "NodeRow",
     "ProfileRows",
@@ -187,4 +190,30 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and files. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """The optional capability of a store to keep ingested events for analysis
+    (``IdentityGraph(..., keep_events=True)``, docs/analytics.md and docs/storage.md).
+
+    A store that lacks it still works as a store; a graph asked to keep events on it raises
+    ``ConfigurationError``. Three calls, each its own transaction, so that any store can add
+    them beside its tables (a PostgreSQL store: one table of events and one of their
+    identifiers, indexed by ``(kind, value)``)."""
+
+    def keep_events(self, events: Sequence[KeptEvent]) -> None:
+        """Store ``events`` (in one transaction). An ``event_id`` already kept is left as it
+        is: the first kept copy stays (a redelivery is the same event)."""
+        ...
+
+    def forget_events(self, kind: str, value: str) -> int:
+        """Delete every kept event carrying the identifier ``(kind, value)``, leaving no copy
+        of them behind as the store's erasure does (docs/storage.md, Erasure); how many."""
+        ...
+
+    def iter_events(self) -> Iterator[KeptEvent]:
+        """Every kept event in ``(ts, event_id)`` order, streamed (not all in memory at
+        once on a store that pages)."""
         ...

@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from identityres._engine import _ABSENT, Engine, _put
 from identityres._fork import release_orphaned
+from identityres._kept import KeptEvent
 from identityres._merge import keep
 from identityres._rows import (
     Changes,
@@ -52,10 +53,12 @@ __all__ = ["MemoryStore"]
 class _State:
     """What every handle on one memory store shares."""
 
-    __slots__ = ("__weakref__", "broken", "engine", "lock", "rules")
+    __slots__ = ("__weakref__", "broken", "engine", "events", "lock", "rules")
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
+        #: kept events by event id (``keep_events``, docs/analytics.md)
+        self.events: dict[str, KeptEvent] = {}
         self.rules: RulesRecord | None = None
         self.lock = threading.RLock()
         #: why this state may not be used (a fork while another thread held the lock)
@@ -306,6 +309,31 @@ class MemoryStore:
                 identified_profiles=identified,
                 blocked=dict(engine.blocked),
             )
+
+    # -- kept events (the EventLog capability, docs/analytics.md) ---------------------------
+
+    def keep_events(self, events: Sequence[KeptEvent]) -> None:
+        with self.lock:
+            kept = self._state.events
+            for event in events:
+                kept.setdefault(event.event_id, event)
+
+    def forget_events(self, kind: str, value: str) -> int:
+        with self.lock:
+            kept = self._state.events
+            gone = [
+                eid
+                for eid, event in kept.items()
+                if any(i.kind == kind and i.value == value for i in event.identifiers)
+            ]
+            for eid in gone:
+                del kept[eid]
+            return len(gone)
+
+    def iter_events(self) -> Iterator[KeptEvent]:
+        with self.lock:
+            events = sorted(self._state.events.values(), key=lambda e: (e.ts, e.event_id))
+        return iter(events)
 
     def close(self) -> None:
         pass

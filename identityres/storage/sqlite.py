@@ -76,7 +76,9 @@ from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from identityres._fork import release_orphaned
+from identityres._kept import KeptEvent
 from identityres._merge import winners
+from identityres._model import Identifier
 from identityres._rows import (
     Changes,
     CompanyLinkRow,
@@ -168,6 +170,26 @@ _SCHEMA = (
         PRIMARY KEY (kind, value)
     ) WITHOUT ROWID""",
     "CREATE TABLE suppressed (hash BLOB PRIMARY KEY) WITHOUT ROWID",
+)
+# Kept events (``keep_events``, docs/analytics.md): created by the first ``keep_events``, so a
+# file that keeps none has the layout of SCHEMA_VERSION 1 exactly.
+_KEPT_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kept_events (
+        event_id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        identifiers TEXT NOT NULL,
+        properties TEXT,
+        context TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS kept_events_by_key ON kept_events (ts, event_id)",
+    """CREATE TABLE IF NOT EXISTS kept_event_ids (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        PRIMARY KEY (kind, value, event_id)
+    ) WITHOUT ROWID""",
 )
 _COUNTS = ("events", "identifiers", "profiles", "identified_profiles")
 _COUNTERS = (*_COUNTS, "next_ref")
@@ -1167,6 +1189,116 @@ class SQLiteStore:
                 return found
             self._pending_rules = proposed
             return proposed
+
+    # -- kept events (the EventLog capability, docs/analytics.md) ---------------------------
+
+    def keep_events(self, events: Sequence[KeptEvent]) -> None:
+        """Insert ``events`` in one transaction; an event id already kept stays as it is."""
+        if not events:
+            return
+        rows = []
+        id_rows: list[tuple[str, str, str]] = []
+        for e in events:
+            rows.append(
+                (
+                    e.event_id,
+                    e.ts,
+                    e.type,
+                    e.name,
+                    json.dumps([[i.kind, i.value] for i in e.identifiers]),
+                    None if e.properties is None else _encode_json("properties", e.properties),
+                    None if e.context is None else _encode_json("context", e.context),
+                )
+            )
+            id_rows.extend((i.kind, i.value, e.event_id) for i in e.identifiers)
+        with self.batch() as batch:
+            conn = batch._conn
+            with self._errors("keep_events"):
+                for statement in _KEPT_SCHEMA:
+                    conn.execute(statement)
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO kept_events "
+                    "(event_id, ts, type, name, identifiers, properties, context) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                if conn.total_changes - before:
+                    # (the identifier rows of an event already kept are there already)
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO kept_event_ids (kind, value, event_id) "
+                        "VALUES (?, ?, ?)",
+                        id_rows,
+                    )
+
+    def _has_kept(self, conn: sqlite3.Connection) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kept_events'"
+            ).fetchone()
+            is not None
+        )
+
+    def forget_events(self, kind: str, value: str) -> int:
+        """Delete the kept events carrying ``(kind, value)``; the file is then rebuilt as for
+        any erasure, so no byte of them stays (docs/storage.md, Erasure)."""
+        with self.batch() as batch:
+            conn = batch._conn
+            with self._errors("forget_events"):
+                if not self._has_kept(conn):
+                    return 0
+                gone = [
+                    eid
+                    for (eid,) in conn.execute(
+                        "SELECT event_id FROM kept_event_ids WHERE kind = ? AND value = ?",
+                        (kind, value),
+                    )
+                ]
+                for chunk in _chunks(gone, 500):
+                    marks = _placeholders(len(chunk))
+                    conn.execute(f"DELETE FROM kept_events WHERE event_id IN ({marks})", chunk)
+                    conn.execute(f"DELETE FROM kept_event_ids WHERE event_id IN ({marks})", chunk)
+                if gone:
+                    batch.erased = True
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                        (_ERASURE_PENDING, secrets.token_bytes(8)),
+                    )
+        return len(gone)
+
+    def iter_events(self) -> Iterator[KeptEvent]:
+        """Kept events in ``(ts, event_id)`` order, a page per read transaction."""
+        after: tuple[float, str] | None = None
+        while True:
+            with self._reading("iter_events") as conn:
+                if not self._has_kept(conn):
+                    return
+                if after is None:
+                    page = conn.execute(
+                        "SELECT event_id, ts, type, name, identifiers, properties, context "
+                        "FROM kept_events ORDER BY ts, event_id LIMIT ?",
+                        (_PAGE,),
+                    ).fetchall()
+                else:
+                    page = conn.execute(
+                        "SELECT event_id, ts, type, name, identifiers, properties, context "
+                        "FROM kept_events WHERE (ts, event_id) > (?, ?) "
+                        "ORDER BY ts, event_id LIMIT ?",
+                        (*after, _PAGE),
+                    ).fetchall()
+            for eid, ts, etype, name, ids, props, ctx in page:
+                yield KeptEvent(
+                    eid,
+                    ts,
+                    etype,
+                    name,
+                    tuple(Identifier(k, v) for k, v in _decode_json("kept_events", eid, ids)),
+                    None if props is None else _decode_json("kept_events", eid, props),
+                    None if ctx is None else _decode_json("kept_events", eid, ctx),
+                )
+            if len(page) < _PAGE:
+                return
+            after = (page[-1][1], page[-1][0])
 
     # -- reading --------------------------------------------------------------------------
 

@@ -17,6 +17,11 @@ needs hypothesis (``pip install 'identityres[testing]'``) and is imported on fir
 
 from typing import TYPE_CHECKING, Any
 
+from identityres.testing._analytics import (
+    reference_funnel,
+    reference_people,
+    reference_unique_users,
+)
 from identityres.testing._reference import (
     ReferenceResolver,
     ResolverLike,
@@ -45,6 +50,9 @@ __all__ = [
     "Snapshot",
     "StateMachineSuite",
     "StoreConformance",
+    "reference_funnel",
+    "reference_people",
+    "reference_unique_users",
     "run_conformance",
     "server_url",
     "snapshot",

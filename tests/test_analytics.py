@@ -1,0 +1,545 @@
+"""identityres.analytics: kept events, journeys, unique users and funnels (docs/analytics.md),
+checked on examples and, on random streams, against the brute-force reference in
+identityres.testing."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import identityres as ir
+from identityres import analytics
+from identityres.storage.sqlite import SQLiteStore
+from identityres.testing import reference_funnel, reference_unique_users
+
+DAY = 86400
+
+
+def two_devices(store: object = None) -> ir.IdentityGraph:
+    """Ada reads the docs on her laptop, signs up and calls the API from her phone's app."""
+    g = ir.IdentityGraph(store=store, keep_events=True)  # type: ignore[arg-type]
+    g.track("Docs viewed", anonymous_id="laptop", timestamp=100)
+    g.track("Signed up", anonymous_id="laptop", timestamp=200)
+    g.track("API call", anonymous_id="phone", timestamp=300)
+    return g
+
+
+STEPS = ["Docs viewed", "Signed up", "API call"]
+
+
+# -- kept events ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: object) -> object:
+    if request.param == "memory":
+        return None
+    return SQLiteStore(f"{tmp_path}/kept.db")
+
+
+def test_kept_events_carry_what_was_sent(store: object) -> None:
+    g = ir.IdentityGraph(store=store, keep_events=True)  # type: ignore[arg-type]
+    g.track("Docs viewed", anonymous_id=" a-1 ", properties={"path": "/docs"}, timestamp=5)
+    msg = {
+        "type": "page",
+        "name": "Pricing",
+        "anonymousId": "a-1",
+        "timestamp": 6,
+        "messageId": "m-1",
+        "context": {"app": {"name": "web"}},
+    }
+    report = g.ingest([msg, msg])  # the second is a duplicate: kept once
+    assert report.duplicates == 1
+    g.merge(("anonymous_id", "a-1"), "u-1", timestamp=7)  # operator events are not kept
+    kept = list(g.kept_events())
+    assert [(e.type, e.name, e.ts) for e in kept] == [
+        ("track", "Docs viewed", 5.0),
+        ("page", "Pricing", 6.0),
+    ]
+    assert kept[0].identifiers == (ir.Identifier("anonymous_id", "a-1"),)  # normalized
+    assert kept[0].properties == {"path": "/docs"} and kept[0].context is None
+    assert kept[1].event_id == "m-1" and kept[1].context == {"app": {"name": "web"}}
+
+
+def test_forget_removes_the_kept_events_of_the_identifier(store: object) -> None:
+    g = two_devices(store)
+    g.identify("u-1", "laptop", timestamp=150)
+    g.forget(("anonymous_id", "laptop"), timestamp=400)
+    # the forgotten id is not kept again when it comes back
+    g.track("Docs viewed", anonymous_id="laptop", user_id="u-1", timestamp=500)
+    kept = list(g.kept_events())
+    assert [(e.name, e.identifiers) for e in kept] == [
+        ("API call", (ir.Identifier("anonymous_id", "phone"),)),
+        ("Docs viewed", (ir.Identifier("user_id", "u-1"),)),
+    ]
+    if isinstance(store, SQLiteStore):
+        assert store.find_bytes(b"laptop") == {}
+
+
+def test_a_store_without_the_capability_is_refused() -> None:
+    from tests.toy_store import ToyStore  # type: ignore[attr-defined]
+
+    with pytest.raises(ir.ConfigurationError, match="EventLog"):
+        ir.IdentityGraph(store=ToyStore(), keep_events=True)
+
+
+def test_keep_events_must_be_a_bool() -> None:
+    with pytest.raises(ir.ConfigurationError, match="keep_events"):
+        ir.IdentityGraph(keep_events="yes")  # type: ignore[arg-type]
+
+
+def test_bad_context_is_refused_and_nothing_written() -> None:
+    g = ir.IdentityGraph(keep_events=True)
+    with pytest.raises(ir.InvalidEventError) as info:
+        g.ingest(
+            [
+                {
+                    "type": "track",
+                    "event": "x",
+                    "anonymousId": "a",
+                    "timestamp": 1,
+                    "context": ["not", "a", "mapping"],
+                }
+            ]
+        )
+    assert info.value.field == "context" and info.value.index == 0
+    assert list(g.kept_events()) == [] and g.stats().events == 0
+
+
+# -- the graph changes the answers --------------------------------------------------------------
+
+
+def test_a_late_identify_joins_two_half_funnels_and_split_undoes_it() -> None:
+    g = two_devices()
+    before = analytics.funnel(g, steps=STEPS, within="7d")
+    assert isinstance(before, analytics.FunnelResult)
+    assert before.counts == [1, 1, 0]
+    assert analytics.unique_users(g) == 2
+    # the identifies arrive late, dated before the API call: one person, one full funnel
+    g.identify("u-1", "laptop", timestamp=150)
+    g.identify("u-1", "phone", timestamp=250)
+    after = analytics.funnel(g, steps=STEPS, within="7d")
+    assert after.counts == [1, 1, 1]  # type: ignore[union-attr]
+    assert after.median_seconds == [None, 100.0, 200.0]  # type: ignore[union-attr]
+    assert analytics.unique_users(g) == 1
+    g.split(("anonymous_id", "phone"), timestamp=260)
+    assert analytics.funnel(g, steps=STEPS, within="7d").counts == [1, 1, 0]  # type: ignore[union-attr]
+    assert analytics.unique_users(g) == 2
+
+
+def test_forget_removes_the_person() -> None:
+    g = two_devices()
+    g.identify("u-1", "laptop", timestamp=150)
+    g.identify("u-1", "phone", timestamp=250)
+    for ident in [("anonymous_id", "laptop"), ("anonymous_id", "phone"), ("user_id", "u-1")]:
+        g.forget(ident, timestamp=1000)
+    assert analytics.funnel(g, steps=STEPS, within="7d").counts == [0, 0, 0]  # type: ignore[union-attr]
+    assert analytics.unique_users(g) == 0
+    assert analytics.journey(g, user_id="u-1") == ()
+
+
+def test_journey_crosses_identifiers_and_says_where_each_event_came_from() -> None:
+    g = two_devices()
+    g.identify("u-1", "laptop", timestamp=150)
+    g.ingest(
+        [
+            {
+                "type": "track",
+                "event": "API call",
+                "userId": "u-1",
+                "timestamp": 400,
+                "messageId": "srv-1",
+                "context": {"library": {"name": "server"}},
+            }
+        ]
+    )
+    steps = analytics.journey(g, anonymous_id="laptop")
+    assert [(s.name, s.identifier.kind, s.identifier.value) for s in steps] == [
+        ("Docs viewed", "anonymous_id", "laptop"),
+        ("identify", "user_id", "u-1"),
+        ("Signed up", "anonymous_id", "laptop"),
+        ("API call", "user_id", "u-1"),
+    ]
+    assert steps[-1].context == {"library": {"name": "server"}}
+    assert steps[0].timestamp == datetime.fromtimestamp(100, timezone.utc)
+    assert analytics.journey(g, anonymous_id="nobody") == ()
+
+
+# -- the semantics, example by example --------------------------------------------------------
+
+
+def graph_of(*events: tuple[str, str, float]) -> ir.IdentityGraph:
+    """One event per tuple: (name, anonymous id, timestamp)."""
+    g = ir.IdentityGraph(keep_events=True)
+    for n, (name, anon, ts) in enumerate(events):
+        g.track(name, anonymous_id=anon, timestamp=ts, event_id=f"e{n:03d}")
+    return g
+
+
+def test_some_start_counts_and_within_is_inclusive() -> None:
+    g = graph_of(("A", "p", 0), ("A", "p", 50), ("B", "p", 60), ("C", "p", 110))
+    # from the entry at 0 C is 110 away (too late); from the entry at 50 it is 60
+    r = analytics.funnel(g, steps=["A", "B", "C"], within=60)
+    assert r.counts == [1, 1, 1] and r.median_seconds == [None, 10.0, 60.0]  # type: ignore[union-attr]
+    assert analytics.funnel(g, steps=["A", "B", "C"], within=59).counts == [1, 1, 0]  # type: ignore[union-attr]
+
+
+def test_orders() -> None:
+    g = graph_of(("A", "p", 0), ("X", "p", 1), ("C", "p", 2), ("B", "p", 3))
+    seq = analytics.funnel(g, steps=["A", "B", "C"], within=10)
+    strict = analytics.funnel(g, steps=["A", "X"], within=10, order="strict")
+    not_strict = analytics.funnel(g, steps=["A", "C"], within=10, order="strict")
+    anyorder = analytics.funnel(g, steps=["A", "B", "C"], within=10, order="any")
+    assert seq.counts == [1, 1, 0]  # type: ignore[union-attr]
+    assert strict.counts == [1, 1] and not_strict.counts == [1, 0]  # type: ignore[union-attr]
+    assert anyorder.counts == [1, 1, 1]  # type: ignore[union-attr]
+    assert anyorder.median_seconds == [None, 3.0, 3.0]  # type: ignore[union-attr]
+
+
+def test_repeated_steps_need_distinct_events() -> None:
+    g = graph_of(("A", "p", 0), ("A", "q", 0), ("A", "q", 1))
+    r = analytics.funnel(g, steps=["A", "A"], within=10)
+    assert r.counts == [2, 1]  # type: ignore[union-attr]
+
+
+def test_totals_count_entries_and_exclusions_end_an_entry() -> None:
+    g = graph_of(
+        ("A", "p", 0), ("A", "p", 1), ("B", "p", 2), ("A", "p", 3), ("Z", "p", 4), ("B", "p", 5)
+    )
+    totals = analytics.funnel(g, steps=["A", "B"], within=10, count="totals")
+    assert totals.counts == [3, 3]  # type: ignore[union-attr]
+    excl = analytics.funnel(g, steps=["A", "B"], within=10, count="totals", exclude=["Z"])
+    assert excl.counts == [3, 2]  # type: ignore[union-attr]
+    assert excl.conversion_from_first == [1.0, 2 / 3]  # type: ignore[union-attr]
+
+
+def test_breakdowns_first_touch_and_company() -> None:
+    g = ir.IdentityGraph(keep_events=True)
+    g.track("A", anonymous_id="p", properties={"src": "ads"}, timestamp=0)
+    g.track("A", anonymous_id="p", properties={"src": "blog"}, timestamp=1)
+    g.track("B", anonymous_id="p", timestamp=2)
+    g.track("A", anonymous_id="q", properties={"src": "blog"}, timestamp=3)
+    g.identify("u-q", "q", timestamp=4)
+    g.identify_company("acme", user_id="u-q", timestamp=5)
+    by_src = analytics.funnel(g, steps=["A", "B"], within=10, by="src")
+    assert {k: v.counts for k, v in by_src.items()} == {"ads": [1, 1], "blog": [1, 0]}  # type: ignore[union-attr]
+    by_company = analytics.funnel(g, steps=["A", "B"], within=10, by="company")
+    assert {k: v.counts for k, v in by_company.items()} == {"acme": [1, 0], None: [1, 1]}  # type: ignore[union-attr]
+    assert analytics.unique_users(g, by="company") == {"acme": 1, None: 1}
+    assert analytics.unique_users(g, event="A", by="src") == {"ads": 1, "blog": 2}
+
+
+def test_unique_users_by_day_and_week() -> None:
+    monday = datetime(2024, 5, 6, tzinfo=timezone.utc).timestamp()
+    g = graph_of(
+        ("A", "p", monday),
+        ("A", "p", monday + 3600),
+        ("A", "q", monday + DAY),
+        ("A", "q", monday + 8 * DAY),
+    )
+    assert analytics.unique_users(g, by="day") == {
+        "2024-05-06": 1,
+        "2024-05-07": 1,
+        "2024-05-14": 1,
+    }
+    assert analytics.unique_users(g, by="week") == {"2024-05-06": 2, "2024-05-13": 1}
+    start = datetime(2024, 5, 7, tzinfo=timezone.utc)
+    assert analytics.unique_users(g, start=start, end=start + timedelta(days=1)) == 1
+
+
+def test_events_from_an_iterable_or_a_file(tmp_path: object) -> None:
+    g = ir.IdentityGraph()
+    msgs = [
+        {
+            "type": "page",
+            "name": "Docs viewed",
+            "anonymousId": "a",
+            "timestamp": 1,
+            "messageId": "1",
+        },
+        {"type": "identify", "userId": "u", "anonymousId": "a", "timestamp": 2, "messageId": "2"},
+        {"type": "track", "event": "Signed up", "userId": "u", "timestamp": 3, "messageId": "3"},
+    ]
+    g.ingest(msgs)
+    path = f"{tmp_path}/events.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    for events in (
+        msgs,
+        path,
+        [
+            ir.Track(event="Docs viewed", anonymous_id="a", timestamp=1),
+            ir.Track(event="Signed up", user_id="u", timestamp=3),
+        ],
+    ):
+        r = analytics.funnel(
+            g, events, steps=["Docs viewed", "Signed up"], within="1h", engine="python"
+        )
+        assert r.counts == [1, 1]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"steps": "A", "within": 1}, "steps"),
+        ({"steps": [], "within": 1}, "steps"),
+        ({"steps": ["A", ""], "within": 1}, "steps"),
+        ({"steps": ["A"], "within": -1}, "within"),
+        ({"steps": ["A"], "within": "7 days"}, "within"),
+        ({"steps": ["A"], "within": True}, "within"),
+        ({"steps": ["A"], "within": 1, "order": "loose"}, "order"),
+        ({"steps": ["A"], "within": 1, "count": "all"}, "count"),
+        ({"steps": ["A"], "within": 1, "by": 3}, "by"),
+        ({"steps": ["A"], "within": 1, "exclude": ["A"]}, "exclude"),
+        ({"steps": ["A"], "within": 1, "start": 10, "end": 5}, "end"),
+        ({"steps": ["A"], "within": 1, "start": "soon"}, "start"),
+        ({"steps": ["A"], "within": 1, "engine": "spark"}, "engine"),
+    ],
+)
+def test_funnel_arguments_are_checked(kwargs: dict[str, object], field: str) -> None:
+    g = graph_of(("A", "p", 0))
+    with pytest.raises(ir.ValidationError) as info:
+        analytics.funnel(g, **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_other_arguments_are_checked() -> None:
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users("graph")
+    assert info.value.field == "graph"
+    g = graph_of(("A", "p", 0))
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users(g, event="")
+    assert info.value.field == "event"
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users(g, {"type": "track"})
+    assert info.value.field == "events"
+    with pytest.raises(ir.IdentifierTypeError) as info2:
+        analytics.unique_users(g, [{"type": "track", "event": "A", "userId": 1.5}])
+    assert (info2.value.index, info2.value.field) == (0, "userId")
+    with pytest.raises(ir.ValidationError):
+        analytics.journey(g)
+
+
+# -- random streams against the reference ----------------------------------------------------
+
+NAMES = ("A", "B", "C", "X")
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict[str, object]]:
+    n = draw(st.integers(1, 14))
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        ts = draw(st.integers(0, 12))
+        kind = draw(st.sampled_from(["track", "track", "track", "identify"]))
+        anon = f"a{draw(st.integers(0, 3))}"
+        msg: dict[str, object] = {
+            "type": kind,
+            "anonymousId": anon,
+            "timestamp": ts,
+            "messageId": f"m{i:02d}",
+        }
+        if kind == "identify":
+            msg["userId"] = f"u{draw(st.integers(0, 1))}"
+        else:
+            msg["event"] = draw(st.sampled_from(NAMES))
+            msg["properties"] = {"src": draw(st.sampled_from(["x", "y"]))}
+        out.append(msg)
+    return out
+
+
+QUERY = st.fixed_dictionaries(
+    {
+        "steps": st.lists(st.sampled_from(NAMES[:3]), min_size=1, max_size=3),
+        "within": st.integers(0, 8),
+        "order": st.sampled_from(["sequential", "strict", "any"]),
+        "count": st.sampled_from(["uniques", "totals"]),
+        "by": st.sampled_from([None, "src"]),
+        "exclude": st.sampled_from([(), ("X",)]),
+    }
+)
+
+
+def check_against_reference(
+    stream: list[dict[str, object]], q: dict[str, object], engine: str, tmp: str | None = None
+) -> None:
+    g = ir.IdentityGraph(keep_events=True)
+    g.ingest(stream)
+    kept = list(g.kept_events())
+    events: object = None if tmp is None else tmp
+    got = analytics.funnel(g, events, engine=engine, **q)  # type: ignore[arg-type]
+    want = reference_funnel(g, kept, **q)  # type: ignore[arg-type]
+    if q["by"] is None:
+        got = {None: got}
+    assert set(got) == set(want) or all(r.counts[0] == 0 for r in got.values())  # type: ignore[union-attr]
+    for key, w in want.items():
+        r = got[key]  # type: ignore[index]
+        assert (r.counts, r.median_seconds, r.p90_seconds) == (
+            w["counts"],
+            w["median_seconds"],
+            w["p90_seconds"],
+        ), key
+    users = analytics.unique_users(g, events, event=["A", "B"], engine=engine)
+    assert users == reference_unique_users(g, kept, event=["A", "B"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), QUERY)
+def test_python_engine_matches_the_reference(
+    stream: list[dict[str, object]], q: dict[str, object]
+) -> None:
+    check_against_reference(stream, q, "python")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), QUERY)
+def test_duckdb_engine_matches_the_reference(
+    stream: list[dict[str, object]], q: dict[str, object]
+) -> None:
+    check_against_reference(stream, q, "duckdb")
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(streams(), QUERY)
+def test_duckdb_engine_stitches_a_jsonl_file_in_sql(
+    tmp_path: object, stream: list[dict[str, object]], q: dict[str, object]
+) -> None:
+    path = f"{tmp_path}/stream.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in stream)
+    check_against_reference(stream, q, "duckdb", path)
+
+
+def test_a_graph_that_keeps_nothing_still_erases_what_was_kept(tmp_path: object) -> None:
+    path = f"{tmp_path}/kept.db"
+    with two_devices(SQLiteStore(path)) as g:
+        assert len(list(g.kept_events())) == 3
+    with ir.IdentityGraph(store=SQLiteStore(path)) as g:  # keep_events left off
+        assert not g.keeps_events
+        g.ingest([ir.Forget(identifier=("anonymous_id", "laptop"), timestamp=400)])
+        assert [e.name for e in g.kept_events()] == ["API call"]
+        g.forget(("anonymous_id", "phone"), timestamp=401)
+        assert list(g.kept_events()) == []
+        g.track("Seen", anonymous_id="other", timestamp=402)
+        assert list(g.kept_events()) == []  # nothing new is kept
+
+
+def test_kept_events_of_a_memory_store_are_shared_by_its_handles() -> None:
+    from identityres.storage import MemoryStore
+
+    store = MemoryStore()
+    g = ir.IdentityGraph(store=store, keep_events=True)
+    g.track("Seen", anonymous_id="a", timestamp=1)
+    other = ir.IdentityGraph(store=store.handle())
+    assert [e.name for e in other.kept_events()] == ["Seen"]
+
+
+def test_without_duckdb_the_message_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    import sys
+
+    from identityres import analytics as an
+
+    g = graph_of(("A", "p", 0), ("B", "p", 1))
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb raises ImportError
+    with pytest.raises(ir.ConfigurationError, match=r"identityres\[analytics\]"):
+        an.funnel(g, steps=["A", "B"], within=10, engine="duckdb")
+    # auto picks the pure-Python engine, even for a large file
+    path = f"{tmp_path}/big.jsonl"
+    with open(path, "w") as f:
+        f.write(
+            json.dumps(
+                {
+                    "type": "track",
+                    "event": "A",
+                    "anonymousId": "p",
+                    "timestamp": 0,
+                    "messageId": "x",
+                }
+            )
+            + "\n"
+        )
+        f.write(" " * an.AUTO_DUCKDB_BYTES + "\n")
+    assert an.funnel(g, path, steps=["A", "B"], within=10).counts == [1, 0]  # type: ignore[union-attr]
+
+
+def test_duckdb_reads_a_file_as_ingest_does(tmp_path: object) -> None:
+    """Whitespace around ids, int ids, ISO timestamps with milliseconds, blank lines."""
+    path = f"{tmp_path}/events.jsonl"
+    with open(path, "w") as f:
+        f.write(
+            json.dumps(
+                {
+                    "type": "track",
+                    "event": "A",
+                    "anonymousId": " p ",
+                    "timestamp": "2024-05-06T09:00:00.123Z",
+                    "messageId": "1",
+                    "identifiers": {"api_key": 1001},
+                }
+            )
+            + "\n\n"
+        )
+        f.write(
+            json.dumps(
+                {
+                    "type": "track",
+                    "event": "B",
+                    "userId": 1001,
+                    "timestamp": 1714986001,
+                    "messageId": "2",
+                }
+            )
+            + "\n"
+        )
+    g = ir.IdentityGraph()
+    g.ingest(analytics._inputs.read_jsonl(path))
+    g.identify("1001", identifiers={"api_key": "1001"}, timestamp=5)
+    python = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="python")
+    duck = analytics.funnel(g, path, steps=["A", "B"], within=10, engine="duckdb")
+    assert python == duck and duck.counts == [1, 1]  # type: ignore[union-attr]
+
+
+def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
+    """An alias message's identifiers are userId and previousId; its anonymousId is not one
+    unless it is the previousId."""
+    msgs = [
+        {"type": "track", "event": "A", "anonymousId": "x", "timestamp": 1, "messageId": "1"},
+        {
+            "type": "alias",
+            "userId": "u-new",
+            "previousId": "u-old",
+            "anonymousId": "x",
+            "timestamp": 2,
+            "messageId": "2",
+        },
+        # both ids blocked: the alias is nobody's, though its anonymousId is someone's
+        {
+            "type": "alias",
+            "userId": "null",
+            "previousId": "undefined",
+            "anonymousId": "x",
+            "timestamp": 3,
+            "messageId": "3",
+        },
+    ]
+    path = f"{tmp_path}/events.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    g = ir.IdentityGraph()
+    g.ingest(msgs)
+    for engine in ("python", "duckdb"):
+        assert analytics.unique_users(g, path, event="alias", by="day", engine=engine) == {
+            "1970-01-01": 1
+        }
+        assert analytics.unique_users(g, path, engine=engine) == 2
