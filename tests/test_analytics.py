@@ -511,24 +511,23 @@ def test_duckdb_reads_a_file_as_ingest_does(tmp_path: object) -> None:
 
 
 def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
-    """An alias message's identifiers are userId and previousId; its anonymousId is not one
-    unless it is the previousId."""
+    """An alias message's identifiers are userId and previousId, an anonymous id when the
+    message has no other anonymousId (docs/merge-rules.md, Aliases)."""
     msgs = [
         {"type": "track", "event": "A", "anonymousId": "x", "timestamp": 1, "messageId": "1"},
         {
             "type": "alias",
             "userId": "u-new",
-            "previousId": "u-old",
-            "anonymousId": "x",
+            "previousId": "u-old",  # the device's anonymous id (docs/merge-rules.md, Aliases)
             "timestamp": 2,
             "messageId": "2",
         },
-        # both ids blocked: the alias is nobody's, though its anonymousId is someone's
+        # both ids blocked: the alias is nobody's
         {
             "type": "alias",
             "userId": "null",
             "previousId": "undefined",
-            "anonymousId": "x",
+            "anonymousId": "undefined",
             "timestamp": 3,
             "messageId": "3",
         },
