@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,18 +43,40 @@ def chrome() -> object:
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
-def fill(driver: object, base: str, path: str, name: str) -> None:
-    from selenium.webdriver.common.by import By
+WAIT = 60  # seconds: CI runs this while the machine is busy with other tests
 
+
+def find(driver: object, element_id: str) -> Any:
+    """The element with this id, waiting for it: a page loads in its own time."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(  # type: ignore[arg-type]
+        expected_conditions.presence_of_element_located((By.ID, element_id))
+    )
+
+
+def click(driver: object, element_id: str) -> None:
+    """Click a link or a form's button and wait until the page it leads to has replaced this
+    one: without the wait, the next lookup can run on the old page (a CI run saw it find the
+    sign-up form where the account page should have been)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    element = find(driver, element_id)
+    element.click()
+    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(element))  # type: ignore[arg-type]
+
+
+def fill(driver: object, base: str, path: str, name: str) -> None:
     driver.get(base + path)  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "username").send_keys(name)  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "password").send_keys(f"pw-{name}-123")  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "submit").click()  # type: ignore[attr-defined]
+    find(driver, "username").send_keys(name)
+    find(driver, "password").send_keys(f"pw-{name}-123")
+    click(driver, "submit")
 
 
 def test_docs_signup_key_and_api_call_are_one_person_and_r3_holds(tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     port = free_port()
     db = tmp_path / "webapp.db"
     # threads: Chromium opens spare connections, which would hold a lone sync worker
@@ -64,11 +87,11 @@ def test_docs_signup_key_and_api_call_are_one_person_and_r3_holds(tmp_path: Path
         try:
             driver.get(base + "/docs")  # type: ignore[attr-defined]
             first_anon = driver.get_cookie("ajs_anonymous_id")["value"]  # type: ignore[attr-defined]
-            driver.find_element(By.ID, "signup").click()  # type: ignore[attr-defined]
+            click(driver, "signup")
             fill(driver, base, "/signup", "ada")
-            assert driver.find_element(By.ID, "user").text == "usr_ada"  # type: ignore[attr-defined]
-            driver.find_element(By.ID, "create-key").click()  # type: ignore[attr-defined]
-            token = driver.find_element(By.ID, "api-key").text  # type: ignore[attr-defined]
+            assert find(driver, "user").text == "usr_ada"
+            click(driver, "create-key")
+            token = find(driver, "api-key").text
 
             # the API client, elsewhere, with the key the user created
             with httpx.Client(base_url=base) as api:
@@ -81,7 +104,7 @@ def test_docs_signup_key_and_api_call_are_one_person_and_r3_holds(tmp_path: Path
             assert driver.get_cookie("ajs_anonymous_id")["value"] == first_anon  # type: ignore[attr-defined]
             # Bob logs out (a reset) and in again: R3 "with reset"
             driver.get(base + "/account")  # type: ignore[attr-defined]
-            driver.find_element(By.ID, "logout").click()  # type: ignore[attr-defined]
+            click(driver, "logout")
             second_anon = driver.get_cookie("ajs_anonymous_id")["value"]  # type: ignore[attr-defined]
             assert second_anon != first_anon
             fill(driver, base, "/login", "bob")
