@@ -58,6 +58,29 @@ def lifespan_flusher(send: Send, sink: Sink, timeout: float) -> Send:
     return forward
 
 
+class _Exchange:
+    """One HTTP call as the middleware sees it: when it started, and what the application's
+    response said, captured from the messages it sends (which go on unchanged and one by one,
+    so streaming stays streaming)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = time.perf_counter()
+        self.start_wall = time.time()
+        self.status = 0  # 0 until http.response.start
+        self.headers: list[tuple[str, str]] = []
+        self.ended = 0.0  # perf_counter() at the last body message, 0.0 before
+
+    async def send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.start":
+            self.status = int(message.get("status", 500))
+            self.headers.extend(headers_text(message.get("headers", ())))
+        await self._send(message)
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self.ended = time.perf_counter()
+
+
 class IdentityMiddleware:
     """Record each HTTP call of ``app`` to ``sink`` (an ``IdentityGraph``, a collector URL, an
     ``EventQueue`` or any ``Sink``; a graph or URL is written by a background thread).
@@ -110,57 +133,23 @@ class IdentityMiddleware:
                 rec.stats.add("skipped")
                 await self.app(scope, receive, send)
                 return
-        started = time.perf_counter()
-        start_wall = time.time()
-        status: list[int] = []
-        headers: list[tuple[str, str]] = []
-        ended: list[float] = []
-
-        async def capture(message: Message) -> None:
-            kind = message.get("type")
-            if kind == "http.response.start":
-                status.append(int(message.get("status", 500)))
-                headers.extend(headers_text(message.get("headers", ())))
-            await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
-                ended.append(time.perf_counter())
-
+        call = _Exchange(send)
         try:
-            await self.app(scope, receive, capture)
-        except BaseException:
-            if not status:
-                status.append(500)
-            await self._record_safely(scope, status[0], headers, started, start_wall, ended)
-            raise
-        await self._record_safely(
-            scope, status[0] if status else 500, headers, started, start_wall, ended
-        )
+            await self.app(scope, receive, call.send)
+        finally:  # a call that raised is recorded too (as a 500 if no response started)
+            await self._record_safely(scope, call)
 
-    async def _record_safely(
-        self,
-        scope: Scope,
-        status: int,
-        headers: list[tuple[str, str]],
-        started: float,
-        start_wall: float,
-        ended: list[float],
-    ) -> None:
+    async def _record_safely(self, scope: Scope, call: _Exchange) -> None:
         try:
-            await self._record(scope, status, headers, started, start_wall, ended)
+            await self._record(scope, call)
         except Exception:  # the recording itself must never break a request
             self.recorder.internal_error()
 
-    async def _record(
-        self,
-        scope: Scope,
-        status: int,
-        headers: list[tuple[str, str]],
-        started: float,
-        start_wall: float,
-        ended: list[float],
-    ) -> None:
+    async def _record(self, scope: Scope, call: _Exchange) -> None:
         rec = self.recorder
-        duration_ms = ((ended[0] if ended else time.perf_counter()) - started) * 1000
+        status = call.status or 500  # no response started: the server answers 500
+        headers = call.headers
+        duration_ms = ((call.ended or time.perf_counter()) - call.started) * 1000
         response = Response(status, headers)
         user = company = metadata = key_id = None
         if rec.identify_user is not None:
@@ -195,7 +184,7 @@ class IdentityMiddleware:
                 route=route if isinstance(route, str) else None,
                 status=status,
                 duration_ms=duration_ms,
-                started=start_wall,
+                started=call.start_wall,
                 user=user,
                 company=company,
                 metadata=metadata,
