@@ -463,7 +463,11 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
                 )
             except ValueError:
                 raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
-        return to_timestamp(parsed, field)
+        if parsed.tzinfo is not None:  # a fixed offset (what fromisoformat makes): aware
+            ts = parsed.timestamp()
+            if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+                return ts
+        return to_timestamp(parsed, field)  # naive, or outside the window: its error
     return to_timestamp(value, field)
 
 
@@ -1094,24 +1098,44 @@ class RecordBuilder:
         if compiled is None:
             return []
         parents, extractors = compiled
-        found = [_dig(msg, parent) for parent in parents]
-        taken: set[int] = set()
-        if isinstance(given, Mapping):
-            taken.update(rules.kind_index[k] for k in given if k in rules.kind_index)
+        # (``_dig`` inlined: this runs for every message of a bulk ingest, and most messages
+        # have none of the parents, which ends the work here)
+        found: list[Any] = []
+        any_found = False
+        for parent in parents:
+            value: Any = msg
+            for part in parent:
+                if type(value) is not dict and not isinstance(value, Mapping):
+                    value = None
+                    break
+                value = value.get(part)
+                if value is None:
+                    break
+            found.append(value)
+            any_found = any_found or value is not None
+        if not any_found:
+            return []
+        taken: set[int] | None = None  # made when needed: most messages find nothing
+        if given is not None and isinstance(given, Mapping):
+            taken = {rules.kind_index[k] for k in given if k in rules.kind_index}
         out: list[tuple[int, str]] = []
         for at, leaf, kind, conditions, path in extractors:
             parent = found[at]
-            if parent is None or kind in taken:
+            if parent is None:
                 continue
             if type(parent) is not dict and not isinstance(parent, Mapping):
                 continue
             raw = parent.get(leaf)
+            if raw is None or (taken is not None and kind in taken):
+                continue
             if type(raw) is not str and (type(raw) is not int or isinstance(raw, bool)):
-                # absent, null, or a trait of another shape (a list, an object, a bool): it
-                # stays data and identifies nobody
+                # a trait of another shape (a list, an object, a bool): it stays data and
+                # identifies nobody
                 continue
             if conditions and not all(_dig(msg, where) in allowed for where, allowed in conditions):
                 continue
+            if taken is None:
+                taken = set()
             taken.add(kind)
             out.append((kind, self.identifier_value(path, kind, raw)))
         return out

@@ -36,6 +36,7 @@ from identityres._fork import release_orphaned
 from identityres._formats import FORMATS, translate
 from identityres._kept import KeptEvent, kept_event
 from identityres._model import (
+    EVENT_CLASSES,
     Company,
     Identifier,
     IdLike,
@@ -458,18 +459,22 @@ class IdentityGraph(EventWriter[Outcome]):
         keeping = self._keep_events
         contexts: dict[int, Mapping[str, Any] | None] = {}
         events_list = build.batch(events)  # an iterable of events, else InvalidEventError
+        segment_first = format in ("auto", "segment")
         with self._lock:
             # (a batch writer holds nothing here: it asks its store inside the batch)
             stored = writer.held
             for index, event in enumerate(events_list):
                 op: Any = event
                 try:
-                    if type(event) is dict and "type" in event and format in ("auto", "segment"):
-                        ops: Any = (event,)  # a Segment message (the common case)
-                    elif isinstance(event, Mapping):
-                        ops = translate(event, format)
+                    # One operation per event is the common case: an event object, or a
+                    # Segment message (a dict with "type"), read without translation. The
+                    # order of the tests keeps the slow ABC check for other mappings only.
+                    cls = type(event)
+                    if cls is dict:
+                        single = segment_first and "type" in event
                     else:
-                        ops = (event,)
+                        single = cls in EVENT_CLASSES or not isinstance(event, Mapping)
+                    ops: Any = (event,) if single else translate(event, format)
                     built: list[tuple[str, Record]] = []
                     for op in ops:
                         rec = build.from_object(op)
@@ -511,8 +516,11 @@ class IdentityGraph(EventWriter[Outcome]):
             forgotten = [(rec, None, None) for _, rec in records if rec.etype == FORGET]
             if forgotten:
                 self._after_write(forgotten, {})
-        refused = {(index, reused.value) for index, reused in conflicts}
-        indexes = tuple(i for i, rec in records if (i, rec.event_id) not in refused)
+        if conflicts:
+            refused = {(index, reused.value) for index, reused in conflicts}
+            indexes = tuple([i for i, rec in records if (i, rec.event_id) not in refused])
+        else:
+            indexes = tuple([i for i, _ in records])
         for index, reused in conflicts:
             if isinstance(events_list[index], dict):
                 relabel(reused, MESSAGE_FIELDS)

@@ -348,3 +348,8 @@ class Forget:
 
 
 Event = Track | Identify | Alias | Reset | IdentifyCompany | Merge | Split | Forget
+
+#: the event classes, for a type test faster than ``isinstance(x, Mapping)`` on the hot path
+EVENT_CLASSES: frozenset[type] = frozenset(
+    (Track, Identify, Alias, Reset, IdentifyCompany, Merge, Split, Forget)
+)
