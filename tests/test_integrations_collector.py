@@ -265,3 +265,19 @@ def test_posthog_events_need_the_project_key_and_bad_ones_write_nothing() -> Non
     message = response.json()["message"]
     assert "batch[1]" in message and "distinct_id=7.5" in message
     assert graph.stats().events == 0  # nothing of the request reached the graph
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_crash() -> None:
+    # json.loads raises RecursionError past ~1,000 levels: a 20 KB body must not be a 500
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY])
+    for raw in (b'{"batch": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", b"[" * 100_000):
+        response = post(app, "/v1/batch", None, basic(KEY), raw=raw)
+        assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+    deep = b'{"api_key": "%s", "batch": [{"event": "e", "distinct_id": "d", "properties": ' % (
+        KEY.encode()
+    )
+    deep += b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}]}"
+    assert post(app, "/batch/", None, raw=deep).status_code == 400
+    assert app.stats.rejected == 3 and list(graph.profiles()) == []
+

@@ -183,6 +183,9 @@ class Collector:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _Refused(400, f"the body is not JSON: {exc}") from None
+        except RecursionError:
+            # json.loads recurses per level: a few KB of brackets would otherwise be a 500
+            raise _Refused(400, "the body is not JSON we read: nested too deeply") from None
         if not isinstance(body, dict):
             raise _Refused(400, f"the body must be a JSON object, not {type(body).__name__}")
         if posthog:
