@@ -281,3 +281,36 @@ def test_a_deeply_nested_body_is_a_400_not_a_crash() -> None:
     assert post(app, "/batch/", None, raw=deep).status_code == 400
     assert app.stats.rejected == 3 and list(graph.profiles()) == []
 
+
+def raw_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """POST straight to the ASGI app, with header bytes no HTTP client library would send."""
+    sent: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        await app(scope, receive, send)
+
+    asyncio.run(go())
+    return int(sent[0]["status"])
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Basic \xc3\xa9t\xc3\xa9", b"Basic \xff\xfe", b"Basic ====", b"Basic " + b"\xe9" * 10],
+)
+def test_a_malformed_authorization_header_is_a_401_not_a_crash(authorization: bytes) -> None:
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY])
+    headers = [(b"authorization", authorization)]
+    assert raw_post(app, "/v1/batch", json.dumps(BATCH).encode(), headers) == 401
+    # the key in the body is still read
+    body = json.dumps({**BATCH, "writeKey": KEY}).encode()
+    assert raw_post(app, "/v1/batch", body, headers) == 200
+    assert graph.resolve(anonymous_id="anon-1") == "usr_1"
+

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import functools
 import hmac
 import json
@@ -224,7 +223,7 @@ class Collector:
             return False
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII token
             return False
         return self._key_ok(decoded.partition(":")[0])
 
