@@ -314,3 +314,18 @@ def test_a_malformed_authorization_header_is_a_401_not_a_crash(authorization: by
     assert raw_post(app, "/v1/batch", body, headers) == 200
     assert graph.resolve(anonymous_id="anon-1") == "usr_1"
 
+
+def test_a_null_timestamp_is_dated_when_the_message_arrives() -> None:
+    # "A message without a timestamp is dated when it arrives" (docs/integrations.md): a
+    # null is no timestamp. Behind a queue it must not be dated when the queue writes it.
+    written: list[list[dict[str, Any]]] = []
+    queue = EventQueue(written.append, flush_interval=60)
+    app = Collector(queue, write_keys=[KEY])
+    track = {"type": "track", "event": "x", "userId": "u", "messageId": "n1", "timestamp": None}
+    assert post(app, "/v1/batch", {"batch": [track]}, basic(KEY)).status_code == 200
+    assert queue.flush(5)
+    (sent,) = written[0]
+    assert isinstance(sent["timestamp"], str)
+    assert ir.IdentityGraph().ingest([sent]).outcomes  # a time the graph reads
+    queue.close()
+

@@ -273,9 +273,10 @@ class Collector:
         for index, msg in enumerate(batch):
             if not isinstance(msg, dict):
                 raise _Refused(400, f"batch[{index}]: must be a message object", index=index)
-            if "timestamp" not in msg and "originalTimestamp" not in msg:
-                # as Segment does: a message without a time is dated when it arrives, once,
-                # so that the check below and the write see the same event
+            if msg.get("timestamp") is None and msg.get("originalTimestamp") is None:
+                # as Segment does: a message without a time (absent or null) is dated when it
+                # arrives, once, so that the check below and the write see the same event
+                # (behind a queue, a null would otherwise be dated when the queue writes it)
                 msg = {**msg, "timestamp": received}
             try:
                 self._check.from_object(msg)
