@@ -5,6 +5,7 @@ import asyncio
 import base64
 import gzip
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -329,3 +330,24 @@ def test_a_null_timestamp_is_dated_when_the_message_arrives() -> None:
     assert ir.IdentityGraph().ingest([sent]).outcomes  # a time the graph reads
     queue.close()
 
+
+def test_messages_a_full_queue_drops_are_a_503_so_the_sdk_retries() -> None:
+    # a 200 tells the SDK to forget the batch: it must not be said for messages dropped
+    entered, release = threading.Event(), threading.Event()
+    written: list[dict[str, Any]] = []
+
+    def slow(batch: list[dict[str, Any]]) -> None:
+        entered.set()
+        release.wait(10)
+        written.extend(batch)
+
+    queue = EventQueue(slow, batch_size=1, max_queue=3, flush_interval=60)
+    app = Collector(queue, write_keys=[KEY])
+    assert post(app, "/v1/batch", BATCH, basic(KEY)).status_code == 200
+    assert entered.wait(10)  # one message in the writer, two waiting: room for one more
+    refused = post(app, "/v1/batch", BATCH, basic(KEY))
+    assert refused.status_code == 503 and refused.json()["code"] == "unavailable"
+    release.set()
+    assert queue.flush(10)
+    assert post(app, "/v1/batch", BATCH, basic(KEY)).status_code == 200  # the retry fits
+    queue.close()

@@ -324,7 +324,13 @@ class Collector:
             return
         target = self.target
         if isinstance(target, Sink):
+            # A 200 tells the SDK to forget the batch, so it is not said for messages a full
+            # queue dropped: a 503 makes the SDK retry (the messages it had kept are then
+            # duplicates). The sink counts its drops in the stats this collector shares.
+            dropped = target.stats.dropped
             target.send(messages)
+            if target.stats.dropped > dropped:
+                raise _Refused(503, "the queue is full; retry later")
             return
         loop = asyncio.get_running_loop()
         try:
