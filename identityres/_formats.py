@@ -182,6 +182,13 @@ def _message(
     return Translated(data, fields, company_only=company_only, previous_kind=previous_kind)
 
 
+def _derived(base_id: Any, part: str) -> str | None:
+    """The event id of a second operation of one message: ``None`` (an id derived from the
+    content) when the message has no id of its own, never ``"None#part"``, which would be
+    the same id for every such message."""
+    return None if base_id is None else f"{base_id}#{part}"
+
+
 def _membership(
     base_id: Any, ts: Any, user: Any, anon: Any, company: Any, fields: dict[str, str]
 ) -> Translated:
@@ -189,7 +196,7 @@ def _membership(
     return _message(
         "group",
         fields,
-        messageId=None if base_id is None else f"{base_id}#group",
+        messageId=_derived(base_id, "group"),
         timestamp=ts,
         userId=user,
         anonymousId=anon,
@@ -300,7 +307,7 @@ def _posthog(msg: Mapping[str, Any]) -> list[Any]:
             _message(
                 "identify",
                 fields,
-                messageId=uuid if event in ("$set", "$set_once") else f"{uuid}#set",
+                messageId=uuid if event in ("$set", "$set_once") else _derived(uuid, "set"),
                 timestamp=ts,
                 userId=user,
                 anonymousId=anon,
@@ -552,7 +559,7 @@ def _amplitude(msg: Mapping[str, Any]) -> list[Any]:
             _message(
                 "identify",
                 fields,
-                messageId=insert if etype == "$identify" else f"{insert}#identify",
+                messageId=insert if etype == "$identify" else _derived(insert, "identify"),
                 timestamp=ts,
                 userId=user,
                 anonymousId=device,

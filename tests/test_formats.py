@@ -448,3 +448,41 @@ def test_a_segment_message_cannot_claim_what_only_a_reader_says() -> None:
             [{"type": "alias", "userId": "u", "previousId": "p", "anonymousId": "a",
               "_previous_kind": "anonymous_id"}]
         )  # fmt: skip
+
+
+def test_person_properties_of_events_without_an_id_are_not_one_event() -> None:
+    # PostHog's uuid and Amplitude's insert_id are optional: the identify that an event's
+    # person properties become must not get the id "None#set" / "None#identify", which made
+    # every later such event a conflict (or a duplicate) of the first, and lost it
+    g = ir.IdentityGraph()
+    posthog = [
+        {
+            "event": "signed up",
+            "distinct_id": f"usr_{n}",
+            "properties": {"$set": {"plan": p}},
+            "timestamp": f"2024-05-06T09:0{n}:00Z",
+        }
+        for n, p in ((1, "free"), (2, "pro"))
+    ]
+    amplitude = [
+        {
+            "event_type": "paid",
+            "user_id": f"usr_{n}",
+            "user_properties": {"tier": p},
+            "time": 1_714_986_000_000 + n * 60_000,
+        }
+        for n, p in ((3, "gold"), (4, "silver"))
+    ]
+    report = g.ingest(posthog + amplitude, on_error="skip")
+    assert report.errors == ()
+    assert all("None" not in o.event_id for o in report.outcomes)
+    traits = {uid: g.profile(user_id=uid).traits for uid in ("usr_1", "usr_2", "usr_3", "usr_4")}
+    assert traits == {
+        "usr_1": {"plan": "free"},
+        "usr_2": {"plan": "pro"},
+        "usr_3": {"tier": "gold"},
+        "usr_4": {"tier": "silver"},
+    }
+    # and a redelivery is still a duplicate, not a second event
+    again = g.ingest(posthog + amplitude)
+    assert g.stats().events == 8 and len(again.outcomes) == 4 + 4
