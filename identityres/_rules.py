@@ -175,6 +175,9 @@ def _path_tuple(value: Any) -> tuple[str, ...]:
 def _types_tuple(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        # (tuple() would raise a bare TypeError, or split bytes into ints)
+        raise ConfigurationError(f"types={shown(value)}: must be a message type or a list of them")
     return tuple(value)
 
 

@@ -432,3 +432,13 @@ def test_an_extracted_email_is_the_identifiers_extension(
     g2.ingest(explicit)
     assert profiles(g1) == profiles(g2)
     assert g1.stats().blocked_values == g2.stats().blocked_values
+
+
+@pytest.mark.parametrize("types", [5, None, 1.5, object()])
+def test_extraction_types_of_the_wrong_shape_are_a_configuration_error(types: Any) -> None:
+    # (a raw TypeError "'int' object is not iterable" before, from Extract and from Rules)
+    with pytest.raises(errors.ConfigurationError, match=r"types=") as info:
+        ir.Extract("email", "traits.email", types=types)
+    assert repr(types)[:20] in str(info.value)
+    with pytest.raises(errors.ConfigurationError, match=r"types="):
+        ir.Rules(extraction=[{"kind": "email", "path": "traits.email", "types": types}])
