@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -582,3 +583,26 @@ def test_a_failure_inside_the_recording_is_counted_and_the_call_unaffected(
     sent = run(asgi_call(asgi, scope, [{"type": "http.request"}]))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert asgi.stats.internal_errors == 1
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"trusted_user_header": True},
+        {"trusted_company_header": b"X-Company"},
+        {"api_key_header": 5},
+        {"anonymous_cookie": ["ajs_anonymous_id"]},
+        {"jwt_user_claim": None},
+        {"jwt_company_claim": 7},
+        {"trusted_user_header": ""},
+        {"record_path": "yes"},
+    ],
+)
+def test_options_of_the_wrong_type_are_refused_when_the_middleware_is_made(
+    option: dict[str, Any],
+) -> None:
+    # accepted before, then every call failed to record (internal_errors): all were lost
+    ((name, value),) = option.items()
+    for middleware in (WsgiMiddleware, AsgiMiddleware):
+        with pytest.raises(ir.ConfigurationError, match="^" + re.escape(f"{name}={value!r}")):
+            middleware(hello, sink=GraphSink(ir.IdentityGraph()), **option)

@@ -133,6 +133,25 @@ class CallRecorder:
             )
         if not isinstance(event, str) or not event.strip():
             raise ConfigurationError(f"event={event!r}: must be a non-empty str")
+        # (checked here: a wrong type would otherwise fail the recording of every call)
+        names = {
+            "api_key_header": api_key_header,
+            "anonymous_cookie": anonymous_cookie,
+            "trusted_user_header": trusted_user_header,
+            "trusted_company_header": trusted_company_header,
+            "jwt_user_claim": jwt_user_claim,
+            "jwt_company_claim": jwt_company_claim,
+        }
+        for name, value in names.items():
+            if value is None and name != "jwt_user_claim":
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(
+                    f"{name}={value!r}: must be a non-empty str"
+                    + ("" if name == "jwt_user_claim" else " or None")
+                )
+        if not isinstance(record_path, bool):
+            raise ConfigurationError(f"record_path={record_path!r}: must be True or False")
         self.stats = stats if stats is not None else IntegrationStats()
         self.sink: Sink = as_sink(sink, self.stats)
         self.identify_user = identify_user
