@@ -463,12 +463,21 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
                 )
             except ValueError:
                 raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp") from None
-        if parsed.tzinfo is not None:  # a fixed offset (what fromisoformat makes): aware
-            ts = parsed.timestamp()
-            if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
-                return ts
-        return to_timestamp(parsed, field)  # naive, or outside the window: its error
+        # The errors name the text the message holds, in the words of a string: not the
+        # datetime made of it, nor advice about tzinfo= or epoch milliseconds.
+        if parsed.tzinfo is None:  # (fromisoformat makes fixed offsets only: aware)
+            raise InvalidTimestampError(field, value, _NO_TIMEZONE)
+        ts = parsed.timestamp()
+        if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+            return ts
+        raise InvalidTimestampError(field, value, _OUTSIDE)
     return to_timestamp(value, field)
+
+
+_NO_TIMEZONE = "no timezone: add one, e.g. Z for UTC (2024-05-09T00:00:00Z) or +02:00"
+_OUTSIDE = (
+    "outside the supported window 1900-01-01T00:00:00Z .. 3000-01-01T00:00:00Z (the end excluded)"
+)
 
 
 def _json_data(field: str, value: dict[str, Any] | None) -> dict[str, Any] | None:

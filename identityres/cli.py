@@ -1252,9 +1252,7 @@ def _timestamp_arg(text: str | None) -> float | None:
         return parse_iso_timestamp(text, "--timestamp")
     except ValidationError as exc:
         reason = exc.reason
-        if reason.startswith("naive datetime"):
-            reason = "no timezone: add one, e.g. Z for UTC (2024-05-09T00:00:00Z) or +02:00"
-        elif reason == "not an ISO-8601 timestamp":
+        if reason == "not an ISO-8601 timestamp":
             reason = (
                 "not a time: give ISO-8601 with a timezone (2024-05-09T00:00:00Z) or epoch seconds"
             )

@@ -366,7 +366,7 @@ def test_naive_timestamp_shows_what_the_line_says(
     events = write(tmp_path, json.dumps(naive))
     assert main(["resolve", str(events)]) == 2
     err = capsys.readouterr().err
-    assert "line 1: timestamp='2024-01-01T00:00': naive datetime" in err
+    assert "line 1: timestamp='2024-01-01T00:00': no timezone: add one, e.g. Z" in err
 
 
 def test_message_id_reuse_names_both_lines(

@@ -702,3 +702,24 @@ def test_a_store_path_that_is_not_valid_text_is_refused(tmp_path: Path) -> None:
     # what os.fsdecode makes of bytes that are not UTF-8 is a usable name
     SQLiteStore(f"{tmp_path}/\udcff.db").close()
     assert (tmp_path / "\udcff.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("9999-12-31T23:59:59-14:00", "outside the supported window"),
+        ("3000-01-01T00:00:00Z", "outside the supported window"),
+        ("2024-05-09T00:00:00", "no timezone: add one, e.g. Z"),
+        ("2024-05-09", "no timezone: add one, e.g. Z"),
+    ],
+)
+def test_iso_timestamp_errors_name_the_text_in_its_own_words(text: str, words: str) -> None:
+    # the value named is the string the message holds (not the datetime made of it), and
+    # a string gets no advice about datetimes (tzinfo=) or epoch milliseconds
+    bad = {"type": "track", "event": "x", "anonymousId": "a", "originalTimestamp": text}
+    with pytest.raises(errors.InvalidTimestampError) as info:
+        ir.IdentityGraph().ingest([bad])
+    error = info.value
+    assert error.field == "originalTimestamp" and error.value == text
+    assert words in error.reason
+    assert "tzinfo" not in error.reason and "milliseconds" not in error.reason
