@@ -452,6 +452,14 @@ def parse_iso_timestamp(value: Any, field: str) -> float:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
+        if len(text) > 10 and (
+            text[4] != "-" or text[7] != "-" or text[13:14] not in ":+-" or text[-3] in "+-"
+        ):
+            # The forms Python 3.11's fromisoformat reads and 3.10's does not, refused on
+            # both so that a file resolves the same on each: the basic format (20240101,
+            # T000000), week and ordinal dates (2024-W01-1, 2024-001), an offset of hours
+            # only (+05). (Character tests, not a regex: this runs for every message.)
+            raise InvalidTimestampError(field, value, "not an ISO-8601 timestamp")
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:

@@ -723,3 +723,44 @@ def test_iso_timestamp_errors_name_the_text_in_its_own_words(text: str, words: s
     assert error.field == "originalTimestamp" and error.value == text
     assert words in error.reason
     assert "tzinfo" not in error.reason and "milliseconds" not in error.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-W01-1T00:00:00Z",  # week dates
+        "20240101T000000Z",  # the basic format
+        "2024-01-01T000000Z",
+        "2024-01-01T00:00:00.5+05",  # an offset of hours only
+        "2024-001T00:00:00Z",  # ordinal dates
+    ],
+)
+def test_iso_forms_only_python_3_11_reads_are_refused_on_every_python(text: str) -> None:
+    # Python 3.11's fromisoformat reads these, 3.10's does not: a file must resolve the same
+    # on both (issue #11), so they are refused on both (docs/formats.md, Timestamps)
+    bad = {"type": "track", "event": "x", "anonymousId": "a", "timestamp": text}
+    with pytest.raises(errors.InvalidTimestampError, match="not an ISO-8601 timestamp"):
+        ir.IdentityGraph().ingest([bad])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-01T00:00:00Z", 1704067200.0),
+        ("2024-01-01 00:00:00z", 1704067200.0),
+        ("2024-01-01T00:00Z", 1704067200.0),
+        ("2024-01-01T00Z", 1704067200.0),
+        ("2024-01-01T00:00:00.12Z", 1704067200.12),
+        ("2024-01-01T00:00:00,5Z", 1704067200.5),
+        ("2024-01-01T00:00:00.1234567Z", 1704067200.123456),
+        ("2024-01-01T00:00:00+0000", 1704067200.0),
+        ("2024-01-01T05:30:00.123+05:30", 1704067200.123),
+        ("2024-01-01T00:00:00+00:00:00.5", 1704067200.0),
+        (" 2024-01-01T00:00:00Z\n", 1704067200.0),
+    ],
+)
+def test_the_iso_forms_every_python_reads(text: str, expected: float) -> None:
+    g = ir.IdentityGraph()
+    g.ingest([{"type": "track", "event": "x", "anonymousId": "a", "timestamp": text}])
+    p = g.profile(anonymous_id="a")
+    assert p is not None and p.first_seen.timestamp() == pytest.approx(expected, abs=1e-6)
