@@ -606,3 +606,36 @@ def test_options_of_the_wrong_type_are_refused_when_the_middleware_is_made(
     for middleware in (WsgiMiddleware, AsgiMiddleware):
         with pytest.raises(ir.ConfigurationError, match="^" + re.escape(f"{name}={value!r}")):
             middleware(hello, sink=GraphSink(ir.IdentityGraph()), **option)
+
+
+def test_a_company_membership_a_full_queue_dropped_is_sent_again() -> None:
+    # the group message of a (user, company) pair is sent once per process: if the queue
+    # dropped it, the next call must send it again, or the user never joins the company
+    graph = ir.IdentityGraph()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(batch: list[dict[str, Any]]) -> None:
+        entered.set()
+        release.wait(10)
+        graph.ingest(batch)
+
+    queue = EventQueue(slow, batch_size=1, max_queue=1, flush_interval=60)
+    app = WsgiMiddleware(
+        hello,
+        sink=queue,
+        identify_user=lambda environ, response: "usr_ada",
+        identify_company=lambda environ, response: "acme",
+    )
+    call_wsgi(app)  # room for one message: the track is taken, its group dropped
+    assert entered.wait(10)
+    call_wsgi(app)  # the track is in the writer and this call's messages are dropped
+    release.set()
+    assert queue.flush(10)
+    entered.clear()
+    queue.max_queue = 10
+    for _ in range(2):
+        call_wsgi(app)
+    assert queue.flush(10)
+    p = graph.profile(user_id="usr_ada")
+    assert p is not None and p.company_id == "acme"
+    queue.close()

@@ -328,12 +328,28 @@ class CallRecorder:
         self.stats.add("calls")
         if not messages:
             return
+        dropped = self.sink.stats.dropped
         try:
             self.sink.send(messages)
             self.stats.add("events", len(messages))
         except Exception:
             self.stats.add("send_errors")
             log.exception("identityres: the sink raised on send; %d messages lost", len(messages))
+            self._regroup(messages)
+            return
+        if self.sink.stats.dropped > dropped:
+            self._regroup(messages)
+
+    def _regroup(self, messages: list[Message]) -> None:
+        """Forget that the group messages among ``messages`` were sent (a full queue dropped
+        them, or the sink raised): the next call of the pair sends its membership again."""
+        for msg in messages:
+            if msg.get("type") == "group":
+                user_id, anonymous_id = msg.get("userId"), msg.get("anonymousId")
+                who = (
+                    ("user_id", user_id) if user_id is not None else ("anonymous_id", anonymous_id)
+                )
+                self._grouped.pop((who[0], str(who[1]), str(msg.get("groupId"))), None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Flush the sink (for tests, and before a graceful shutdown)."""
