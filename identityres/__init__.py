@@ -8,6 +8,7 @@ machinery lives in the private modules.
 
 from identityres._events import from_epoch_ms
 from identityres._explain import Decision, Explanation, Step
+from identityres._formats import session_token_identifier
 from identityres._graph import EventError, GraphStats, IdentityGraph, IngestReport
 from identityres._kept import KeptEvent
 from identityres._model import (
@@ -92,4 +93,5 @@ __all__ = [
     "ValidationError",
     "from_epoch_ms",
     "normalize_email",
+    "session_token_identifier",
 ]

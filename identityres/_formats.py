@@ -11,6 +11,7 @@ with.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -591,10 +592,30 @@ def _amplitude(msg: Mapping[str, Any]) -> list[Any]:
 # -- Moesif -----------------------------------------------------------------------------
 
 
+def session_token_identifier(token: str) -> str:
+    """The ``api_key`` identifier a Moesif event's ``session_token`` becomes: ``"st_"`` and
+    32 hex digits of its SHA-256 (docs/formats.md, Moesif). The token is a credential (the
+    caller's API key or session token), so it is never stored as it is; look a caller up with
+    ``graph.profile(identifier=("api_key", session_token_identifier(token)))``."""
+    if not isinstance(token, str):
+        raise InvalidEventError("session_token", token, "must be a str")
+    return "st_" + hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _token(token: Any) -> Any:
+    """A session token as its identifier; what is not a usable token (an empty or non-text
+    value) is left as it is, to be refused by the reading, naming ``session_token``."""
+    if isinstance(token, int) and not isinstance(token, bool):
+        token = str(token)
+    if not isinstance(token, str) or not token.strip():
+        return token
+    return session_token_identifier(token)
+
+
 def _moesif(msg: Mapping[str, Any]) -> list[Any]:
     request = _mapping("request", msg.get("request"))
     user, company = msg.get("user_id"), msg.get("company_id")
-    token = msg.get("session_token")
+    token = _token(msg.get("session_token"))
     fields = {
         "userId": "user_id",
         "groupId": "company_id",

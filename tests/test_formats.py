@@ -4,6 +4,7 @@ the platform's own field."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,10 @@ def test_moesif_api_calls_users_and_companies() -> None:
         ]
     )
     assert report.errors == ()
-    p = one(g, identifier=("api_key", "key_1"))
+    assert g.resolve(identifier=("api_key", "key_1")) is None  # a credential: never stored
+    p = one(g, identifier=("api_key", ir.session_token_identifier("key_1")))
+    assert p.identifiers["api_key"] == {"st_" + hashlib.sha256(b"key_1").hexdigest()[:32]}
+    assert "key_1" not in repr(list(g.profiles()))
     assert p.user_id == "u1" and p.company_id == "acme"
     assert p.traits == {"email": "a@x.io"} and p.identifiers["email"] == {"a@x.io"}
     acme = g.company("acme")
