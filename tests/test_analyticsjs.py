@@ -177,6 +177,11 @@ def test_analytics_js_in_a_browser_sends_to_identityres_serve(
         finally:
             driver.quit()
 
+    # what reached the collector (uvicorn's access log): cross-origin posts, after preflights
+    log = (tmp_path / "server.log").read_text()
+    posted = {p for p in ("/v1/p", "/v1/i", "/v1/t", "/v1/g", "/v1/b") if f"POST {p} " in log}
+    assert posted == ({"/v1/b"} if delivery == "batching" else {"/v1/p", "/v1/i", "/v1/t", "/v1/g"})
+    assert "OPTIONS /v1/" in log
     with profiles_of(db) as graph:
         ajs = graph.profile(user_id="usr_ajs")
         assert ajs is not None
