@@ -351,3 +351,73 @@ def test_messages_a_full_queue_drops_are_a_503_so_the_sdk_retries() -> None:
     assert queue.flush(10)
     assert post(app, "/v1/batch", BATCH, basic(KEY)).status_code == 200  # the retry fits
     queue.close()
+
+
+def request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def test_what_analytics_js_sends_from_a_browser() -> None:
+    """analytics.js (tests/test_analyticsjs.py runs the real one): short endpoints, ``/v1/b``
+    batches, the write key in the body and in basic auth, ``sentAt``, ``text/plain`` bodies,
+    from another origin (CORS, and the preflight its ``Authorization`` header causes)."""
+    graph = ir.IdentityGraph()
+    app = Collector(graph, write_keys=[KEY])
+    browser = {"Content-Type": "text/plain", "Origin": "http://shop.example"}
+    page = {
+        "type": "page",
+        "anonymousId": "anon-ajs",
+        "messageId": "ajs-1",
+        "timestamp": "2024-05-06T09:00:00.000Z",
+        "sentAt": "2024-05-06T09:00:00.010Z",
+        "writeKey": KEY,
+        "context": {"page": {"path": "/"}},
+        "properties": {"path": "/"},
+    }
+    short = post(app, "/v1/p", page, browser)
+    assert short.status_code == 200 and short.headers["access-control-allow-origin"] == "*"
+    identify = {**page, "type": "identify", "messageId": "ajs-2", "userId": "usr_ajs"}
+    identify["traits"] = {"plan": "pro"}
+    del identify["properties"]
+    # the batching delivery: /v1/b, one sentAt for the batch, the write key in each message
+    batch = {
+        "writeKey": KEY,
+        "sentAt": "2024-05-06T09:00:05Z",
+        "batch": [
+            {k: v for k, v in identify.items() if k != "sentAt"},
+            {**page, "type": "group", "messageId": "ajs-3", "userId": "usr_ajs", "groupId": "c1"},
+        ],
+    }
+    assert post(app, "/v1/b", batch, {**browser, **basic(KEY)}).status_code == 200
+    p = graph.profile(anonymous_id="anon-ajs")
+    assert p is not None and p.user_id == "usr_ajs" and p.traits == {"plan": "pro"}
+    assert p.company_id == "c1"
+
+    asked = "authorization,content-type,x-retry-count"
+    preflight = request(
+        app,
+        "OPTIONS",
+        "/v1/t",
+        headers={
+            "Origin": "http://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": asked,
+        },
+    )
+    assert preflight.status_code == 204 and preflight.content == b""
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert preflight.headers["access-control-allow-headers"] == asked
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    # a header list that is not one is not echoed into the answer
+    odd = request(app, "OPTIONS", "/v1/t", headers={"Access-Control-Request-Headers": "a\tb;c"})
+    assert odd.status_code == 204 and "access-control-allow-headers" not in odd.headers
+    # refusals carry CORS headers too, so the browser's SDK can read why
+    refused = post(app, "/v1/t", {**page, "writeKey": "wk_guess"}, browser)
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
+    assert request(app, "OPTIONS", "/v2/whatever").status_code == 404
+    assert graph.stats().events == 3

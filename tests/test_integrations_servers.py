@@ -1,8 +1,8 @@
 """The integrations under real servers on 127.0.0.1, with real HTTP clients: the middleware
 under gunicorn (Flask, Django) and uvicorn (FastAPI), and the collector (``identityres serve``)
-fed by the official Segment SDK. Each server is started by the test on a free port and stopped
-by it (SIGTERM, the graceful way, so the shutdown flush is what is tested), and what it wrote is
-read back from its SQLite store."""
+fed by the official Segment, RudderStack and PostHog SDKs. Each server is started by the test
+on a free port and stopped by it (SIGTERM, the graceful way, so the shutdown flush is what is
+tested), and what it wrote is read back from its SQLite store."""
 
 import contextlib
 import os
@@ -180,6 +180,44 @@ def test_the_segment_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
         assert p is not None and p.anonymous_ids == {"anon-sdk"} and p.traits == {"plan": "pro"}
         assert p.company_id == "acme" and graph.company("acme").traits == {"seats": 10}
         assert graph.resolve(anonymous_id="anon-2") == "usr_2"
+        assert graph.resolve(user_id="usr_intruder") is None
+        assert graph.stats().events == 7
+
+
+def test_the_rudderstack_sdk_sends_to_identityres_serve(tmp_path: Path) -> None:
+    from rudderstack.analytics.client import Client
+    from rudderstack.analytics.request import APIError
+
+    db = tmp_path / "collected.db"
+    errors: list[Any] = []
+    with serving(db, tmp_path / "server.log") as base:
+        # as tests/test_real_clients.py configures it: gzip and basic auth are its defaults
+        sdk = Client(KEY, host=base, sync_mode=True, on_error=lambda e, b: errors.append(e))
+        sdk.page(anonymous_id="anon-rs", name="Docs")
+        # an identify's traits travel under context.traits only (tests/test_real_clients.py)
+        sdk.identify("usr_rs", {"plan": "pro", "email": "rs@acme.io"}, anonymous_id="anon-rs")
+        sdk.track("usr_rs", "Signed up", {"source": "docs"})
+        sdk.group("usr_rs", "acme", {"seats": 10})
+        sdk.alias(previous_id="anon-rs-2", user_id="usr_rs")
+        # the default, batching client: its thread sends, flush waits for it
+        batching = Client(KEY, host=base, on_error=lambda e, b: errors.append(e))
+        batching.track(anonymous_id="anon-rs-3", event="Docs viewed")
+        batching.identify("usr_rs_2", {"name": "Ben"}, anonymous_id="anon-rs-3")
+        batching.flush()
+        batching.shutdown()
+        wrong = Client("wk_wrong", host=base, sync_mode=True, max_retries=0)
+        with pytest.raises(APIError) as refused:
+            wrong.identify("usr_intruder")
+        assert refused.value.status == 401
+    assert errors == []
+    with profiles_of(db) as graph:
+        p = graph.profile(user_id="usr_rs")
+        assert p is not None and p.anonymous_ids == {"anon-rs", "anon-rs-2"}
+        assert p.traits == {"plan": "pro", "email": "rs@acme.io"}
+        assert p.company_id == "acme" and graph.company("acme").traits == {"seats": 10}
+        ben = graph.profile(user_id="usr_rs_2")
+        assert ben is not None and ben.anonymous_ids == {"anon-rs-3"}
+        assert ben.traits == {"name": "Ben"}
         assert graph.resolve(user_id="usr_intruder") is None
         assert graph.stats().events == 7
 

@@ -1,7 +1,8 @@
 """A collector for the official SDKs (docs/integrations.md, "Collector"): an ASGI app that
 accepts Segment's HTTP API, what analytics.js, analytics-python and RudderStack's SDKs send:
 
-* ``POST /v1/batch`` with ``{"batch": [message, ...]}``;
+* ``POST /v1/batch`` with ``{"batch": [message, ...]}`` (and ``/v1/b``, where analytics.js's
+  batching delivery sends it);
 * ``POST /v1/identify``, ``/v1/track``, ``/v1/page``, ``/v1/screen``, ``/v1/alias``,
   ``/v1/group`` with one message (and analytics.js's short forms ``/v1/i``, ``/v1/t``, …);
 
@@ -9,6 +10,11 @@ and PostHog's capture API, what posthog-python and posthog-js send: ``POST /batc
 ``{"api_key": KEY, "batch": [event, ...]}``, and ``/capture/``, ``/e/`` and ``/i/v0/e/`` with
 one event or a batch (the project API key as ``api_key`` or ``token``). PostHog events are
 read as ``ingest(..., format="posthog")`` reads them (docs/formats.md).
+
+Browsers post from the site's origin, not the collector's: every answer allows any origin
+(CORS, ``Access-Control-Allow-Origin: *``, no credentials: the write key, not a cookie, is what
+authenticates), and an ``OPTIONS`` preflight on an endpoint is answered ``204`` with the
+headers it asks for (analytics.js sends ``Authorization``, which needs one).
 
 Requests are authenticated with a write key the service configures, sent as the user name of
 HTTP basic auth (as Segment's SDKs do) or as ``writeKey`` in the body, and compared in
@@ -28,6 +34,7 @@ import functools
 import hmac
 import json
 import logging
+import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import datetime, timezone
@@ -50,7 +57,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: path -> the message type it carries (``None``: a batch)
-ENDPOINTS: dict[str, str | None] = {"/v1/batch": None, "/v1/import": None}
+ENDPOINTS: dict[str, str | None] = {"/v1/batch": None, "/v1/b": None, "/v1/import": None}
 for _name in ("identify", "track", "page", "screen", "alias", "group"):
     ENDPOINTS[f"/v1/{_name}"] = _name
     ENDPOINTS[f"/v1/{_name[0]}"] = _name
@@ -63,6 +70,13 @@ POSTHOG_ENDPOINTS = frozenset(
 #: body keys of a PostHog request itself, not of an event
 _POSTHOG_REQUEST_KEYS = ("api_key", "token", "sent_at")
 
+
+#: CORS headers on every answer: browsers read the answer of a cross-origin post only with them
+_CORS = [(b"access-control-allow-origin", b"*")]
+#: how long a browser may reuse a preflight's answer, in seconds
+_PREFLIGHT_MAX_AGE = b"86400"
+#: a header list a preflight may ask for (names and commas only: it is echoed back)
+_HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 
 #: status -> the error code of the body, in the shape Segment's API answers errors
 #: (``code``, ``message``), which its SDKs read
@@ -135,6 +149,9 @@ class Collector:
             return
         if scope["type"] != "http":  # a websocket: not ours
             return
+        if scope.get("method") == "OPTIONS" and _known(scope.get("path", "")):
+            await _preflight(scope, send)
+            return
         try:
             body = await self._handle(scope, receive)
             await _respond(send, 200, body)
@@ -166,7 +183,7 @@ class Collector:
     async def _handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         path = scope.get("path", "")
         posthog = path in POSTHOG_ENDPOINTS
-        if path not in ENDPOINTS and not posthog:
+        if not _known(path):
             raise _Refused(404, f"no such endpoint: {path[:100]}")
         if scope.get("method") != "POST":
             raise _Refused(405, "use POST")
@@ -354,6 +371,28 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _known(path: str) -> bool:
+    return path in ENDPOINTS or path in POSTHOG_ENDPOINTS
+
+
+async def _preflight(scope: Scope, send: Send) -> None:
+    """A browser's CORS preflight: the post may come, with the headers it asked for."""
+    asked = ""
+    for name, value in scope["headers"]:
+        if name.lower() == b"access-control-request-headers":
+            asked = value.decode("latin-1").strip()
+    headers = [
+        *_CORS,
+        (b"access-control-allow-methods", b"POST, OPTIONS"),
+        (b"access-control-max-age", _PREFLIGHT_MAX_AGE),
+        (b"content-length", b"0"),
+    ]
+    if asked and len(asked) <= 1000 and _HEADER_LIST.fullmatch(asked):
+        headers.append((b"access-control-allow-headers", asked.encode("latin-1")))
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _respond(
     send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
@@ -361,6 +400,7 @@ async def _respond(
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(data)).encode()),
+        *_CORS,
         *(extra or []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
