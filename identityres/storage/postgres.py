@@ -243,6 +243,19 @@ _STATEMENTS = {
         "SELECT DISTINCT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
         " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
     ),
+    # the rows of the components holding the wanted identifiers, as of this statement (sent
+    # right after ``lock_roots``, in the same pipeline: it sees every batch that committed
+    # before the locks were granted)
+    "wanted_nodes": (
+        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component IN ("
+        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
+        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    ),
+    "wanted_links": (
+        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component IN ("
+        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
+        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    ),
     "component_nodes": (
         f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%b::bigint[])"
     ),
@@ -393,6 +406,8 @@ _STATEMENTS = {
 _READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 #: identifiers (or refused links) per page when streaming profiles (or refusals)
 _PAGE = 2000
+#: node refs a store object takes from the sequence at a time (see ``_refs_wanted``)
+_REF_BLOCK = 1024
 #: the namespace used when none is given
 DEFAULT_NAMESPACE = "identityres"
 #: SQLSTATEs after which a batch is replayed: serialization failure, deadlock, lock timeout
@@ -548,6 +563,7 @@ class _PostgresBatch:
     """One transaction (see :meth:`PostgresStore.batch`)."""
 
     __slots__ = (
+        "_begun",
         "_conn",
         "_hashes",
         "_roots",
@@ -562,6 +578,7 @@ class _PostgresBatch:
         self._store = store
         self._conn = conn
         self._saved = False
+        self._begun = False  # whether BEGIN was sent (with the first statement)
         # what ``seen`` and ``suppressed`` answered: checked again once ``load`` holds locks
         self._seen: dict[str, bytes] = {}
         self._hashes: list[bytes] = []
@@ -572,19 +589,41 @@ class _PostgresBatch:
         self._roots: set[int] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(self._store._sql[name], params, prepare=False, binary=True)
+        # Prepared (once per connection) and planned generically (``plan_cache_mode``, see
+        # ``_open_pool``): a plan for any number of rows, made once, that probes the indexes
+        # instead of scanning a table that the planner thinks small.
+        return self._conn.execute(self._store._sql[name], params, prepare=True, binary=True)
+
+    def _open(self) -> None:
+        """Queue what begins the transaction: ``BEGIN`` and the namespace's erasure lock
+        (shared; exclusively when this batch replays an erasure). Sent with the batch's first
+        statement, in its pipeline: no round trip of its own."""
+        if self._begun:
+            return
+        self._begun = True
+        self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        # Held from the start by every batch (held longer than needed is no harm: a batch
+        # that erases only needs every other batch to be past ``load`` or not yet there).
+        first, self._store._thread.erase_first = self._store._thread.erase_first, False
+        self._execute("lock" if first else "lock_shared", (self._store._erasure_lock,))
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         wanted = [e for e in dict.fromkeys(event_ids) if not _holds_nul(e)]
         with self._store._batch_errors("seen"):
-            found = {e: bytes(f) for e, f in self._execute("seen", (wanted,))}
+            with self._store._pipeline(self._conn):
+                self._open()
+                cur = self._execute("seen", (wanted,))
+            found = {e: bytes(f) for e, f in cur}
         self._seen = {e: found.get(e, b"") for e in wanted}
         return found
 
     def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
         self._hashes = list(dict.fromkeys(hashes))
         with self._store._batch_errors("suppressed"):
-            found = {bytes(h) for (h,) in self._execute("suppressed", (self._hashes,))}
+            with self._store._pipeline(self._conn):
+                self._open()
+                cur = self._execute("suppressed", (self._hashes,))
+            found = {bytes(h) for (h,) in cur}
         self._suppressed = found
         return found
 
@@ -592,49 +631,65 @@ class _PostgresBatch:
         wanted = sorted({(k, v) for k, v in identifiers if not _holds_nul(k + v)})
         kinds = [k for k, _ in wanted]
         values = [v for _, v in wanted]
-        thread = self._store._thread
-        with self._store._batch_errors("load"):
-            # Shared by every batch; a batch that erases takes it exclusively (``save``),
-            # and, replayed, before anything else (nothing can then change what it loads).
-            first, thread.erase_first = thread.erase_first, False
-            self._execute("lock" if first else "lock_shared", (self._store._erasure_lock,))
+        store = self._store
+        execute = self._execute
+        with store._batch_errors("load"):
+            # One pipeline (one round trip): lock the components' roots in ascending ref
+            # order; then, in statements that start once the locks are granted (READ
+            # COMMITTED: each statement sees what committed before it began), check ``seen``
+            # and ``suppressed`` again and read the components' rows as they now are; and
+            # take node refs for the nodes this batch may create.
+            with store._pipeline(self._conn):
+                self._open()
+                locked = execute("lock_roots", (kinds, values)) if wanted else None
+                seen = execute("seen", (list(self._seen),)) if self._seen else None
+                erased = execute("suppressed", (self._hashes,)) if self._hashes else None
+                node_cur = execute("wanted_nodes", (kinds, values)) if wanted else None
+                link_cur = execute("wanted_links", (kinds, values)) if wanted else None
+                refill = store._refs_wanted(len(wanted))
+                refs_cur = execute("new_refs", (store._sequence, refill)) if refill else None
+            if refs_cur is not None:
+                store._add_refs([r for (r,) in refs_cur])
+            # ``seen`` and ``suppressed`` were answered before the locks: a batch that
+            # committed in between may have stored those events or erased those identifiers.
+            if seen is not None:
+                stored = {e: bytes(f) for e, f in seen}
+                if any(stored.get(e, b"") != f for e, f in self._seen.items()):
+                    raise RetryBatch("an event of the batch was stored by another batch")
+            if erased is not None and {bytes(h) for (h,) in erased} != self._suppressed:
+                raise RetryBatch("an identifier of the batch was erased by another batch")
             roots: set[int] = set()
-            if wanted:
-                # Lock the components' roots, in ascending ref order.
-                roots = {r for (r,) in self._execute("lock_roots", (kinds, values))}
+            nodes: list[NodeRow] = []
+            links: list[LinkRow] = []
+            if locked is not None and node_cur is not None and link_cur is not None:
+                roots = {r for (r,) in locked}
                 while True:
-                    # A batch that committed before the locks were granted may have merged or
-                    # split a component: read the components again, under the locks.
-                    now = {r for (r,) in self._execute("roots", (kinds, values))}
+                    nodes = list(map(_node, node_cur))
+                    now = {n.component for n in nodes}
                     if now <= roots:
-                        roots = now
                         break
+                    # A batch that committed before the locks were granted merged or split a
+                    # component: lock the new roots too, and read again.
                     more = sorted(now - roots)
                     if roots and more[0] < max(roots):
                         # taking it now could wait in a cycle with a batch that holds it and
                         # waits for ours: start again instead
                         raise RetryBatch("a component changed while its lock was awaited")
-                    got = {r for (r,) in self._execute("lock_refs", (more,))}
+                    got = {r for (r,) in execute("lock_refs", (more,))}
                     if got != set(more):
                         raise RetryBatch("a component's root was deleted meanwhile")
                     roots |= got
-            # ``seen`` and ``suppressed`` were answered before the locks: a batch that
-            # committed in between may have stored those events or erased those identifiers.
-            if self._seen:
-                stored = {e: bytes(f) for e, f in self._execute("seen", (list(self._seen),))}
-                if any(stored.get(e, b"") != f for e, f in self._seen.items()):
-                    raise RetryBatch("an event of the batch was stored by another batch")
-            if self._hashes:
-                erased = {bytes(h) for (h,) in self._execute("suppressed", (self._hashes,))}
-                if erased != self._suppressed:
-                    raise RetryBatch("an identifier of the batch was erased by another batch")
+                    with store._pipeline(self._conn):
+                        node_cur = execute("wanted_nodes", (kinds, values))
+                        link_cur = execute("wanted_links", (kinds, values))
+                roots = now
+                # The links were read by a statement of their own: an identifier another batch
+                # created since the nodes were read may have brought its component along;
+                # that component is not this batch's (the batch fails to create the
+                # identifier and is replayed), every locked one is as the nodes saw it.
+                links = [link for link in map(_decode_link, link_cur) if link.component in roots]
             self._wanted, self._roots = (kinds, values), roots
-            if not roots:
-                return ComponentRows((), ())
-            ordered = sorted(roots)
-            nodes = tuple(map(_node, self._execute("component_nodes", (ordered,))))
-            links = tuple(map(_decode_link, self._execute("component_links", (ordered,))))
-        return ComponentRows(nodes, links)
+        return ComponentRows(tuple(nodes), tuple(links))
 
     def save(self, changes: Changes) -> None:
         if self._saved:
@@ -662,15 +717,19 @@ class _PostgresBatch:
         meanwhile. An identifier that had no row when this batch loaded had nothing to lock:
         a batch creating it while this one suppresses it would otherwise keep it. Batches
         that erase are rare; the others pause while one commits."""
-        ((granted,),) = self._execute("try_lock", (self._store._erasure_lock,)).fetchall()
+        kinds, values = self._wanted
+        with self._store._pipeline(self._conn):
+            lock = self._execute("try_lock", (self._store._erasure_lock,))
+            # (read in the same round trip; only looked at once the lock is granted)
+            again = self._execute("roots", (kinds, values)) if kinds else None
+        ((granted,),) = lock.fetchall()
         if not granted:
             # Waiting here, holding row locks, could deadlock with a batch that waits for
             # them: replay instead, taking the lock exclusively before the row locks.
             self._store._thread.erase_first = True
             raise RetryBatch("an erasure waits for the batches in flight")
-        kinds, values = self._wanted
-        if kinds:
-            now = {r for (r,) in self._execute("roots", (kinds, values))}
+        if again is not None:
+            now = {r for (r,) in again}
             if now != self._roots:
                 self._store._thread.erase_first = True
                 raise RetryBatch("an identifier of this erasure was written meanwhile")
@@ -681,8 +740,7 @@ class _PostgresBatch:
         new_refs = sorted({row.ref for row in changes.nodes if row.ref < 0}, reverse=True)
         refs: dict[int, int] = {}
         if new_refs:
-            given = [r for (r,) in execute("new_refs", (store._sequence, len(new_refs)))]
-            refs = dict(zip(new_refs, given, strict=True))
+            refs = dict(zip(new_refs, store._take_refs(self._conn, len(new_refs)), strict=True))
 
         def ref(r: int) -> int:
             if r >= 0:
@@ -925,6 +983,10 @@ class PostgresStore:
         self._thread = _PerThread()
         self._erasure_key = b""
         self._sequence = 0
+        #: node refs taken from the sequence and not yet used, ascending (a sequence value
+        #: is never given twice: those a process never uses are gaps, as a rolled-back
+        #: batch's are)
+        self._refs: list[int] = []
         self._erasure_lock = _lock_key(self.namespace, "erasure")
         #: rules to record with the next batch (``bind_rules`` on a namespace that has none)
         self._pending_rules: RulesRecord | None = None
@@ -997,7 +1059,11 @@ class PostgresStore:
         _, _, psycopg_pool = _driver()
         options = (
             f"-c statement_timeout={int(self.statement_timeout * 1000)} "
-            f"-c lock_timeout={int(self.lock_timeout * 1000)}"
+            f"-c lock_timeout={int(self.lock_timeout * 1000)} "
+            # A batch's statements are prepared once per connection and planned for any
+            # number of rows (index probes, never a scan of the whole table); JIT would
+            # compile each plan again for what is a few milliseconds of work.
+            "-c plan_cache_mode=force_generic_plan -c jit=off"
         )
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self._conninfo,
@@ -1183,6 +1249,35 @@ class PostgresStore:
                     f"{self!r}: the database is damaged: the sequence node_refs is missing"
                 )
 
+    # -- node refs ------------------------------------------------------------------------
+
+    def _refs_wanted(self, n: int) -> int:
+        """How many refs to take from the sequence (in ``load``'s round trip) so that
+        ``n`` new nodes find theirs in this store object's reserve: none, or a block."""
+        with self._lock:
+            have = len(self._refs)
+        return 0 if have >= n else max(n - have, _REF_BLOCK)
+
+    def _add_refs(self, refs: Iterable[int]) -> None:
+        with self._lock:
+            self._refs.extend(refs)
+            self._refs.sort()
+
+    def _take_refs(self, conn: psycopg.Connection[Any], n: int) -> list[int]:
+        """``n`` refs from the reserve, smallest first (topped up from the sequence in a
+        round trip of its own if another thread took what ``load`` reserved)."""
+        with self._lock:
+            if len(self._refs) < n:
+                extra = conn.execute(
+                    self._sql["new_refs"],
+                    (self._sequence, max(n - len(self._refs), _REF_BLOCK)),
+                    prepare=True,
+                )
+                self._refs.extend(r for (r,) in extra)
+                self._refs.sort()
+            taken, self._refs = self._refs[:n], self._refs[n:]
+        return taken
+
     def _check_version(self, conn: psycopg.Connection[Any]) -> None:
         sql = self._sql_module
         rows = conn.execute(
@@ -1229,15 +1324,20 @@ class PostgresStore:
                 f"{self!r}: a batch cannot be opened inside a snapshot (only reads belong "
                 "there, and they would not see the batch)"
             )
-        conn = self._begin("begin a batch", "BEGIN ISOLATION LEVEL READ COMMITTED")
+        # BEGIN travels with the batch's first statement (``_PostgresBatch._open``); a
+        # connection the server dropped is found there, and the batch replayed on another.
+        conn = self._getconn()
         batch = _PostgresBatch(self, conn)
         try:
             pending = self._pending_rules
             if pending is not None:
+                with self._batch_errors("begin a batch"):
+                    batch._open()
                 self._record_rules(conn, pending)
             yield batch
-            with self._batch_errors("commit"):
-                conn.execute("COMMIT")
+            if batch._begun:
+                with self._batch_errors("commit"):
+                    conn.execute("COMMIT")
         except BaseException:
             with suppress(Exception):
                 if not conn.closed:
@@ -1535,6 +1635,7 @@ class PostgresStore:
             _INHERITED.append(self._pool)
         self._pool = None
         self._thread = _PerThread()
+        self._refs = []  # (the parent uses its own: the child takes refs of its own)
 
 
 def _read_rules(rows: Iterable[Sequence[Any]]) -> RulesRecord | None:
