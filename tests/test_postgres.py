@@ -363,9 +363,7 @@ def test_a_batch_makes_the_same_number_of_round_trips_whatever_its_size(
                 for i in range(n)
             ]
             if erase:
-                batch.append(
-                    Forget(identifier=("user_id", "u0"), timestamp=3 * n, event_id="gone")
-                )
+                batch.append(Forget(identifier=("user_id", "u0"), timestamp=3 * n, event_id="gone"))
             trace = tmp_path / f"trace{n}-{erase}"
             pool = store._pool
             assert pool is not None

@@ -91,7 +91,6 @@ from identityres._fork import release_orphaned
 from identityres._merge import winners
 from identityres._rows import (
     Changes,
-    CompanyLinkRow,
     CompanyRows,
     CompanyTraitRow,
     ComponentRows,
@@ -99,19 +98,20 @@ from identityres._rows import (
     LinkRow,
     NodeRow,
     ProfileRows,
-    RefusedMember,
     RetryBatch,
-    TraitRow,
 )
 from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, StorageError, UnstorableValueError
-from identityres.storage.sqlite import (  # the decoding of stored rows is the same
-    _DECODING_ERRORS,
-    _NODE_NAMES,
-    _damaged,
-    _decode_json,
-    _encode_json,
-    _trait_key,
+from identityres.storage._sql import (  # what both SQL stores do alike
+    NODE_NAMES,
+    decode_json,
+    decode_link,
+    encode_json,
+    profile_page,
+    profile_rows,
+    resolver,
+    sort_nodes,
+    whole_components,
 )
 
 if TYPE_CHECKING:
@@ -214,9 +214,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 #: the tables an erasure deletes from (what ``vacuum`` cleans)
 _ERASED_TABLES = ("nodes", "traits", "company_links", "links", "blocked")
 
-_NODE_COLUMNS = ", ".join(_NODE_NAMES)
-_N_NODE_COLUMNS = ", ".join(f"n.{c}" for c in _NODE_NAMES)
-_COMPONENT_COLUMN = _NODE_NAMES.index("component")
+_NODE_COLUMNS = ", ".join(NODE_NAMES)
 _LINK_COLUMNS = "event_id, ts, component, members, refused, etype, erased_kind"
 _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype, l.erased_kind"
 
@@ -440,18 +438,28 @@ def _driver() -> tuple[Any, Any, Any]:
     return psycopg, sql, psycopg_pool
 
 
+def _members(stored: Any) -> tuple[int, ...]:
+    """Link members as stored here: a ``bigint[]``."""
+    return tuple(int(m) for m in stored)
+
+
 def _decode_link(row: Sequence[Any]) -> LinkRow:
-    eid, ts, component, members, refused, etype, erased_kind = row
-    items: tuple[RefusedMember, ...] = ()
-    try:
-        if refused is not None:
-            items = tuple(
-                RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
-            )
-        refs = tuple(int(m) for m in members)
-    except _DECODING_ERRORS as exc:
-        raise _damaged("links", f"event_id={eid!r}", "members or refused", exc) from exc
-    return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
+    return decode_link(row, _members)
+
+
+def _floats(keys: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A node's time columns (see ``sort_nodes``) with the timestamps as floats (float8
+    columns: a timestamp given as an int is sent as a float)."""
+    first_ts, first_eid, last_ts, reset_ts, reset_eid, split_ts, split_eid = keys
+    return (
+        float(first_ts),
+        first_eid,
+        float(last_ts),
+        None if reset_ts is None else float(reset_ts),
+        reset_eid,
+        None if split_ts is None else float(split_ts),
+        split_eid,
+    )
 
 
 def _node(row: Sequence[Any]) -> NodeRow:
@@ -741,39 +749,16 @@ class _PostgresBatch:
         refs: dict[int, int] = {}
         if new_refs:
             refs = dict(zip(new_refs, store._take_refs(self._conn, len(new_refs)), strict=True))
-
-        def ref(r: int) -> int:
-            if r >= 0:
-                return r
-            try:
-                return refs[r]
-            except KeyError:
-                raise StorageError(f"save: ref {r} names no node of this batch") from None
-
-        regrouped = set(changes.regrouped)
-        inserts: list[tuple[Any, ...]] = []
-        times: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for row in changes.nodes:
-            keys = (
-                float(row.first_ts),
-                row.first_event_id,
-                float(row.last_ts),
-                None if row.reset_ts is None else float(row.reset_ts),
-                row.reset_event_id,
-                None if row.split_ts is None else float(row.split_ts),
-                row.split_event_id,
-            )
-            component = ref(row.component)
-            profile = ref(row.profile)
-            if row.ref < 0:
-                inserts.append(
-                    (refs[row.ref], row.kind, row.value, *keys[:5], component, profile, *keys[5:])
-                )
-            elif row.ref in regrouped:
-                updates.append((row.ref, *keys, component, profile))
-            else:
-                times.append((row.ref, *keys))
+        ref = resolver(refs)
+        new, moved, seen = sort_nodes(changes.nodes, changes.regrouped, ref)
+        inserts = []
+        for row, r, keys, component, profile in new:
+            k = _floats(keys)
+            inserts.append((r, row.kind, row.value, *k[:5], component, profile, *k[5:]))
+        updates = [
+            (r, *_floats(keys), component, profile) for _, r, keys, component, profile in moved
+        ]
+        times = [(r, *_floats(keys)) for _, r, keys, _, _ in seen]
         # One statement per kind of row; the driver sends them one after the other in one
         # pipeline (a single round trip) when libpq supports it.
         checks: list[tuple[str, Any, int, list[Any]]] = []
@@ -824,7 +809,7 @@ class _PostgresBatch:
                         key,
                         float(t.ts),
                         t.event_id,
-                        _encode_json(f"trait {key!r}", t.value),
+                        encode_json(f"trait {key!r}", t.value),
                     )
                     for (node, once, key), t in best.items()
                 )
@@ -852,7 +837,7 @@ class _PostgresBatch:
                             ct.key,
                             float(ct.ts),
                             ct.event_id,
-                            _encode_json(f"company {ct.company_id!r} trait {ct.key!r}", ct.value),
+                            encode_json(f"company {ct.company_id!r} trait {ct.key!r}", ct.value),
                         )
                         for ct in best_traits.values()
                     )
@@ -1394,6 +1379,54 @@ class PostgresStore:
 
         self._retrying("vacuum", run)
 
+    def find_value(self, value: str) -> dict[str, int]:
+        """How many live rows of each table of the namespace hold ``value`` in a text or
+        ``bytea`` column (as it is, or as JSON writes it inside a JSON value; in ``bytea``
+        its UTF-8 bytes): tables without any are left out. For checking an erasure
+        (``identityres forget --verify``). It reads what a query can see, in one consistent
+        read: not the dead row versions that ``VACUUM`` has not yet reclaimed, nor the
+        write-ahead log, archives, replicas or backups (docs/storage.md, "PostgreSQL"). A
+        short value may also occur inside other data. Raises ``TypeError`` for a value that
+        is not a ``str``."""
+        if not isinstance(value, str):
+            raise TypeError(f"value={value!r}: must be a str")
+        if not value or _holds_nul(value):
+            return {}  # (nothing to look for; PostgreSQL text holds no NUL)
+        sql = self._sql_module
+        texts = list(dict.fromkeys((value, json.dumps(value, ensure_ascii=False)[1:-1])))
+        found: dict[str, int] = {}
+        with self._reading("find_value") as conn:
+            columns: dict[str, list[tuple[str, str]]] = {}
+            for table, column, kind in conn.execute(
+                "SELECT c.relname, a.attname, a.atttypid::regtype::text FROM pg_attribute AS a "
+                "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+                "AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND a.atttypid IN ('text'::regtype, 'bytea'::regtype) ORDER BY 1, a.attnum",
+                (self.namespace,),
+            ):
+                columns.setdefault(table, []).append((column, kind))
+            for table, cols in columns.items():
+                tests = [
+                    sql.SQL("strpos({}, {}) > 0").format(sql.Identifier(c), sql.Literal(t))
+                    for c, kind in cols
+                    if kind == "text"
+                    for t in texts
+                ] + [
+                    sql.SQL("position({} in {}) > 0").format(
+                        sql.Literal(value.encode("utf-8")), sql.Identifier(c)
+                    )
+                    for c, kind in cols
+                    if kind == "bytea"
+                ]
+                statement = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+                    sql.Identifier(self.namespace, table), sql.SQL(" OR ").join(tests)
+                )
+                ((count,),) = conn.execute(statement).fetchall()
+                if count:
+                    found[table] = count
+        return found
+
     def drop(self) -> None:
         """Drop the namespace and everything in it (``DROP SCHEMA ... CASCADE``), then close
         this store object. For tests and for deleting a tenant."""
@@ -1526,14 +1559,7 @@ class PostgresStore:
         nodes = tuple(map(_node, conn.execute(self._sql["profile_nodes"], key)))
         traits = conn.execute(self._sql["profile_traits"], key).fetchall()
         links = conn.execute(self._sql["profile_company_links"], key).fetchall()
-        return ProfileRows(
-            nodes,
-            tuple(
-                TraitRow(n, k, ts, e, _decode_json("traits", _trait_key(n, o, k), v), bool(o))
-                for n, k, ts, e, v, o in traits
-            ),
-            tuple(CompanyLinkRow(*c) for c in links),
-        )
+        return profile_rows(nodes, traits, links)
 
     def iter_profiles(self) -> Iterator[ProfileRows]:
         """Every profile, a few thousand identifiers at a time (whole link components, in
@@ -1544,25 +1570,12 @@ class PostgresStore:
                 rows = conn.execute(self._sql["page_nodes"], (last, _PAGE)).fetchall()
                 if not rows:
                     return
-                top = rows[-1][_COMPONENT_COLUMN]
-                if len(rows) == _PAGE:
-                    # the last component may go on past the page: read it whole
-                    while rows and rows[-1][_COMPONENT_COLUMN] == top:
-                        rows.pop()
-                    rows.extend(conn.execute(self._sql["page_rest"], (top,)).fetchall())
+                rows, top = whole_components(
+                    rows, _PAGE, lambda c: conn.execute(self._sql["page_rest"], (c,)).fetchall()
+                )
                 traits = conn.execute(self._sql["page_traits"], (last, top)).fetchall()
                 links = conn.execute(self._sql["page_company_links"], (last, top)).fetchall()
-            page: dict[int, tuple[list[NodeRow], list[TraitRow], list[CompanyLinkRow]]] = {}
-            for node in map(_node, rows):
-                page.setdefault(node.profile, ([], [], []))[0].append(node)
-            for p, n, k, ts, e, v, o in traits:
-                value = _decode_json("traits", _trait_key(n, o, k), v)
-                page[p][1].append(TraitRow(n, k, ts, e, value, bool(o)))
-            for p, n, cid, ts, e in links:
-                page[p][2].append(CompanyLinkRow(n, cid, ts, e))
-            for p in sorted(page):
-                ns, trs, cls = page[p]
-                yield ProfileRows(tuple(ns), tuple(trs), tuple(cls))
+            yield from profile_page(map(_node, rows), traits, links)
             last = top
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
@@ -1591,7 +1604,7 @@ class PostgresStore:
         return CompanyRows(
             tuple(
                 CompanyTraitRow(
-                    c, k, ts, e, _decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
+                    c, k, ts, e, decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
                 )
                 for c, k, ts, e, v in traits
             ),
