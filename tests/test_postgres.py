@@ -153,11 +153,15 @@ def test_urls_choose_the_store_and_carry_options(
     name = namespaces.new()
     base = postgres_url.replace("postgresql://", f"{scheme}://", 1)
     sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}namespace={name}&pool_size=3&statement_timeout=5&lock_timeout=2.5&retries=1"
+    url = (
+        f"{base}{sep}namespace={name}&pool_size=3&statement_timeout=5&lock_timeout=2.5&retries=1"
+        "&prepare=false"
+    )
     store = store_from_url(url, connect_timeout=4)
     try:
         assert isinstance(store, PostgresStore)
         assert (store.namespace, store.pool_size, store.retries) == (name, 3, 1)
+        assert store.prepare is False  # (batches then run unprepared statements)
         assert (store.statement_timeout, store.lock_timeout, store.connect_timeout) == (5, 2.5, 4)
         with IdentityGraph(store=store) as graph:
             graph.identify("u1", "a1", timestamp=1, event_id="e1")
@@ -192,6 +196,8 @@ def test_urls_choose_the_store_and_carry_options(
         ("", {"namespace": ""}, "namespace=''"),
         ("", {"namespace": "x" * 64}, "namespace='xxxx"),
         ("", {"colour": "blue"}, "unknown options ['colour']"),
+        ("prepare=maybe", {}, "prepare='maybe': must be true or false"),
+        ("", {"prepare": "yes"}, "prepare='yes'"),
     ],
 )
 def test_bad_options_raise_configuration_errors_naming_them(

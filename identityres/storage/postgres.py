@@ -412,6 +412,9 @@ DEFAULT_NAMESPACE = "identityres"
 #: (``lock_not_available``), and the connection-loss classes
 _RETRY_STATES = {"40001", "40P01", "55P03"}
 _RETRY_CLASSES = ("08", "57P")
+#: how ``prepare`` is written in a URL
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
 #: the options of ``PostgresStore`` (and of its URL)
 _OPTIONS = (
     "namespace",
@@ -420,6 +423,7 @@ _OPTIONS = (
     "lock_timeout",
     "connect_timeout",
     "retries",
+    "prepare",
 )
 
 _EXTRA_HINT = (
@@ -600,7 +604,8 @@ class _PostgresBatch:
         # Prepared (once per connection) and planned generically (``plan_cache_mode``, see
         # ``_open_pool``): a plan for any number of rows, made once, that probes the indexes
         # instead of scanning a table that the planner thinks small.
-        return self._conn.execute(self._store._sql[name], params, prepare=True, binary=True)
+        store = self._store
+        return self._conn.execute(store._sql[name], params, prepare=store.prepare, binary=True)
 
     def _open(self) -> None:
         """Queue what begins the transaction: ``BEGIN`` and the namespace's erasure lock
@@ -917,7 +922,10 @@ class PostgresStore:
       lock wait times out is retried (``RetryBatch``);
     * ``connect_timeout``: seconds to wait for a connection from the pool (default 10);
     * ``retries``: how many more times a read, or the start of a batch, is tried on another
-      connection when its connection turns out dead, after a growing pause (default 3).
+      connection when its connection turns out dead, after a growing pause (default 3);
+    * ``prepare``: whether a batch's statements are prepared on each connection and planned
+      once for any number of rows (default ``True``); ``False`` for a connection pooler that
+      cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
 
     Raises :class:`~identityres.errors.ConfigurationError` for a bad option (naming it and
     its value), a missing driver (naming the extra to install) or a namespace holding another
@@ -935,6 +943,7 @@ class PostgresStore:
         lock_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         retries: int = 3,
+        prepare: bool = True,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo.strip():
             raise ConfigurationError(f"conninfo={conninfo!r}: must be a PostgreSQL URL or DSN")
@@ -946,6 +955,9 @@ class PostgresStore:
         _check_number("lock_timeout", lock_timeout, minimum=0, integer=False)
         _check_number("connect_timeout", connect_timeout, minimum=0, integer=False)
         _check_number("retries", retries, minimum=0, integer=True)
+        if not isinstance(prepare, bool):
+            raise ConfigurationError(f"prepare={prepare!r}: must be True or False")
+        self.prepare = prepare
         self.pool_size = pool_size
         self.statement_timeout = float(statement_timeout)
         self.lock_timeout = float(lock_timeout)
@@ -987,9 +999,10 @@ class PostgresStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
         """``postgresql://user@host:port/db?namespace=NAME&pool_size=4&statement_timeout=60&
-        lock_timeout=30&connect_timeout=10&retries=3`` (``postgres://`` too). The store's
-        options are taken out of the query; the rest of the URL (and any other query
-        parameter, e.g. ``sslmode``) goes to libpq. Keyword ``options`` win over the URL's."""
+        lock_timeout=30&connect_timeout=10&retries=3&prepare=true`` (``postgres://`` too).
+        The store's options are taken out of the query; the rest of the URL (and any other
+        query parameter, e.g. ``sslmode``) goes to libpq. Keyword ``options`` win over the
+        URL's."""
         if not isinstance(url, str):
             raise ConfigurationError(f"store={url!r}: not a store URL")
         unknown = sorted(set(options) - set(_OPTIONS))
@@ -1017,14 +1030,22 @@ class PostgresStore:
             try:
                 if name == "namespace":
                     options[name] = raw
+                elif name == "prepare":
+                    options[name] = _BOOLEANS[raw.lower()]
                 elif name in ("pool_size", "retries"):
                     options[name] = int(raw)
                 else:
                     options[name] = float(raw)
-            except ValueError:
+            except (ValueError, KeyError):
                 raise ConfigurationError(
                     f"store={_redacted(url)!r}: {name}={raw!r}: "
-                    + ("must be an int" if name in ("pool_size", "retries") else "must be a number")
+                    + (
+                        "must be an int"
+                        if name in ("pool_size", "retries")
+                        else "must be true or false"
+                        if name == "prepare"
+                        else "must be a number"
+                    )
                 ) from None
         options.update(given)
         conninfo = urlunsplit(
@@ -1256,7 +1277,7 @@ class PostgresStore:
                 extra = conn.execute(
                     self._sql["new_refs"],
                     (self._sequence, max(n - len(self._refs), _REF_BLOCK)),
-                    prepare=True,
+                    prepare=self.prepare,
                 )
                 self._refs.extend(r for (r,) in extra)
                 self._refs.sort()
