@@ -42,9 +42,11 @@ is stored; reads of such a value find nothing (JSON trait values may hold NUL: J
 Concurrency (docs/storage.md, "PostgreSQL"; docs/decisions.md): a batch is one ``READ
 COMMITTED`` transaction. ``load`` row-locks the root rows of the link components the batch
 touches (``SELECT ... ORDER BY ref FOR UPDATE``: ascending ref order, so two batches never wait
-for each other in a cycle), then reads the identifiers' components again: a component merged or
-split meanwhile is locked too (or, when its root sorts below a lock already held, the batch is
-retried), until every component loaded is locked. Every batch that writes a component holds
+for each other in a cycle), then, in later statements of the same pipeline (each sees what
+committed before it began, so after the locks were granted), reads the identifiers' components
+and their rows again: a component merged or split meanwhile is locked too (or, when its root
+sorts below a lock already held, the batch is retried) and read again, until every component
+loaded is locked. Every batch that writes a component holds
 its root's lock, so between ``load`` and commit nobody else changes what was loaded. What a
 lock cannot cover is detected instead: an identifier that another batch created meanwhile
 (the unique index on ``(kind, value)``), an event id stored meanwhile (its primary key), and a
@@ -53,14 +55,22 @@ locks) all make the batch raise :class:`RetryBatch`, as do serialization failure
 lock timeouts and lost connections; the graph rolls the batch back and replays it, a bounded
 number of times, then raises ``StorageError``. Row locks live in the rows, not in the server's
 shared lock table, so a batch may lock any number of components. One advisory lock per
-namespace orders erasures: every batch holds it shared from ``load`` on; a batch that erases
-takes it exclusively before it writes and checks that nothing it loaded was created or
-regrouped meanwhile (an identifier erased before any batch stored it has no row to lock).
+namespace orders erasures: every batch holds it shared from its first statement on; a batch
+that erases takes it exclusively before it writes and checks that nothing it loaded was
+created or regrouped meanwhile (an identifier erased before any batch stored it has no row to
+lock).
+
+Round trips: a batch costs five whatever its size (six when it erases): ``seen`` (with
+``BEGIN`` and the erasure lock), ``suppressed``, ``load``, ``save`` (each one pipeline) and
+``COMMIT``. Its statements are prepared on each connection and planned generically
+(``prepare``; see ``_open_pool``), so that they probe indexes for any number of rows; node
+refs come from the sequence in blocks kept by the store object.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` (``pool_size``). A connection the
-server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read or the
-start of a batch that finds its connection dead is tried again on another, ``retries`` times
-with a growing pause; a batch that loses its connection in the middle raises ``RetryBatch``.
+server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read that
+finds its connection dead is tried again on another, ``retries`` times with a growing pause; a
+batch that loses its connection (at its first statement, which carries its ``BEGIN``, or
+later) raises ``RetryBatch`` and is replayed on another.
 
 Erasure: ``forget`` deletes the erased identifier's rows from every table in the batch's
 transaction. PostgreSQL keeps the old row versions (dead tuples) in the table files until
@@ -921,8 +931,9 @@ class PostgresStore:
       lock, before the server cancels it (defaults 60 and 30; 0: no limit). A batch whose
       lock wait times out is retried (``RetryBatch``);
     * ``connect_timeout``: seconds to wait for a connection from the pool (default 10);
-    * ``retries``: how many more times a read, or the start of a batch, is tried on another
-      connection when its connection turns out dead, after a growing pause (default 3);
+    * ``retries``: how many more times a read is tried on another connection when its
+      connection turns out dead, after a growing pause (default 3; a batch is replayed
+      instead);
     * ``prepare``: whether a batch's statements are prepared on each connection and planned
       once for any number of rows (default ``True``); ``False`` for a connection pooler that
       cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
