@@ -16,7 +16,8 @@ Every PostgreSQL run writes a fresh namespace, dropped afterwards; every SQLite 
 ``--json FILE`` writes the figures. Each run also reports the CPU seconds of its workers
 (``time.process_time()`` of each worker's ingest, summed) and, for PostgreSQL on this machine,
 of the server processes of its sessions (``/proc``), and the load average after it.
-``--events N`` ingests only the stream's first ``N`` events.
+``--identifiers 100000,1000000`` runs several stream sizes, interleaved within each repeat;
+``--events N`` ingests only each stream's first ``N`` events.
 """
 
 from __future__ import annotations
@@ -164,9 +165,13 @@ def _drop(base: str, namespace: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--identifiers", type=int, default=100_000)
     parser.add_argument(
-        "--events", type=int, help="ingest only the stream's first EVENTS events (default: all)"
+        "--identifiers",
+        default="100000",
+        help="comma-separated stream sizes (e.g. 100000,1000000), run interleaved",
+    )
+    parser.add_argument(
+        "--events", type=int, help="ingest only each stream's first EVENTS events (default: all)"
     )
     parser.add_argument("--batch", type=int, default=1000, help="events per ingest call")
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
@@ -180,69 +185,97 @@ def main(argv: list[str] | None = None) -> None:
     if not args.url:
         parser.error("no server: pass --url or set IDENTITYRES_POSTGRES_URL")
     counts = [int(w) for w in args.workers.split(",")]
+    sizes = [int(float(n)) for n in args.identifiers.split(",")]
 
-    chunks = _chunks(args.identifiers, args.seed, args.batch, args.events)
-    events = sum(map(len, chunks))
-    print(
-        f"{events:,} events over {args.identifiers:,} identifiers, {len(chunks)} batches of "
-        f"{args.batch:,}; workers {counts}; {os.cpu_count()} CPUs (the server shares them)",
-        flush=True,
-    )
-    rates: dict[str, list[float]] = {"memory": []}
-    for w in counts:
-        rates[f"postgres/{w}"] = []
-        if not args.no_sqlite:
-            rates[f"sqlite/{w}"] = []
+    streams = {n: _chunks(n, args.seed, args.batch, args.events) for n in sizes}
+    events = {n: sum(map(len, chunks)) for n, chunks in streams.items()}
+    for n, chunks in streams.items():
+        print(
+            f"{events[n]:,} events over {n:,} identifiers"
+            + (f" (the stream's first {args.events:,})" if args.events else "")
+            + f", {len(chunks)} batches of {args.batch:,}",
+            flush=True,
+        )
+    print(f"workers {counts}; {os.cpu_count()} CPUs (the server shares them)", flush=True)
+
+    def key(n: int, name: str) -> str:  # (one size: the names alone, as before)
+        return name if len(sizes) == 1 else f"{n}/{name}"
+
+    rates: dict[str, list[float]] = {}
+    for n in sizes:
+        rates[key(n, "memory")] = []
+        for w in counts:
+            rates[key(n, f"postgres/{w}")] = []
+            if not args.no_sqlite:
+                rates[key(n, f"sqlite/{w}")] = []
     #: every run: store/workers, wall s, the workers' CPU s, the server's CPU s, load average
     runs: list[dict[str, Any]] = []
 
-    def record(name: str, result: tuple[float, float, float]) -> str:
+    def record(n: int, name: str, result: tuple[float, float, float]) -> None:
         wall, cpu, server = result
-        rates[name].append(events / wall)
-        load = _loadavg().split()[:3]
-        runs.append({"run": name, "wall": wall, "cpu": cpu, "server_cpu": server, "loadavg": load})
+        rates[key(n, name)].append(events[n] / wall)
+        runs.append(
+            {
+                "identifiers": n,
+                "run": name,
+                "wall": wall,
+                "cpu": cpu,
+                "server_cpu": server,
+                "loadavg": _loadavg().split()[:3],
+            }
+        )
         extra = f", server {server:.1f}" if server else ""
-        return f"{name} {events / wall:,.0f}/s ({wall:.1f} s wall, cpu {cpu:.1f}{extra})"
+        print(
+            f"  {key(n, name)} {events[n] / wall:,.0f}/s ({wall:.1f} s wall, cpu {cpu:.1f}"
+            f"{extra}; load {' '.join(_loadavg().split()[:3])})",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory(prefix="identityres-bench-", dir=args.dir) as tmp:
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}:", flush=True)
-            print("  " + record("memory", _run_memory(chunks)), flush=True)
-            for w in counts:
-                namespace = f"bench_{secrets.token_hex(4)}"
-                url = _postgres_url(args.url, namespace)
-                try:
-                    result = _run_workers(
-                        url, chunks, w, server=lambda ns=namespace: _server_cpu(args.url, ns)
-                    )
-                finally:
-                    _drop(args.url, namespace)
-                print("  " + record(f"postgres/{w}", result), flush=True)
-                if not args.no_sqlite:
-                    path = os.path.join(tmp, f"run{repeat}-{w}.db")
-                    result = _run_workers(f"sqlite:///{path}", chunks, w)
-                    print("  " + record(f"sqlite/{w}", result), flush=True)
-                    for suffix in ("", "-wal", "-shm"):
-                        if os.path.exists(path + suffix):
-                            os.remove(path + suffix)
-            print(f"  load average {_loadavg()}", flush=True)
+            for n, chunks in streams.items():
+                record(n, "memory", _run_memory(chunks))
+                for w in counts:
+                    namespace = f"bench_{secrets.token_hex(4)}"
+                    url = _postgres_url(args.url, namespace)
+                    try:
+                        result = _run_workers(
+                            url, chunks, w, server=lambda ns=namespace: _server_cpu(args.url, ns)
+                        )
+                    finally:
+                        _drop(args.url, namespace)
+                    record(n, f"postgres/{w}", result)
+                    if not args.no_sqlite:
+                        path = os.path.join(tmp, f"run{repeat}-{n}-{w}.db")
+                        record(n, f"sqlite/{w}", _run_workers(f"sqlite:///{path}", chunks, w))
+                        for suffix in ("", "-wal", "-shm"):
+                            if os.path.exists(path + suffix):
+                                os.remove(path + suffix)
     best = {name: max(r) for name, r in rates.items()}
     print(f"best of {args.repeats} (events/s; spread = (best - worst) / best):")
     for name, r in rates.items():
         spread = (max(r) - min(r)) / max(r)
-        print(f"  {name:12} {best[name]:10,.0f}   spread {spread:5.1%}")
-    one = best[f"postgres/{counts[0]}"]
-    for w in counts[1:]:
-        print(f"  postgres {w} workers / {counts[0]}: {best[f'postgres/{w}'] / one:.2f}x")
-    if not args.no_sqlite:
-        print(f"  postgres 1 worker / sqlite 1 writer: {one / best['sqlite/1']:.2f}x")
-    print(f"  postgres 1 worker / memory: {one / best['memory']:.2f}x")
+        print(f"  {name:20} {best[name]:10,.0f}   spread {spread:5.1%}")
+    for n in sizes:
+        one = best[key(n, f"postgres/{counts[0]}")]
+        label = "" if len(sizes) == 1 else f"{n:,} identifiers: "
+        for w in counts[1:]:
+            ratio = best[key(n, f"postgres/{w}")] / one
+            print(f"  {label}postgres {w} workers / {counts[0]}: {ratio:.2f}x")
+        if not args.no_sqlite:
+            print(
+                f"  {label}postgres 1 worker / sqlite 1 writer: "
+                f"{one / best[key(n, 'sqlite/1')]:.2f}x"
+            )
+        print(f"  {label}postgres 1 worker / memory: {one / best[key(n, 'memory')]:.2f}x")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
                 {
-                    "events": events,
-                    "identifiers": args.identifiers,
+                    "events": events[sizes[0]] if len(sizes) == 1 else events,
+                    "identifiers": sizes[0] if len(sizes) == 1 else sizes,
+                    "events_cap": args.events,
                     "batch": args.batch,
                     "cpus": os.cpu_count(),
                     "rates": rates,
