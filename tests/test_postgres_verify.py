@@ -36,45 +36,46 @@ def _graph(base: str, namespace: str, secret: str, *, kept_by_other: bool) -> No
             graph.identify("user-other", traits={"referrer": secret}, timestamp=101)
 
 
-def test_forget_verify_finds_no_live_row_after_an_erasure(
+def _found(base: str, namespace: str, secret: str) -> dict[str, int]:
+    store = PostgresStore(base, namespace=namespace)
+    try:
+        return store.find_value(secret)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("secret", "kept_by_other", "expected", "said"),
+    [
+        # erased everywhere: verified, and what a query cannot see is named
+        ("secret-pg-verify-5e1d", False, EXIT_OK, "verified: no live row of namespace"),
+        # another profile's trait still holds it (a quote: escaped inside the JSON value,
+        # and still found): not verified, the table named
+        ('se"cret-pg-verify-77', True, EXIT_BAD_INPUT, "not verified: live rows"),
+    ],
+)
+def test_forget_verify_checks_every_live_row_of_the_namespace(
+    secret: str,
+    kept_by_other: bool,
+    expected: int,
+    said: str,
     postgres_url: str,  # noqa: F811
     namespaces: Namespaces,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     namespace = namespaces.new()
-    secret = "secret-pg-verify-5e1d"
-    _graph(postgres_url, namespace, secret, kept_by_other=False)
-    store = PostgresStore(postgres_url, namespace=namespace)
-    try:
-        found = store.find_value(secret)
-        assert "nodes" in found  # before: its node holds it
-    finally:
-        store.close()
+    _graph(postgres_url, namespace, secret, kept_by_other=kept_by_other)
+    assert "nodes" in _found(postgres_url, namespace, secret)  # before: its node holds it
     code = main(["forget", secret, "--store", _url(postgres_url, namespace), "--verify"])
     out, err = capsys.readouterr()
-    assert code == EXIT_OK, err
-    assert "verified: no live row of namespace" in out
-    assert "VACUUM" in out and "write-ahead log" in out  # what it cannot check, said
-    store = PostgresStore(postgres_url, namespace=namespace)
-    try:
-        assert store.find_value(secret) == {}
-    finally:
-        store.close()
-
-
-def test_forget_verify_reports_a_value_another_profile_keeps(
-    postgres_url: str,  # noqa: F811
-    namespaces: Namespaces,  # noqa: F811
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    namespace = namespaces.new()
-    # a quote: inside the JSON of the trait value it is escaped, and still found
-    secret = 'se"cret-pg-verify-77'
-    _graph(postgres_url, namespace, secret, kept_by_other=True)
-    code = main(["forget", secret, "--store", _url(postgres_url, namespace), "--verify"])
-    out, _ = capsys.readouterr()
-    assert code == EXIT_BAD_INPUT
-    assert "not verified" in out and "traits (1)" in out
+    assert code == expected, err
+    assert said in out
+    after = _found(postgres_url, namespace, secret)
+    if kept_by_other:
+        assert after == {"traits": 1} and "traits (1)" in out
+    else:
+        assert after == {}
+        assert "VACUUM" in out and "write-ahead log" in out
 
 
 def test_find_value_stays_in_its_namespace_and_checks_its_input(
