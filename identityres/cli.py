@@ -1261,14 +1261,16 @@ def _timestamp_arg(text: str | None) -> float | None:
 
 def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
     from identityres.errors import ErasureIncompleteError
+    from identityres.storage.postgres import PostgresStore
     from identityres.storage.sqlite import SQLiteStore
 
     ident = _parse_id(args.id, graph, "ID")
     store = graph.store
-    if args.verify and not isinstance(store, SQLiteStore):
+    if args.verify and not isinstance(store, (SQLiteStore, PostgresStore)):
         raise _Usage(
-            "--verify reads the files of an SQLite store (--store sqlite:///FILE); "
-            f"{show_text(args.store)} is not one"
+            "--verify reads the files of an SQLite store (--store sqlite:///FILE) or the "
+            f"tables of a PostgreSQL store (postgresql://...); {show_text(args.store)} is "
+            "neither"
         )
     try:
         code = _forget(args, graph, ident)
@@ -1292,6 +1294,28 @@ def _cmd_forget(args: argparse.Namespace, graph: IdentityGraph) -> int:
         else:
             files = ", ".join(show_text(path) for path in store.files())
             sys.stdout.write(f"verified: no copy of the value remains in {files}\n")
+    if args.verify and isinstance(store, PostgresStore):
+        code = _verify_postgres(store, ident.value, code)
+    return code
+
+
+def _verify_postgres(store: Any, value: str, code: int) -> int:
+    """``forget --verify`` on PostgreSQL: no live row of the namespace may hold the value.
+    What a query cannot see is said, not checked (docs/storage.md, "PostgreSQL")."""
+    found = store.find_value(value)
+    namespace = show_text(store.namespace)
+    if found:
+        where = ", ".join(f"{show_text(t)} ({n})" for t, n in sorted(found.items()))
+        sys.stdout.write(
+            f"not verified: live rows of namespace {namespace} still hold the value: {where} "
+            "(a short value can also occur inside other data)\n"
+        )
+        return EXIT_BAD_INPUT
+    sys.stdout.write(
+        f"verified: no live row of namespace {namespace} holds the value; not checked: the "
+        "dead row versions PostgreSQL keeps until VACUUM reclaims them (PostgresStore.vacuum), "
+        "the write-ahead log, archives, replicas and backups\n"
+    )
     return code
 
 
@@ -1644,8 +1668,10 @@ def _add_operator_commands(commands: Any) -> None:
     forget.add_argument(
         "--verify",
         action="store_true",
-        help="then read the database file and its -wal and -shm files and say whether any "
-        "copy of the value (its UTF-8 bytes) remains; exit status 2 if one does (SQLite only)",
+        help="then say whether any copy of the value remains: SQLite, in the database file "
+        "and its -wal and -shm files (its UTF-8 bytes); PostgreSQL, in any live row of the "
+        "namespace (not dead row versions before VACUUM, nor the WAL); exit status 2 if one "
+        "does",
     )
     exporter = commands.add_parser(
         "export",

@@ -42,9 +42,11 @@ is stored; reads of such a value find nothing (JSON trait values may hold NUL: J
 Concurrency (docs/storage.md, "PostgreSQL"; docs/decisions.md): a batch is one ``READ
 COMMITTED`` transaction. ``load`` row-locks the root rows of the link components the batch
 touches (``SELECT ... ORDER BY ref FOR UPDATE``: ascending ref order, so two batches never wait
-for each other in a cycle), then reads the identifiers' components again: a component merged or
-split meanwhile is locked too (or, when its root sorts below a lock already held, the batch is
-retried), until every component loaded is locked. Every batch that writes a component holds
+for each other in a cycle), then, in later statements of the same pipeline (each sees what
+committed before it began, so after the locks were granted), reads the identifiers' components
+and their rows again: a component merged or split meanwhile is locked too (or, when its root
+sorts below a lock already held, the batch is retried) and read again, until every component
+loaded is locked. Every batch that writes a component holds
 its root's lock, so between ``load`` and commit nobody else changes what was loaded. What a
 lock cannot cover is detected instead: an identifier that another batch created meanwhile
 (the unique index on ``(kind, value)``), an event id stored meanwhile (its primary key), and a
@@ -53,14 +55,22 @@ locks) all make the batch raise :class:`RetryBatch`, as do serialization failure
 lock timeouts and lost connections; the graph rolls the batch back and replays it, a bounded
 number of times, then raises ``StorageError``. Row locks live in the rows, not in the server's
 shared lock table, so a batch may lock any number of components. One advisory lock per
-namespace orders erasures: every batch holds it shared from ``load`` on; a batch that erases
-takes it exclusively before it writes and checks that nothing it loaded was created or
-regrouped meanwhile (an identifier erased before any batch stored it has no row to lock).
+namespace orders erasures: every batch holds it shared from its first statement on; a batch
+that erases takes it exclusively before it writes and checks that nothing it loaded was
+created or regrouped meanwhile (an identifier erased before any batch stored it has no row to
+lock).
+
+Round trips: a batch costs five whatever its size (six when it erases): ``seen`` (with
+``BEGIN`` and the erasure lock), ``suppressed``, ``load``, ``save`` (each one pipeline) and
+``COMMIT``. Its statements are prepared on each connection and planned generically
+(``prepare``; see ``_open_pool``), so that they probe indexes for any number of rows; node
+refs come from the sequence in blocks kept by the store object.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` (``pool_size``). A connection the
-server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read or the
-start of a batch that finds its connection dead is tried again on another, ``retries`` times
-with a growing pause; a batch that loses its connection in the middle raises ``RetryBatch``.
+server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read that
+finds its connection dead is tried again on another, ``retries`` times with a growing pause; a
+batch that loses its connection (at its first statement, which carries its ``BEGIN``, or
+later) raises ``RetryBatch`` and is replayed on another.
 
 Erasure: ``forget`` deletes the erased identifier's rows from every table in the batch's
 transaction. PostgreSQL keeps the old row versions (dead tuples) in the table files until
@@ -91,7 +101,6 @@ from identityres._fork import release_orphaned
 from identityres._merge import winners
 from identityres._rows import (
     Changes,
-    CompanyLinkRow,
     CompanyRows,
     CompanyTraitRow,
     ComponentRows,
@@ -99,19 +108,20 @@ from identityres._rows import (
     LinkRow,
     NodeRow,
     ProfileRows,
-    RefusedMember,
     RetryBatch,
-    TraitRow,
 )
 from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, StorageError, UnstorableValueError
-from identityres.storage.sqlite import (  # the decoding of stored rows is the same
-    _DECODING_ERRORS,
-    _NODE_NAMES,
-    _damaged,
-    _decode_json,
-    _encode_json,
-    _trait_key,
+from identityres.storage._sql import (  # what both SQL stores do alike
+    NODE_NAMES,
+    decode_json,
+    decode_link,
+    encode_json,
+    profile_page,
+    profile_rows,
+    resolver,
+    sort_nodes,
+    whole_components,
 )
 
 if TYPE_CHECKING:
@@ -214,9 +224,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 #: the tables an erasure deletes from (what ``vacuum`` cleans)
 _ERASED_TABLES = ("nodes", "traits", "company_links", "links", "blocked")
 
-_NODE_COLUMNS = ", ".join(_NODE_NAMES)
-_N_NODE_COLUMNS = ", ".join(f"n.{c}" for c in _NODE_NAMES)
-_COMPONENT_COLUMN = _NODE_NAMES.index("component")
+_NODE_COLUMNS = ", ".join(NODE_NAMES)
 _LINK_COLUMNS = "event_id, ts, component, members, refused, etype, erased_kind"
 _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype, l.erased_kind"
 
@@ -242,6 +250,19 @@ _STATEMENTS = {
     "roots": (
         "SELECT DISTINCT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
         " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
+    ),
+    # the rows of the components holding the wanted identifiers, as of this statement (sent
+    # right after ``lock_roots``, in the same pipeline: it sees every batch that committed
+    # before the locks were granted)
+    "wanted_nodes": (
+        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component IN ("
+        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
+        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    ),
+    "wanted_links": (
+        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component IN ("
+        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
+        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
     ),
     "component_nodes": (
         f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%b::bigint[])"
@@ -393,12 +414,17 @@ _STATEMENTS = {
 _READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 #: identifiers (or refused links) per page when streaming profiles (or refusals)
 _PAGE = 2000
+#: node refs a store object takes from the sequence at a time (see ``_refs_wanted``)
+_REF_BLOCK = 1024
 #: the namespace used when none is given
 DEFAULT_NAMESPACE = "identityres"
 #: SQLSTATEs after which a batch is replayed: serialization failure, deadlock, lock timeout
 #: (``lock_not_available``), and the connection-loss classes
 _RETRY_STATES = {"40001", "40P01", "55P03"}
 _RETRY_CLASSES = ("08", "57P")
+#: how ``prepare`` is written in a URL
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
 #: the options of ``PostgresStore`` (and of its URL)
 _OPTIONS = (
     "namespace",
@@ -407,6 +433,7 @@ _OPTIONS = (
     "lock_timeout",
     "connect_timeout",
     "retries",
+    "prepare",
 )
 
 _EXTRA_HINT = (
@@ -425,18 +452,28 @@ def _driver() -> tuple[Any, Any, Any]:
     return psycopg, sql, psycopg_pool
 
 
+def _members(stored: Any) -> tuple[int, ...]:
+    """Link members as stored here: a ``bigint[]``."""
+    return tuple(int(m) for m in stored)
+
+
 def _decode_link(row: Sequence[Any]) -> LinkRow:
-    eid, ts, component, members, refused, etype, erased_kind = row
-    items: tuple[RefusedMember, ...] = ()
-    try:
-        if refused is not None:
-            items = tuple(
-                RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
-            )
-        refs = tuple(int(m) for m in members)
-    except _DECODING_ERRORS as exc:
-        raise _damaged("links", f"event_id={eid!r}", "members or refused", exc) from exc
-    return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
+    return decode_link(row, _members)
+
+
+def _floats(keys: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A node's time columns (see ``sort_nodes``) with the timestamps as floats (float8
+    columns: a timestamp given as an int is sent as a float)."""
+    first_ts, first_eid, last_ts, reset_ts, reset_eid, split_ts, split_eid = keys
+    return (
+        float(first_ts),
+        first_eid,
+        float(last_ts),
+        None if reset_ts is None else float(reset_ts),
+        reset_eid,
+        None if split_ts is None else float(split_ts),
+        split_eid,
+    )
 
 
 def _node(row: Sequence[Any]) -> NodeRow:
@@ -548,6 +585,7 @@ class _PostgresBatch:
     """One transaction (see :meth:`PostgresStore.batch`)."""
 
     __slots__ = (
+        "_begun",
         "_conn",
         "_hashes",
         "_roots",
@@ -562,6 +600,7 @@ class _PostgresBatch:
         self._store = store
         self._conn = conn
         self._saved = False
+        self._begun = False  # whether BEGIN was sent (with the first statement)
         # what ``seen`` and ``suppressed`` answered: checked again once ``load`` holds locks
         self._seen: dict[str, bytes] = {}
         self._hashes: list[bytes] = []
@@ -572,19 +611,42 @@ class _PostgresBatch:
         self._roots: set[int] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(self._store._sql[name], params, prepare=False, binary=True)
+        # Prepared (once per connection) and planned generically (``plan_cache_mode``, see
+        # ``_open_pool``): a plan for any number of rows, made once, that probes the indexes
+        # instead of scanning a table that the planner thinks small.
+        store = self._store
+        return self._conn.execute(store._sql[name], params, prepare=store.prepare, binary=True)
+
+    def _open(self) -> None:
+        """Queue what begins the transaction: ``BEGIN`` and the namespace's erasure lock
+        (shared; exclusively when this batch replays an erasure). Sent with the batch's first
+        statement, in its pipeline: no round trip of its own."""
+        if self._begun:
+            return
+        self._begun = True
+        self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        # Held from the start by every batch (held longer than needed is no harm: a batch
+        # that erases only needs every other batch to be past ``load`` or not yet there).
+        first, self._store._thread.erase_first = self._store._thread.erase_first, False
+        self._execute("lock" if first else "lock_shared", (self._store._erasure_lock,))
 
     def seen(self, event_ids: Collection[str]) -> Mapping[str, bytes]:
         wanted = [e for e in dict.fromkeys(event_ids) if not _holds_nul(e)]
         with self._store._batch_errors("seen"):
-            found = {e: bytes(f) for e, f in self._execute("seen", (wanted,))}
+            with self._store._pipeline(self._conn):
+                self._open()
+                cur = self._execute("seen", (wanted,))
+            found = {e: bytes(f) for e, f in cur}
         self._seen = {e: found.get(e, b"") for e in wanted}
         return found
 
     def suppressed(self, hashes: Collection[bytes]) -> set[bytes]:
         self._hashes = list(dict.fromkeys(hashes))
         with self._store._batch_errors("suppressed"):
-            found = {bytes(h) for (h,) in self._execute("suppressed", (self._hashes,))}
+            with self._store._pipeline(self._conn):
+                self._open()
+                cur = self._execute("suppressed", (self._hashes,))
+            found = {bytes(h) for (h,) in cur}
         self._suppressed = found
         return found
 
@@ -592,49 +654,65 @@ class _PostgresBatch:
         wanted = sorted({(k, v) for k, v in identifiers if not _holds_nul(k + v)})
         kinds = [k for k, _ in wanted]
         values = [v for _, v in wanted]
-        thread = self._store._thread
-        with self._store._batch_errors("load"):
-            # Shared by every batch; a batch that erases takes it exclusively (``save``),
-            # and, replayed, before anything else (nothing can then change what it loads).
-            first, thread.erase_first = thread.erase_first, False
-            self._execute("lock" if first else "lock_shared", (self._store._erasure_lock,))
+        store = self._store
+        execute = self._execute
+        with store._batch_errors("load"):
+            # One pipeline (one round trip): lock the components' roots in ascending ref
+            # order; then, in statements that start once the locks are granted (READ
+            # COMMITTED: each statement sees what committed before it began), check ``seen``
+            # and ``suppressed`` again and read the components' rows as they now are; and
+            # take node refs for the nodes this batch may create.
+            with store._pipeline(self._conn):
+                self._open()
+                locked = execute("lock_roots", (kinds, values)) if wanted else None
+                seen = execute("seen", (list(self._seen),)) if self._seen else None
+                erased = execute("suppressed", (self._hashes,)) if self._hashes else None
+                node_cur = execute("wanted_nodes", (kinds, values)) if wanted else None
+                link_cur = execute("wanted_links", (kinds, values)) if wanted else None
+                refill = store._refs_wanted(len(wanted))
+                refs_cur = execute("new_refs", (store._sequence, refill)) if refill else None
+            if refs_cur is not None:
+                store._add_refs([r for (r,) in refs_cur])
+            # ``seen`` and ``suppressed`` were answered before the locks: a batch that
+            # committed in between may have stored those events or erased those identifiers.
+            if seen is not None:
+                stored = {e: bytes(f) for e, f in seen}
+                if any(stored.get(e, b"") != f for e, f in self._seen.items()):
+                    raise RetryBatch("an event of the batch was stored by another batch")
+            if erased is not None and {bytes(h) for (h,) in erased} != self._suppressed:
+                raise RetryBatch("an identifier of the batch was erased by another batch")
             roots: set[int] = set()
-            if wanted:
-                # Lock the components' roots, in ascending ref order.
-                roots = {r for (r,) in self._execute("lock_roots", (kinds, values))}
+            nodes: list[NodeRow] = []
+            links: list[LinkRow] = []
+            if locked is not None and node_cur is not None and link_cur is not None:
+                roots = {r for (r,) in locked}
                 while True:
-                    # A batch that committed before the locks were granted may have merged or
-                    # split a component: read the components again, under the locks.
-                    now = {r for (r,) in self._execute("roots", (kinds, values))}
+                    nodes = list(map(_node, node_cur))
+                    now = {n.component for n in nodes}
                     if now <= roots:
-                        roots = now
                         break
+                    # A batch that committed before the locks were granted merged or split a
+                    # component: lock the new roots too, and read again.
                     more = sorted(now - roots)
                     if roots and more[0] < max(roots):
                         # taking it now could wait in a cycle with a batch that holds it and
                         # waits for ours: start again instead
                         raise RetryBatch("a component changed while its lock was awaited")
-                    got = {r for (r,) in self._execute("lock_refs", (more,))}
+                    got = {r for (r,) in execute("lock_refs", (more,))}
                     if got != set(more):
                         raise RetryBatch("a component's root was deleted meanwhile")
                     roots |= got
-            # ``seen`` and ``suppressed`` were answered before the locks: a batch that
-            # committed in between may have stored those events or erased those identifiers.
-            if self._seen:
-                stored = {e: bytes(f) for e, f in self._execute("seen", (list(self._seen),))}
-                if any(stored.get(e, b"") != f for e, f in self._seen.items()):
-                    raise RetryBatch("an event of the batch was stored by another batch")
-            if self._hashes:
-                erased = {bytes(h) for (h,) in self._execute("suppressed", (self._hashes,))}
-                if erased != self._suppressed:
-                    raise RetryBatch("an identifier of the batch was erased by another batch")
+                    with store._pipeline(self._conn):
+                        node_cur = execute("wanted_nodes", (kinds, values))
+                        link_cur = execute("wanted_links", (kinds, values))
+                roots = now
+                # The links were read by a statement of their own: an identifier another batch
+                # created since the nodes were read may have brought its component along;
+                # that component is not this batch's (the batch fails to create the
+                # identifier and is replayed), every locked one is as the nodes saw it.
+                links = [link for link in map(_decode_link, link_cur) if link.component in roots]
             self._wanted, self._roots = (kinds, values), roots
-            if not roots:
-                return ComponentRows((), ())
-            ordered = sorted(roots)
-            nodes = tuple(map(_node, self._execute("component_nodes", (ordered,))))
-            links = tuple(map(_decode_link, self._execute("component_links", (ordered,))))
-        return ComponentRows(nodes, links)
+        return ComponentRows(tuple(nodes), tuple(links))
 
     def save(self, changes: Changes) -> None:
         if self._saved:
@@ -662,15 +740,19 @@ class _PostgresBatch:
         meanwhile. An identifier that had no row when this batch loaded had nothing to lock:
         a batch creating it while this one suppresses it would otherwise keep it. Batches
         that erase are rare; the others pause while one commits."""
-        ((granted,),) = self._execute("try_lock", (self._store._erasure_lock,)).fetchall()
+        kinds, values = self._wanted
+        with self._store._pipeline(self._conn):
+            lock = self._execute("try_lock", (self._store._erasure_lock,))
+            # (read in the same round trip; only looked at once the lock is granted)
+            again = self._execute("roots", (kinds, values)) if kinds else None
+        ((granted,),) = lock.fetchall()
         if not granted:
             # Waiting here, holding row locks, could deadlock with a batch that waits for
             # them: replay instead, taking the lock exclusively before the row locks.
             self._store._thread.erase_first = True
             raise RetryBatch("an erasure waits for the batches in flight")
-        kinds, values = self._wanted
-        if kinds:
-            now = {r for (r,) in self._execute("roots", (kinds, values))}
+        if again is not None:
+            now = {r for (r,) in again}
             if now != self._roots:
                 self._store._thread.erase_first = True
                 raise RetryBatch("an identifier of this erasure was written meanwhile")
@@ -681,41 +763,17 @@ class _PostgresBatch:
         new_refs = sorted({row.ref for row in changes.nodes if row.ref < 0}, reverse=True)
         refs: dict[int, int] = {}
         if new_refs:
-            given = [r for (r,) in execute("new_refs", (store._sequence, len(new_refs)))]
-            refs = dict(zip(new_refs, given, strict=True))
-
-        def ref(r: int) -> int:
-            if r >= 0:
-                return r
-            try:
-                return refs[r]
-            except KeyError:
-                raise StorageError(f"save: ref {r} names no node of this batch") from None
-
-        regrouped = set(changes.regrouped)
-        inserts: list[tuple[Any, ...]] = []
-        times: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for row in changes.nodes:
-            keys = (
-                float(row.first_ts),
-                row.first_event_id,
-                float(row.last_ts),
-                None if row.reset_ts is None else float(row.reset_ts),
-                row.reset_event_id,
-                None if row.split_ts is None else float(row.split_ts),
-                row.split_event_id,
-            )
-            component = ref(row.component)
-            profile = ref(row.profile)
-            if row.ref < 0:
-                inserts.append(
-                    (refs[row.ref], row.kind, row.value, *keys[:5], component, profile, *keys[5:])
-                )
-            elif row.ref in regrouped:
-                updates.append((row.ref, *keys, component, profile))
-            else:
-                times.append((row.ref, *keys))
+            refs = dict(zip(new_refs, store._take_refs(self._conn, len(new_refs)), strict=True))
+        ref = resolver(refs)
+        new, moved, seen = sort_nodes(changes.nodes, changes.regrouped, ref)
+        inserts = []
+        for row, r, keys, component, profile in new:
+            k = _floats(keys)
+            inserts.append((r, row.kind, row.value, *k[:5], component, profile, *k[5:]))
+        updates = [
+            (r, *_floats(keys), component, profile) for _, r, keys, component, profile in moved
+        ]
+        times = [(r, *_floats(keys)) for _, r, keys, _, _ in seen]
         # One statement per kind of row; the driver sends them one after the other in one
         # pipeline (a single round trip) when libpq supports it.
         checks: list[tuple[str, Any, int, list[Any]]] = []
@@ -766,7 +824,7 @@ class _PostgresBatch:
                         key,
                         float(t.ts),
                         t.event_id,
-                        _encode_json(f"trait {key!r}", t.value),
+                        encode_json(f"trait {key!r}", t.value),
                     )
                     for (node, once, key), t in best.items()
                 )
@@ -794,7 +852,7 @@ class _PostgresBatch:
                             ct.key,
                             float(ct.ts),
                             ct.event_id,
-                            _encode_json(f"company {ct.company_id!r} trait {ct.key!r}", ct.value),
+                            encode_json(f"company {ct.company_id!r} trait {ct.key!r}", ct.value),
                         )
                         for ct in best_traits.values()
                     )
@@ -873,8 +931,12 @@ class PostgresStore:
       lock, before the server cancels it (defaults 60 and 30; 0: no limit). A batch whose
       lock wait times out is retried (``RetryBatch``);
     * ``connect_timeout``: seconds to wait for a connection from the pool (default 10);
-    * ``retries``: how many more times a read, or the start of a batch, is tried on another
-      connection when its connection turns out dead, after a growing pause (default 3).
+    * ``retries``: how many more times a read is tried on another connection when its
+      connection turns out dead, after a growing pause (default 3; a batch is replayed
+      instead);
+    * ``prepare``: whether a batch's statements are prepared on each connection and planned
+      once for any number of rows (default ``True``); ``False`` for a connection pooler that
+      cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
 
     Raises :class:`~identityres.errors.ConfigurationError` for a bad option (naming it and
     its value), a missing driver (naming the extra to install) or a namespace holding another
@@ -892,6 +954,7 @@ class PostgresStore:
         lock_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         retries: int = 3,
+        prepare: bool = True,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo.strip():
             raise ConfigurationError(f"conninfo={conninfo!r}: must be a PostgreSQL URL or DSN")
@@ -903,6 +966,9 @@ class PostgresStore:
         _check_number("lock_timeout", lock_timeout, minimum=0, integer=False)
         _check_number("connect_timeout", connect_timeout, minimum=0, integer=False)
         _check_number("retries", retries, minimum=0, integer=True)
+        if not isinstance(prepare, bool):
+            raise ConfigurationError(f"prepare={prepare!r}: must be True or False")
+        self.prepare = prepare
         self.pool_size = pool_size
         self.statement_timeout = float(statement_timeout)
         self.lock_timeout = float(lock_timeout)
@@ -925,6 +991,10 @@ class PostgresStore:
         self._thread = _PerThread()
         self._erasure_key = b""
         self._sequence = 0
+        #: node refs taken from the sequence and not yet used, ascending (a sequence value
+        #: is never given twice: those a process never uses are gaps, as a rolled-back
+        #: batch's are)
+        self._refs: list[int] = []
         self._erasure_lock = _lock_key(self.namespace, "erasure")
         #: rules to record with the next batch (``bind_rules`` on a namespace that has none)
         self._pending_rules: RulesRecord | None = None
@@ -940,9 +1010,10 @@ class PostgresStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
         """``postgresql://user@host:port/db?namespace=NAME&pool_size=4&statement_timeout=60&
-        lock_timeout=30&connect_timeout=10&retries=3`` (``postgres://`` too). The store's
-        options are taken out of the query; the rest of the URL (and any other query
-        parameter, e.g. ``sslmode``) goes to libpq. Keyword ``options`` win over the URL's."""
+        lock_timeout=30&connect_timeout=10&retries=3&prepare=true`` (``postgres://`` too).
+        The store's options are taken out of the query; the rest of the URL (and any other
+        query parameter, e.g. ``sslmode``) goes to libpq. Keyword ``options`` win over the
+        URL's."""
         if not isinstance(url, str):
             raise ConfigurationError(f"store={url!r}: not a store URL")
         unknown = sorted(set(options) - set(_OPTIONS))
@@ -970,14 +1041,22 @@ class PostgresStore:
             try:
                 if name == "namespace":
                     options[name] = raw
+                elif name == "prepare":
+                    options[name] = _BOOLEANS[raw.lower()]
                 elif name in ("pool_size", "retries"):
                     options[name] = int(raw)
                 else:
                     options[name] = float(raw)
-            except ValueError:
+            except (ValueError, KeyError):
                 raise ConfigurationError(
                     f"store={_redacted(url)!r}: {name}={raw!r}: "
-                    + ("must be an int" if name in ("pool_size", "retries") else "must be a number")
+                    + (
+                        "must be an int"
+                        if name in ("pool_size", "retries")
+                        else "must be true or false"
+                        if name == "prepare"
+                        else "must be a number"
+                    )
                 ) from None
         options.update(given)
         conninfo = urlunsplit(
@@ -997,7 +1076,11 @@ class PostgresStore:
         _, _, psycopg_pool = _driver()
         options = (
             f"-c statement_timeout={int(self.statement_timeout * 1000)} "
-            f"-c lock_timeout={int(self.lock_timeout * 1000)}"
+            f"-c lock_timeout={int(self.lock_timeout * 1000)} "
+            # A batch's statements are prepared once per connection and planned for any
+            # number of rows (index probes, never a scan of the whole table); JIT would
+            # compile each plan again for what is a few milliseconds of work.
+            "-c plan_cache_mode=force_generic_plan -c jit=off"
         )
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self._conninfo,
@@ -1183,6 +1266,35 @@ class PostgresStore:
                     f"{self!r}: the database is damaged: the sequence node_refs is missing"
                 )
 
+    # -- node refs ------------------------------------------------------------------------
+
+    def _refs_wanted(self, n: int) -> int:
+        """How many refs to take from the sequence (in ``load``'s round trip) so that
+        ``n`` new nodes find theirs in this store object's reserve: none, or a block."""
+        with self._lock:
+            have = len(self._refs)
+        return 0 if have >= n else max(n - have, _REF_BLOCK)
+
+    def _add_refs(self, refs: Iterable[int]) -> None:
+        with self._lock:
+            self._refs.extend(refs)
+            self._refs.sort()
+
+    def _take_refs(self, conn: psycopg.Connection[Any], n: int) -> list[int]:
+        """``n`` refs from the reserve, smallest first (topped up from the sequence in a
+        round trip of its own if another thread took what ``load`` reserved)."""
+        with self._lock:
+            if len(self._refs) < n:
+                extra = conn.execute(
+                    self._sql["new_refs"],
+                    (self._sequence, max(n - len(self._refs), _REF_BLOCK)),
+                    prepare=self.prepare,
+                )
+                self._refs.extend(r for (r,) in extra)
+                self._refs.sort()
+            taken, self._refs = self._refs[:n], self._refs[n:]
+        return taken
+
     def _check_version(self, conn: psycopg.Connection[Any]) -> None:
         sql = self._sql_module
         rows = conn.execute(
@@ -1229,15 +1341,20 @@ class PostgresStore:
                 f"{self!r}: a batch cannot be opened inside a snapshot (only reads belong "
                 "there, and they would not see the batch)"
             )
-        conn = self._begin("begin a batch", "BEGIN ISOLATION LEVEL READ COMMITTED")
+        # BEGIN travels with the batch's first statement (``_PostgresBatch._open``); a
+        # connection the server dropped is found there, and the batch replayed on another.
+        conn = self._getconn()
         batch = _PostgresBatch(self, conn)
         try:
             pending = self._pending_rules
             if pending is not None:
+                with self._batch_errors("begin a batch"):
+                    batch._open()
                 self._record_rules(conn, pending)
             yield batch
-            with self._batch_errors("commit"):
-                conn.execute("COMMIT")
+            if batch._begun:
+                with self._batch_errors("commit"):
+                    conn.execute("COMMIT")
         except BaseException:
             with suppress(Exception):
                 if not conn.closed:
@@ -1293,6 +1410,54 @@ class PostgresStore:
             conn.execute(statement)  # (autocommit: VACUUM runs outside a transaction)
 
         self._retrying("vacuum", run)
+
+    def find_value(self, value: str) -> dict[str, int]:
+        """How many live rows of each table of the namespace hold ``value`` in a text or
+        ``bytea`` column (as it is, or as JSON writes it inside a JSON value; in ``bytea``
+        its UTF-8 bytes): tables without any are left out. For checking an erasure
+        (``identityres forget --verify``). It reads what a query can see, in one consistent
+        read: not the dead row versions that ``VACUUM`` has not yet reclaimed, nor the
+        write-ahead log, archives, replicas or backups (docs/storage.md, "PostgreSQL"). A
+        short value may also occur inside other data. Raises ``TypeError`` for a value that
+        is not a ``str``."""
+        if not isinstance(value, str):
+            raise TypeError(f"value={value!r}: must be a str")
+        if not value or _holds_nul(value):
+            return {}  # (nothing to look for; PostgreSQL text holds no NUL)
+        sql = self._sql_module
+        texts = list(dict.fromkeys((value, json.dumps(value, ensure_ascii=False)[1:-1])))
+        found: dict[str, int] = {}
+        with self._reading("find_value") as conn:
+            columns: dict[str, list[tuple[str, str]]] = {}
+            for table, column, kind in conn.execute(
+                "SELECT c.relname, a.attname, a.atttypid::regtype::text FROM pg_attribute AS a "
+                "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+                "AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND a.atttypid IN ('text'::regtype, 'bytea'::regtype) ORDER BY 1, a.attnum",
+                (self.namespace,),
+            ):
+                columns.setdefault(table, []).append((column, kind))
+            for table, cols in columns.items():
+                tests = [
+                    sql.SQL("strpos({}, {}) > 0").format(sql.Identifier(c), sql.Literal(t))
+                    for c, kind in cols
+                    if kind == "text"
+                    for t in texts
+                ] + [
+                    sql.SQL("position({} in {}) > 0").format(
+                        sql.Literal(value.encode("utf-8")), sql.Identifier(c)
+                    )
+                    for c, kind in cols
+                    if kind == "bytea"
+                ]
+                statement = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+                    sql.Identifier(self.namespace, table), sql.SQL(" OR ").join(tests)
+                )
+                ((count,),) = conn.execute(statement).fetchall()
+                if count:
+                    found[table] = count
+        return found
 
     def drop(self) -> None:
         """Drop the namespace and everything in it (``DROP SCHEMA ... CASCADE``), then close
@@ -1426,14 +1591,7 @@ class PostgresStore:
         nodes = tuple(map(_node, conn.execute(self._sql["profile_nodes"], key)))
         traits = conn.execute(self._sql["profile_traits"], key).fetchall()
         links = conn.execute(self._sql["profile_company_links"], key).fetchall()
-        return ProfileRows(
-            nodes,
-            tuple(
-                TraitRow(n, k, ts, e, _decode_json("traits", _trait_key(n, o, k), v), bool(o))
-                for n, k, ts, e, v, o in traits
-            ),
-            tuple(CompanyLinkRow(*c) for c in links),
-        )
+        return profile_rows(nodes, traits, links)
 
     def iter_profiles(self) -> Iterator[ProfileRows]:
         """Every profile, a few thousand identifiers at a time (whole link components, in
@@ -1444,25 +1602,12 @@ class PostgresStore:
                 rows = conn.execute(self._sql["page_nodes"], (last, _PAGE)).fetchall()
                 if not rows:
                     return
-                top = rows[-1][_COMPONENT_COLUMN]
-                if len(rows) == _PAGE:
-                    # the last component may go on past the page: read it whole
-                    while rows and rows[-1][_COMPONENT_COLUMN] == top:
-                        rows.pop()
-                    rows.extend(conn.execute(self._sql["page_rest"], (top,)).fetchall())
+                rows, top = whole_components(
+                    rows, _PAGE, lambda c: conn.execute(self._sql["page_rest"], (c,)).fetchall()
+                )
                 traits = conn.execute(self._sql["page_traits"], (last, top)).fetchall()
                 links = conn.execute(self._sql["page_company_links"], (last, top)).fetchall()
-            page: dict[int, tuple[list[NodeRow], list[TraitRow], list[CompanyLinkRow]]] = {}
-            for node in map(_node, rows):
-                page.setdefault(node.profile, ([], [], []))[0].append(node)
-            for p, n, k, ts, e, v, o in traits:
-                value = _decode_json("traits", _trait_key(n, o, k), v)
-                page[p][1].append(TraitRow(n, k, ts, e, value, bool(o)))
-            for p, n, cid, ts, e in links:
-                page[p][2].append(CompanyLinkRow(n, cid, ts, e))
-            for p in sorted(page):
-                ns, trs, cls = page[p]
-                yield ProfileRows(tuple(ns), tuple(trs), tuple(cls))
+            yield from profile_page(map(_node, rows), traits, links)
             last = top
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
@@ -1491,7 +1636,7 @@ class PostgresStore:
         return CompanyRows(
             tuple(
                 CompanyTraitRow(
-                    c, k, ts, e, _decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
+                    c, k, ts, e, decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
                 )
                 for c, k, ts, e, v in traits
             ),
@@ -1535,6 +1680,7 @@ class PostgresStore:
             _INHERITED.append(self._pool)
         self._pool = None
         self._thread = _PerThread()
+        self._refs = []  # (the parent uses its own: the child takes refs of its own)
 
 
 def _read_rules(rows: Iterable[Sequence[Any]]) -> RulesRecord | None:

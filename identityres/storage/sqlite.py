@@ -94,6 +94,17 @@ from identityres._rows import (
 )
 from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, ErasureIncompleteError, StorageError
+from identityres.storage._sql import NODE_NAMES as _NODE_NAMES
+from identityres.storage._sql import decode_json as _decode_json
+from identityres.storage._sql import (
+    decode_link,
+    profile_page,
+    profile_rows,
+    resolver,
+    sort_nodes,
+    whole_components,
+)
+from identityres.storage._sql import encode_json as _encode_json
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -203,23 +214,8 @@ _TEMP_SCHEMA = (
     "CREATE TEMP TABLE IF NOT EXISTS wanted_components (ref INTEGER PRIMARY KEY)",
 )
 
-_NODE_NAMES = (
-    "ref",
-    "kind",
-    "value",
-    "first_ts",
-    "first_event_id",
-    "last_ts",
-    "reset_ts",
-    "reset_event_id",
-    "component",
-    "profile",
-    "split_ts",
-    "split_event_id",
-)
 _NODE_COLUMNS = ", ".join(_NODE_NAMES)
 _N_NODE_COLUMNS = ", ".join(f"n.{c}" for c in _NODE_NAMES)
-_COMPONENT_COLUMN = _NODE_NAMES.index("component")
 _LINK_NAMES = ("event_id", "ts", "component", "members", "refused", "etype", "erased_kind")
 _LINK_COLUMNS = ", ".join(_LINK_NAMES)
 _L_LINK_COLUMNS = ", ".join(f"l.{c}" for c in _LINK_NAMES)
@@ -297,54 +293,17 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _encode_json(what: str, value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise StorageError(f"{what}={value!r}: cannot be stored as JSON: {exc}") from exc
-
-
 def _encode_refused(refused: tuple[RefusedMember, ...]) -> str | None:
     return json.dumps([list(r) for r in refused]) if refused else None
 
 
-#: what decoding a damaged stored value raises (bad JSON, wrong shapes, wrong types)
-_DECODING_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
-
-
-def _damaged(table: str, row: str, what: str, exc: BaseException) -> StorageError:
-    """The error for a stored row that cannot be read back: it names the table and the row
-    (never its values: a row may hold personal data)."""
-    return StorageError(
-        f"the database is damaged: {table} row {row}: {what} cannot be read "
-        f"({type(exc).__name__}: {exc})"
-    )
+def _members(text: Any) -> tuple[int, ...]:
+    """Link members as stored here: refs joined by commas."""
+    return tuple(map(int, text.split(","))) if text else ()
 
 
 def _decode_link(row: tuple[Any, ...]) -> LinkRow:
-    eid, ts, component, members, refused, etype, erased_kind = row
-    items: tuple[RefusedMember, ...] = ()
-    try:
-        if refused is not None:
-            items = tuple(
-                RefusedMember(int(p), str(code), kind) for p, code, kind in json.loads(refused)
-            )
-        refs = tuple(map(int, members.split(","))) if members else ()
-    except _DECODING_ERRORS as exc:
-        raise _damaged("links", f"event_id={eid!r}", "members or refused", exc) from exc
-    return LinkRow(eid, ts, component, refs, items, etype, erased_kind)
-
-
-def _decode_json(table: str, row: str, text: Any) -> Any:
-    """A JSON value of a ``traits`` or ``company_traits`` row."""
-    try:
-        return json.loads(text)
-    except _DECODING_ERRORS as exc:
-        raise _damaged(table, row, "the JSON value", exc) from exc
-
-
-def _trait_key(node: Any, once: Any, key: Any) -> str:
-    return f"(node={node!r}, once={once!r}, key={key!r})"
+    return decode_link(row, _members)
 
 
 def _find_in_file(path: str, needle: bytes, *, chunk: int = 1 << 20) -> list[int]:
@@ -443,42 +402,16 @@ class _SQLiteBatch:
         # takes them meanwhile. Refs are never reused: stale rows can never name a new node.
         (first,) = conn.execute("SELECT value FROM counters WHERE name = 'next_ref'").fetchone()
         new_refs = sorted({row.ref for row in changes.nodes if row.ref < 0}, reverse=True)
-        refs: dict[int, int] = {r: first + i for i, r in enumerate(new_refs)}
-
-        def ref(r: int) -> int:
-            if r >= 0:
-                return r
-            try:
-                return refs[r]
-            except KeyError:
-                raise StorageError(f"save: ref {r} names no node of this batch") from None
-
-        regrouped = set(changes.regrouped)
-        inserts: list[tuple[Any, ...]] = []
-        times: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
+        ref = resolver({r: first + i for i, r in enumerate(new_refs)})
         kind_id = store._kind_id
-        for row in changes.nodes:
-            keys = (
-                row.first_ts,
-                row.first_event_id,
-                row.last_ts,
-                row.reset_ts,
-                row.reset_event_id,
-                row.split_ts,
-                row.split_event_id,
-            )
-            component = ref(row.component)
-            profile = ref(row.profile)
-            if row.ref < 0:
-                inserts.append(
-                    (refs[row.ref], kind_id(conn, row.kind), row.value, *keys[:5], component,
-                     profile, *keys[5:])
-                )  # fmt: skip
-            elif row.ref in regrouped:
-                updates.append((*keys, component, profile, row.ref))
-            else:  # only first/last seen, resets or splits: leave the indexed columns alone
-                times.append((*keys, row.ref))
+        new, moved, seen = sort_nodes(changes.nodes, changes.regrouped, ref)
+        inserts = [
+            (r, kind_id(conn, row.kind), row.value, *keys[:5], component, profile, *keys[5:])
+            for row, r, keys, component, profile in new
+        ]
+        updates = [(*keys, component, profile, r) for _, r, keys, component, profile in moved]
+        # (only first/last seen, resets or splits: the indexed columns are left alone)
+        times = [(*keys, r) for _, r, keys, _, _ in seen]
         deleted = sorted(set(changes.deleted))
         if deleted:
             gone = [(r,) for r in deleted]
@@ -1430,15 +1363,7 @@ class SQLiteStore:
             f"CROSS JOIN company_links AS c ON c.node = n.ref WHERE {where}",
             found,
         ).fetchall()
-        nodes = self._decode_nodes(conn, rows)
-        return ProfileRows(
-            nodes,
-            tuple(
-                TraitRow(n, k, ts, e, _decode_json("traits", _trait_key(n, o, k), v), bool(o))
-                for n, k, ts, e, v, o in traits
-            ),
-            tuple(CompanyLinkRow(*c) for c in links),
-        )
+        return profile_rows(self._decode_nodes(conn, rows), traits, links)
 
     def iter_profiles(self) -> Iterator[ProfileRows]:
         """Every profile, read a few thousand identifiers at a time (whole link components,
@@ -1454,16 +1379,13 @@ class SQLiteStore:
                 ).fetchall()
                 if not rows:
                     return
-                top = rows[-1][_COMPONENT_COLUMN]
-                if len(rows) == _PAGE:
-                    # the last component may go on past the page: read it whole
-                    while rows and rows[-1][_COMPONENT_COLUMN] == top:
-                        rows.pop()
-                    rows.extend(
-                        conn.execute(
-                            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE component = ?", (top,)
-                        )
-                    )
+                rows, top = whole_components(
+                    rows,
+                    _PAGE,
+                    lambda c: conn.execute(
+                        f"SELECT {_NODE_COLUMNS} FROM nodes WHERE component = ?", (c,)
+                    ),
+                )
                 traits = conn.execute(
                     "SELECT n.profile, t.node, t.key, t.ts, t.event_id, t.value, t.once "
                     "FROM nodes AS n CROSS JOIN traits AS t ON t.node = n.ref "
@@ -1477,17 +1399,7 @@ class SQLiteStore:
                     (last, top),
                 ).fetchall()
                 nodes = self._decode_nodes(conn, rows)
-            page: dict[int, tuple[list[NodeRow], list[TraitRow], list[CompanyLinkRow]]] = {}
-            for node in nodes:
-                page.setdefault(node.profile, ([], [], []))[0].append(node)
-            for p, n, k, ts, e, v, o in traits:
-                value = _decode_json("traits", _trait_key(n, o, k), v)
-                page[p][1].append(TraitRow(n, k, ts, e, value, bool(o)))
-            for p, n, cid, ts, e in links:
-                page[p][2].append(CompanyLinkRow(n, cid, ts, e))
-            for p in sorted(page):
-                ns, trs, cls = page[p]
-                yield ProfileRows(tuple(ns), tuple(trs), tuple(cls))
+            yield from profile_page(nodes, traits, links)
             last = top
 
     def iter_refused_links(self) -> Iterator[LinkRow]:
