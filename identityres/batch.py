@@ -62,7 +62,7 @@ from identityres._formats import translate
 from identityres._graph import EventError, IdentityGraph, bad_event
 from identityres._merge import keep
 from identityres._model import profile_id
-from identityres._rules import Rules
+from identityres._rules import Rules, strip_whitespace
 from identityres._working_set import WorkingSet
 from identityres._writers import CONFLICT, admit, conflict
 from identityres.errors import ConfigurationError, InvalidEventError, ValidationError
@@ -298,7 +298,8 @@ def _valid(arr: Any, n: int) -> np.ndarray:
     return out
 
 
-Columns = list[tuple[int, np.ndarray, list["str | None"]]]
+#: per identifier column: its kind, each row's code, the normalized value of each code
+Columns = list[tuple[int, np.ndarray, Any]]
 
 
 def _columnar(
@@ -384,6 +385,14 @@ def _columnar(
     else:
         return None
     fast &= (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
+    # identifiers the rules' extraction would find (docs/formats.md, Identifiers inside
+    # messages): a row whose properties hold a key an extractor reads is the builder's
+    watched, _, other_roots = _extraction_keys(rules)
+    for mtype_name, root in other_roots:
+        if root in table.column_names:
+            of_type = pc.fill_null(pc.equal(mtype, pa.scalar(mtype_name)), False)
+            held = table.column(root).is_valid().to_numpy(zero_copy_only=False)
+            fast &= ~(of_type.to_numpy(zero_copy_only=False) & held)
     # properties: JSON text of an object, checked per distinct text by the builder's own check
     if props is not None and (fast & ~is_identify & _valid(props, n)).any():
         penc: Any = pc.dictionary_encode(props)
@@ -394,39 +403,107 @@ def _columnar(
                 _check_mapping("properties", value)
                 if isinstance(value, dict) and value:
                     _json(value, "properties")
-                good[j] = isinstance(value, dict)
+                good[j] = isinstance(value, dict) and watched.isdisjoint(value)
             except (ValueError, ValidationError, RecursionError):
                 good[j] = False
         pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
         has_props = _valid(props, n) & ~is_identify
         fast &= ~has_props | good[pcodes]
     etype = np.where(is_identify, IDENTIFY, TRACK).astype(np.int8)
-    columns: list[tuple[int, np.ndarray, list[str | None]]] = []
+    columns: Columns = []
     for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
         if col is None:
             continue
         cenc: Any = pc.dictionary_encode(col)
         codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        used = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        raw_values: Any = cenc.dictionary
+        used = np.zeros(len(raw_values) + 1, dtype=bool)
         used[codes[fast] + 1] = True
-        values: list[str | None] = []
-        ok = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        used = used[1:]
+        # most values are certainly their own normal form and not blocked (checked
+        # vectorized); only the rest go through the builder, one Python call per value
+        plain = _plain_values(raw_values, rules, kind)
+        ask = np.flatnonzero(used & ~plain)
+        ok = np.zeros(len(raw_values) + 1, dtype=bool)
         ok[0] = True  # (no value)
-        for j, raw in enumerate(cenc.dictionary.to_pylist()):
-            if not used[j + 1]:
-                values.append(None)
-                continue
+        ok[1:] = used & plain
+        asked: list[str | None] = []
+        for j, raw in zip(ask.tolist(), raw_values.take(ask).to_pylist(), strict=True):
             try:
                 value = build.identifier_value(field, kind, raw)
             except ValidationError:
-                values.append(None)
+                asked.append(None)
                 continue
             clean = rules.blocked_reason(value) is None
-            values.append(value if clean else None)
+            asked.append(value if clean else None)
             ok[j + 1] = clean
         fast &= ok[codes + 1]
+        values: Any = raw_values
+        if len(ask):
+            mask = np.zeros(len(raw_values), dtype=bool)
+            mask[ask] = True
+            values = pc.replace_with_mask(values, pa.array(mask), pa.array(asked, pa.string()))
+        values = pc.if_else(pa.array(ok[1:]), values, pa.scalar(None, pa.string()))
         columns.append((kind, codes, values))
     return fast, etype, ts, columns
+
+
+def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """What the rules' extraction reads in the columnar lane's types: the keys of
+    ``properties`` (track, page, screen) and of ``traits`` (identify) some extractor
+    reads, and the ``(type, column)`` pairs of other columns one reads (such a row is left
+    to the builder)."""
+    props: set[str] = set()
+    traits: set[str] = set()
+    others: set[tuple[str, str]] = set()
+    for mtype in _FAST_TYPES:
+        compiled = rules.extractors.get(mtype)
+        if compiled is None:
+            continue
+        parents, extractors = compiled
+        for at, leaf, *_ in extractors:
+            parent = parents[at]
+            root = parent[0] if parent else leaf
+            key = parent[1] if len(parent) > 1 else leaf
+            if root == "properties" and mtype != "identify":
+                props.add(key)
+            elif root == "traits" and mtype == "identify":
+                traits.add(key)
+            elif root in COLUMNS:
+                others.add((mtype, root))
+    return props, traits, others
+
+
+def _plain_values(values: Any, rules: Any, kind: int) -> np.ndarray:
+    """Per distinct identifier value (a string array): True when it is certainly what the
+    builder would make of it (the default normalizer leaves it unchanged: printable ASCII
+    at both ends) and certainly not blocked (not too long, no blocked word, not quoted);
+    False means "ask the builder", not "invalid". Rules with blocked patterns ask always."""
+    if rules.normalizers[kind] is not strip_whitespace or rules.patterns or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    ok: Any = pc.and_(
+        pc.string_is_ascii(values),
+        pc.match_substring_regex(values, r"(?s)^[!-~](.*[!-~])?$"),
+    )
+    length: Any = pc.binary_length(values)
+    ok = pc.and_(ok, pc.less_equal(length, pa.scalar(rules.max_length)))
+    ok = pc.and_(ok, pc.invert(pc.match_substring_regex(values, r"^['\"]")))
+    if rules.blocked_exact:
+        ok = pc.and_(
+            ok,
+            pc.invert(
+                pc.is_in(values, value_set=pa.array(sorted(rules.blocked_exact), pa.string()))
+            ),
+        )
+    if rules.blocked_insensitive:
+        words = pa.array(sorted(rules.blocked_insensitive), pa.string())
+        word: Any = pc.and_(
+            pc.less_equal(length, pa.scalar(rules.ci_max_len)),
+            pc.is_in(pc.ascii_lower(values), value_set=words),
+        )
+        ok = pc.and_(ok, pc.invert(word))
+    out: np.ndarray = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return out
 
 
 # -- the union-find ---------------------------------------------------------------------
@@ -480,8 +557,8 @@ class BatchResult:
         rules: Rules,
         events: _Events,
         node_kind: np.ndarray,
-        node_value: list[str],
-        node_index: dict[tuple[int, str], int],
+        node_value: Any,
+        node_index: Mapping[tuple[int, str], int] | None,
         comp: np.ndarray,
         touched: np.ndarray,
         fast_record: np.ndarray,
@@ -503,7 +580,7 @@ class BatchResult:
         self._last_ts = last_ts
         self._order = order
         self._touched = touched
-        #: (kind, value) -> node
+        #: (kind, value) -> node, built when first needed (``graph``/``seed``)
         self._index = node_index
         self._conflicted = conflicted
         #: the bad events skipped (``on_error="skip"``), by input position
@@ -528,7 +605,7 @@ class BatchResult:
         fast_node[fast_node_idx] = True
         # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
         # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id).
-        values = pa.array(self._node_value, pa.string()).take(fast_node_idx)
+        values = self._node_values().take(pa.array(fast_node_idx))
         t = pa.table(
             {
                 "comp": pa.array(comp[fast_node_idx]),
@@ -780,8 +857,20 @@ class BatchResult:
         mask: np.ndarray = ~self._touched[self._comp]
         return mask
 
+    def _node_values(self) -> Any:
+        """The nodes' values as one Arrow string array (a list is accepted too)."""
+        if isinstance(self._node_value, (pa.Array, pa.ChunkedArray)):
+            return self._node_value
+        return pa.array(self._node_value, pa.string())
+
+    def _node_index(self) -> Mapping[tuple[int, str], int]:
+        if self._index is None:
+            pairs = zip(self._node_kind.tolist(), self._node_values().to_pylist(), strict=True)
+            self._index = {pair: n for n, pair in enumerate(pairs)}
+        return self._index
+
     def _node_of(self, pair: tuple[int, str]) -> int:
-        return self._index[pair]
+        return self._node_index()[pair]
 
     @property
     def _conflicted_engine(self) -> Engine:
@@ -845,10 +934,10 @@ class BatchResult:
         order = self._order
         for _, rec in events.records(i for i in order.tolist() if not fast[i]):
             engine.apply(rec)
-        n_of = self._index
+        n_of = self._node_index()
         local: dict[int, int] = {}
         kind = self._node_kind
-        value = self._node_value
+        value = self._node_values().to_pylist()
         mask = self._fast_node_mask()
         ts_sorted = events.ts[order].tolist()
         eid_sorted = [str(e) for e in events.eid.take(order).to_pylist()]
@@ -1024,18 +1113,6 @@ def resolve(
     # 1. decode. The columnar lane: plain rows, vectorized; every other event through
     # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
     lanes = None if table is None or not columnar else _columnar(table, build, compiled)
-    node_index: dict[tuple[int, str], int] = {}
-    node_kind: list[int] = []
-    node_value: list[str] = []
-
-    def intern(pair: tuple[int, str]) -> int:
-        n = node_index.get(pair)
-        if n is None:
-            n = node_index[pair] = len(node_kind)
-            node_kind.append(pair[0])
-            node_value.append(pair[1])
-        return n
-
     if lanes is not None and table is not None:
         fast_mask, fast_etype, fast_ts, columns = lanes
         fast_rows = np.flatnonzero(fast_mask)
@@ -1108,16 +1185,27 @@ def resolve(
         [fast_etype[fast_rows], np.array([r.etype for r in records], dtype=np.int8)]
     ).astype(np.int8)
     eids = pa.concat_arrays([fast_eids, pa.array([r.event_id for r in records], pa.string())])
-    # the fast rows' identifiers: node per distinct value used, in priority order per row
+    # the fast rows' identifiers: a node per distinct normalized value used (two raw values
+    # may normalize alike), numbered kind by kind; the values stay in Arrow
     row_nodes: list[np.ndarray] = []
+    node_kind_parts: list[np.ndarray] = []
+    node_value_parts: list[Any] = []
+    known: dict[int, tuple[int, Any]] = {}  # kind -> (its first node, its values)
+    nn = 0
     for kind, codes, values in sorted(columns, key=lambda c: c[0]):
         mine = codes[fast_rows]
+        used = np.zeros(len(values) + 1, dtype=bool)
+        used[mine + 1] = True
+        used_codes = np.flatnonzero(used[1:])
+        venc: Any = pc.dictionary_encode(values.take(pa.array(used_codes)))
         node_of = np.full(len(values) + 1, -1, dtype=np.int64)
-        for code in np.unique(mine[mine >= 0]).tolist():
-            value = values[code]
-            assert value is not None
-            node_of[code + 1] = intern((kind, value))
+        node_of[used_codes + 1] = nn + venc.indices.to_numpy(zero_copy_only=False)
         row_nodes.append(node_of[mine + 1])
+        uniq = venc.dictionary
+        known[kind] = (nn, uniq)
+        node_kind_parts.append(np.full(len(uniq), kind, dtype=np.int64))
+        node_value_parts.append(uniq)
+        nn += len(uniq)
     occ_rec_parts: list[np.ndarray] = []
     occ_node_parts: list[np.ndarray] = []
     anchor = np.full(nr, -1, dtype=np.int64)
@@ -1133,38 +1221,62 @@ def resolve(
         edges_b.append(nodes[later])
         leads = present & (anchor[:nf] < 0)
         anchor[:nf][leads] = nodes[leads]
+    # the record lane's identifiers: looked up among the nodes above, kind by kind (new
+    # values become new nodes)
     py: dict[int, Record] = {}
     slow_occ_rec: list[int] = []
-    slow_occ_node: list[int] = []
-    slow_a: list[int] = []
-    slow_b: list[int] = []
-    operator_nodes: list[int] = []
+    slow_occ_kind: list[int] = []
+    slow_occ_value: list[str] = []
+    slow_first: list[bool] = []
     for j, rec in enumerate(records):
         i = nf + j
         py[i] = rec
-        if not rec.ids:
-            continue
-        a = -1
-        for pair in rec.ids:
-            n = intern(pair)
+        first = True
+        for k, v in rec.ids:
             slow_occ_rec.append(i)
-            slow_occ_node.append(n)
-            if a < 0:
-                a = n
+            slow_occ_kind.append(k)
+            slow_occ_value.append(v)
+            slow_first.append(first)
+            first = False
+    s_rec = np.array(slow_occ_rec, dtype=np.int64)
+    s_kind = np.array(slow_occ_kind, dtype=np.int64)
+    s_node = np.full(len(s_rec), -1, dtype=np.int64)
+    if len(s_rec):
+        s_values = pa.array(slow_occ_value, pa.string())
+        for kind in np.unique(s_kind).tolist():
+            where = np.flatnonzero(s_kind == kind)
+            vals: Any = s_values.take(pa.array(where))
+            if kind in known:
+                base, uniq = known[kind]
+                pos = pc.index_in(vals, value_set=uniq)
+                found = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
             else:
-                slow_a.append(a)
-                slow_b.append(n)
-        anchor[i] = a
-        if rec.etype in _OPERATOR:
-            operator_nodes.append(a)
-    occ_r = np.concatenate([*occ_rec_parts, np.array(slow_occ_rec, dtype=np.int64)])
-    occ_n = np.concatenate([*occ_node_parts, np.array(slow_occ_node, dtype=np.int64)])
-    nn = len(node_kind)
-    kind_arr = np.array(node_kind, dtype=np.int64)
+                found = np.full(len(where), -1, dtype=np.int64)
+                base = 0
+            hit = found >= 0
+            s_node[where[hit]] = base + found[hit]
+            if not hit.all():
+                menc: Any = pc.dictionary_encode(vals.filter(pa.array(~hit)))
+                s_node[where[~hit]] = nn + menc.indices.to_numpy(zero_copy_only=False)
+                node_kind_parts.append(np.full(len(menc.dictionary), kind, dtype=np.int64))
+                node_value_parts.append(menc.dictionary)
+                nn += len(menc.dictionary)
+    is_first = np.array(slow_first, dtype=bool)
+    anchor[s_rec[is_first]] = s_node[is_first]
+    # each further identifier of an event joins its first (the anchor)
+    slow_a = anchor[s_rec[~is_first]]
+    slow_b = s_node[~is_first]
+    slow_occ_node = s_node
+    is_operator = np.isin(etype, np.array(_OPERATOR, dtype=np.int8))
+    operator_nodes = anchor[is_operator & (anchor >= 0)]
+    occ_r = np.concatenate([*occ_rec_parts, s_rec])
+    occ_n = np.concatenate([*occ_node_parts, slow_occ_node])
+    kind_arr = np.concatenate([np.zeros(0, dtype=np.int64), *node_kind_parts])
+    node_value: Any = pa.concat_arrays([pa.array([], pa.string()), *node_value_parts])
     comp = components(
         nn,
-        np.concatenate([*edges_a, np.array(slow_a, dtype=np.int64)]),
-        np.concatenate([*edges_b, np.array(slow_b, dtype=np.int64)]),
+        np.concatenate([*edges_a, slow_a]),
+        np.concatenate([*edges_b, slow_b]),
     )
     # event order: rank of each event by (timestamp, event_id)
     order = pc.sort_indices(
@@ -1220,7 +1332,7 @@ def resolve(
         events,
         kind_arr,
         node_value,
-        node_index,
+        None,
         comp,
         touched,
         fast_record,
