@@ -22,6 +22,7 @@ Needs the ``identityres[batch]`` extra (pyarrow, numpy).
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import os
 import time
@@ -1047,8 +1048,110 @@ def _flat(table: pa.Table) -> pa.Table:
 # -- resolve ------------------------------------------------------------------------------
 
 
-def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
-    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet)."""
+#: the JSONL keys the columnar lane carries: text, and JSON values (kept as their text)
+_LINE_TEXT = frozenset(
+    ("type", "event", "name", "userId", "anonymousId", "previousId", "groupId", "timestamp")
+)
+_LINE_JSON = frozenset(_JSON_COLUMNS)
+_LINE_CHUNK = 65_536
+
+
+class _Lines:
+    """A JSONL source read into Segment columns (``table``, row ``i`` being input event
+    ``position[i]``), and the lines the columns cannot carry exactly (``other``:
+    ``(position, message)``, read by ``RecordBuilder`` as ``ingest`` reads them)."""
+
+    def __init__(self, table: pa.Table, position: np.ndarray, other: list[tuple[int, Any]]):
+        self.table = table
+        self.position = position
+        self.other = other
+
+
+def _line_keys(rules: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """The message keys outside the columns that reading a message may look at: those that
+    send a line to the builder, and the keys inside ``context`` that do (a ``context`` with
+    none of them changes nothing: docs/formats.md, Identifiers inside messages)."""
+    outside: set[str] = {"context"}
+    in_context: set[str] = {"traits"}  # (an identify's context.traits are traits)
+    for parents, extractors in rules.extractors.values():
+        for at, leaf, *_ in extractors:
+            parent = parents[at]
+            root = parent[0] if parent else leaf
+            if root == "context":
+                in_context.add(parent[1] if len(parent) > 1 else leaf)
+            elif root not in COLUMNS:
+                outside.add(root)
+    return frozenset(outside), frozenset(in_context)
+
+
+def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
+    """JSONL files as Segment columns. A line goes in the columns when every key it has is
+    either a column of the right type (text, or any JSON value for ``traits``,
+    ``properties``, ``identifiers``, ``set_once``, kept as JSON text that reads back to the
+    same value), a key no reading looks at once ``timestamp`` is text (``sentAt``, ...), or
+    a ``context`` holding nothing the rules read; every other line stays a message."""
+    outside, in_context = _line_keys(rules)
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    names = sorted(_LINE_TEXT | _LINE_JSON | {"messageId"})
+    chunks: list[pa.RecordBatch] = []
+    position: list[int] = []
+    other: list[tuple[int, Any]] = []
+    cols: dict[str, list[Any]] = {c: [] for c in names}
+
+    def flush() -> None:
+        if cols["type"]:
+            arrays = [pa.array(cols[c], pa.string()) for c in names]
+            chunks.append(pa.RecordBatch.from_arrays(arrays, names=names))
+            for c in names:
+                cols[c] = []
+
+    index = 0
+    for path, f in files:
+        for msg in _jsonl_messages(path, f == "jsonl.gz"):
+            i = index
+            index += 1
+            if type(msg) is not dict or type(msg.get("type")) is not str:
+                other.append((i, msg))
+                continue
+            if type(msg.get("timestamp")) is not str:
+                other.append((i, msg))
+                continue
+            row: dict[str, Any] = {}
+            for k, v in msg.items():
+                if v is None:
+                    continue
+                if k in _LINE_TEXT:
+                    if type(v) is not str:
+                        break
+                    row[k] = v
+                elif k in _LINE_JSON:
+                    row[k] = dumps(v)
+                elif k == "messageId":
+                    if type(v) is not str:
+                        break
+                    row[k] = v
+                elif k in outside and (
+                    k != "context" or type(v) is not dict or not in_context.isdisjoint(v)
+                ):
+                    break
+            else:
+                position.append(i)
+                for c in names:
+                    cols[c].append(row.get(c))
+                if len(cols["type"]) >= _LINE_CHUNK:
+                    flush()
+                continue
+            other.append((i, msg))
+    flush()
+    schema = pa.schema([(c, pa.string()) for c in names])
+    return _Lines(
+        pa.Table.from_batches(chunks, schema=schema), np.array(position, dtype=np.int64), other
+    )
+
+
+def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table | _Lines | None:
+    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet), or,
+    given ``rules``, JSONL files read into columns."""
     if isinstance(source, pa.Table):
         return source
     if isinstance(source, pa.RecordBatch):
@@ -1058,6 +1161,8 @@ def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
         if all(f == "parquet" for _, f in files):
             tables = [pq.read_table(path) for path, _ in files]
             return pa.concat_tables(tables, promote_options="permissive")
+        if rules is not None and all(f != "parquet" for _, f in files):
+            return _read_lines(files, rules)
         return None
     import pyarrow.dataset as ds
 
@@ -1107,7 +1212,15 @@ def resolve(
         return now
 
     t = time.perf_counter()
-    table = _read_table(source, format)
+    read = _read_table(source, format, compiled if columnar else None)
+    other: list[tuple[int, Any]] = []
+    if isinstance(read, _Lines):
+        table: pa.Table | None = read.table
+        row_position = read.position
+        other = read.other
+    else:
+        table = read
+        row_position = np.arange(0 if table is None else table.num_rows, dtype=np.int64)
     if table is not None:
         t = done("read", t)
     # 1. decode. The columnar lane: plain rows, vectorized; every other event through
@@ -1117,19 +1230,24 @@ def resolve(
         fast_mask, fast_etype, fast_ts, columns = lanes
         fast_rows = np.flatnonzero(fast_mask)
         slow_rows = np.flatnonzero(~fast_mask)
-        messages: Iterable[Any] = _table_messages(table.take(slow_rows))
-        positions: Iterable[int] = slow_rows.tolist()
+        inputs: Iterable[tuple[int, Any]] = zip(
+            row_position[slow_rows].tolist(), _table_messages(table.take(slow_rows)), strict=True
+        )
     else:
         fast_rows = np.zeros(0, dtype=np.int64)
         columns = []
         fast_etype = fast_ts = np.zeros(0)
-        messages = _messages(source, format) if table is None else _table_messages(table)
-        positions = iter(range(1 << 62))
+        if table is None:
+            inputs = enumerate(_messages(source, format))
+        else:
+            inputs = zip(row_position.tolist(), _table_messages(table), strict=True)
+    if other:  # (JSONL lines left as messages: in input order among the table's rows)
+        inputs = heapq.merge(inputs, other, key=lambda pair: pair[0])
     held: dict[str, int] = {}
     records: list[Record] = []
     errors: list[EventError] = []
     duplicates = 0
-    for index, event in zip(positions, messages, strict=False):
+    for index, event in inputs:
         op: Any = event
         try:
             # a message of another platform (docs/formats.md) is read as ingest() reads it,
@@ -1245,7 +1363,7 @@ def resolve(
         s_values = pa.array(slow_occ_value, pa.string())
         for kind in np.unique(s_kind).tolist():
             where = np.flatnonzero(s_kind == kind)
-            vals: Any = s_values.take(pa.array(where))
+            vals: Any = s_values.take(where)
             if kind in known:
                 base, uniq = known[kind]
                 pos = pc.index_in(vals, value_set=uniq)

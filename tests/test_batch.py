@@ -489,7 +489,14 @@ def test_cli_batch_engine_writes_the_profiles_the_online_engine_writes(
     assert summary["engine"] == "batch"
     assert summary["events"] == {"applied": 7, "duplicates": 1, "skipped": 0}
     assert summary["refusals"] == {"total": 1, "by_reason": {"limit_exceeded": 1}}
-    assert set(summary["seconds"]) == {"decode", "components", "classify", "engine", "tables"}
+    assert set(summary["seconds"]) == {
+        "read",
+        "decode",
+        "components",
+        "classify",
+        "engine",
+        "tables",
+    }
     assert (tmp_path / "tables" / "identity_map.parquet").exists()
 
 
