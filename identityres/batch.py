@@ -46,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from identityres._engine import Engine, blocked_key
 from identityres._events import (
     COMPANY,
+    COMPANY_KIND,
     FORGET,
     IDENTIFY,
     MAX_TIMESTAMP,
@@ -58,6 +59,7 @@ from identityres._events import (
     RecordBuilder,
     _check_mapping,
     _json,
+    _json_data,
 )
 from identityres._formats import translate
 from identityres._graph import EventError, IdentityGraph, bad_event
@@ -229,6 +231,8 @@ class _Events:
         py: dict[int, Record],
         table: pa.Table | None,
         row: np.ndarray,
+        anchor: np.ndarray | None = None,
+        data: _RowData | None = None,
     ) -> None:
         self.build = build
         self.ts = ts
@@ -237,6 +241,39 @@ class _Events:
         self.py = py
         self.table = table
         self.row = row
+        #: per event, the node of its first identifier (-1: none)
+        self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
+        #: per event, the traits and company the columnar lane read (none for the others)
+        self.data = data
+
+    def lane_data(
+        self, wanted: np.ndarray
+    ) -> Iterator[tuple[int, int, float, str, int, dict[str, Any] | None, str | None]]:
+        """``(index, etype, ts, event_id, anchor, traits, company_id)`` of the columnar
+        lane's events holding traits or a company, among the ``wanted`` ones (a mask)."""
+        data = self.data
+        if data is None:
+            return
+        held = np.flatnonzero(wanted & ((data.traits_code >= 0) | (data.company_code >= 0)))
+        if not len(held):
+            return
+        eids = self.eid.take(held).to_pylist()
+        for i, eid, tc, cc in zip(
+            held.tolist(),
+            eids,
+            data.traits_code[held].tolist(),
+            data.company_code[held].tolist(),
+            strict=True,
+        ):
+            yield (
+                i,
+                int(self.etype[i]),
+                float(self.ts[i]),
+                str(eid),
+                int(self.anchor[i]),
+                None if tc < 0 else data.traits[tc],
+                None if cc < 0 else data.company[cc],
+            )
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -275,7 +312,7 @@ class _Events:
 
 
 _ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
-_FAST_TYPES = ("identify", "track", "page", "screen")
+_FAST_TYPES = ("identify", "track", "page", "screen", "group")
 
 
 def _string_column(table: pa.Table, name: str) -> Any:
@@ -303,18 +340,115 @@ def _valid(arr: Any, n: int) -> np.ndarray:
 Columns = list[tuple[int, np.ndarray, Any]]
 
 
+class _RowData:
+    """What the columnar lane read beside the identifiers: per row, the code of its traits
+    (an identify's traits, a group's company traits; -1: none) and of its company (a
+    group's ``groupId``; -1: none), and per code the traits as the builder makes them (JSON
+    data; ``None`` for ``{}``) and the normalized company id."""
+
+    def __init__(
+        self,
+        traits_code: np.ndarray,
+        traits: list[dict[str, Any] | None],
+        company_code: np.ndarray,
+        company: list[str | None],
+    ) -> None:
+        self.traits_code = traits_code
+        self.traits = traits
+        self.company_code = company_code
+        self.company = company
+
+    def take(self, rows: np.ndarray, extra: int) -> _RowData:
+        """The data of these rows, then ``extra`` rows of none (the record lane's)."""
+        pad = np.full(extra, -1, dtype=np.int64)
+        return _RowData(
+            np.concatenate([self.traits_code[rows], pad]),
+            self.traits,
+            np.concatenate([self.company_code[rows], pad]),
+            self.company,
+        )
+
+
+def _traits_extraction(rules: Any) -> tuple[list[tuple[str, int, str]], set[str]]:
+    """An identify's extractors that read a key of ``traits`` itself, unconditionally, for a
+    kind other than user_id and anonymous_id (``(leaf, kind, path)`` in the rules' order:
+    the lane extracts them as the builder does), and the keys of ``traits`` other
+    extractors read (a row holding one is left to the builder)."""
+    compiled = rules.extractors.get("identify")
+    plain: list[tuple[str, int, str]] = []
+    other: set[str] = set()
+    if compiled is None:
+        return plain, other
+    parents, extractors = compiled
+    for at, leaf, kind, conditions, path in extractors:
+        parent = parents[at]
+        if not parent or parent[0] != "traits":
+            continue
+        if parent == ("traits",) and not conditions and kind not in (rules.user, rules.anon):
+            plain.append((leaf, kind, path))
+        else:
+            other.add(parent[1] if len(parent) > 1 else leaf)
+    return plain, other
+
+
+def _traits_of(
+    texts: list[str | None],
+    build: RecordBuilder,
+    rules: Any,
+    extract: list[tuple[str, int, str]] | None = None,
+    keys: frozenset[str] | set[str] = frozenset(),
+) -> tuple[np.ndarray, list[Any], list[list[tuple[int, str]]]]:
+    """Per distinct traits text: whether the builder reads it alike (the JSON text of an
+    object, JSON data, no key in ``keys``, what ``extract`` finds valid and not blocked),
+    the traits it makes of it, and the identifiers ``extract`` finds in it (one per kind,
+    the first extractor that finds a value winning, as ``RecordBuilder.extract``)."""
+    good = np.zeros(len(texts), dtype=bool)
+    out: list[Any] = [None] * len(texts)
+    found: list[list[tuple[int, str]]] = [[] for _ in texts]
+    for j, text in enumerate(texts):
+        if text is None:  # (not wanted)
+            continue
+        try:
+            value = json.loads(text)
+            if not isinstance(value, dict) or not keys.isdisjoint(value):
+                continue
+            pairs: list[tuple[int, str]] = []
+            taken: set[int] = set()
+            for leaf, kind, path in extract or ():
+                raw = value.get(leaf)
+                if kind in taken or (
+                    type(raw) is not str and (type(raw) is not int or isinstance(raw, bool))
+                ):
+                    continue
+                taken.add(kind)
+                pairs.append((kind, build.identifier_value(path, kind, raw)))
+            if any(rules.blocked_reason(v) is not None for _, v in pairs):
+                continue
+            data = _json_data("traits", _check_mapping("traits", value))
+            if data is not None:
+                _json(data, "traits")
+            out[j] = data
+            found[j] = pairs
+            good[j] = True
+        except (ValueError, ValidationError, RecursionError):
+            continue
+    return good, out, found
+
+
 def _columnar(
     table: pa.Table, build: RecordBuilder, rules: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData] | None:
     """The vectorized reading of a columnar source: which rows need nothing
-    ``RecordBuilder`` would not do alike (plain track/page/screen/identify rows: a unique
-    ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
-    traits/identifiers/set_once, identifier values that are valid, normalized per distinct
-    value by the builder itself and not blocked, properties as JSON text of an object).
-    Returns ``(fast, etype, ts, columns)`` for the rows (``columns``: per identifier column
-    its kind, each row's code in it, and the normalized value of each code), or
-    ``None`` when the table's column types leave no fast rows. Every other row is read by
-    ``RecordBuilder`` like ``ingest`` reads it."""
+    ``RecordBuilder`` would not do alike (plain track/page/screen/identify/group rows: a
+    unique ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    identifiers/set_once, identifier values that are valid, normalized per distinct value
+    by the builder itself and not blocked, properties and traits as JSON text of an object
+    holding no key the extraction reads, a group's company id not blocked).
+    Returns ``(fast, etype, ts, columns, data)`` for the rows (``columns``: per identifier
+    column its kind, each row's code in it, and the normalized value of each code;
+    ``data``: the rows' traits and companies), or ``None`` when the table's column types
+    leave no fast rows. Every other row is read by ``RecordBuilder`` like ``ingest`` reads
+    it."""
     n = table.num_rows
     try:
         mtype = _string_column(table, "type")
@@ -339,8 +473,88 @@ def _columnar(
     for name in ("identifiers", "set_once"):
         if name in table.column_names:
             fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
-    if "traits" in table.column_names:
-        fast &= ~(is_identify & table.column("traits").is_valid().to_numpy(zero_copy_only=False))
+    is_group = pc.fill_null(pc.equal(mtype, pa.scalar("group")), False).to_numpy(
+        zero_copy_only=False
+    )
+    # traits (an identify's, a group's company traits): per distinct text, by the builder's
+    # own checks
+    traits_code = np.full(n, -1, dtype=np.int64)
+    traits: list[Any] = []
+    extracted: Columns = []  # (identifiers found in an identify's traits)
+    try:
+        traits_col = _string_column(table, "traits")
+    except TypeError:  # (a struct or map column: those rows are the builder's)
+        traits_col = None
+        fast &= ~(
+            (is_identify | is_group)
+            & table.column("traits").is_valid().to_numpy(zero_copy_only=False)
+        )
+    if traits_col is not None:
+        tenc: Any = pc.dictionary_encode(traits_col)
+        traits_code = pc.fill_null(tenc.indices, -1).to_numpy(zero_copy_only=False)
+        traits_code = traits_code.astype(np.int64)
+        extract, traits_keys = _traits_extraction(rules)
+        texts = tenc.dictionary.to_pylist()
+        # an identify's traits may hold identifiers (``traits.email``): extracted here, per
+        # distinct text; a group's traits are the company's (nothing is extracted from them)
+        has_traits = traits_code >= 0
+        for_identify = np.zeros(len(texts), dtype=bool)
+        for_identify[traits_code[has_traits & is_identify & fast]] = True
+        for_group = np.zeros(len(texts), dtype=bool)
+        for_group[traits_code[has_traits & is_group & fast]] = True
+        good_i, traits, found = _traits_of(
+            [t if w else None for t, w in zip(texts, for_identify, strict=True)],
+            build,
+            rules,
+            extract,
+            traits_keys,
+        )
+        good_g, company_traits, _ = _traits_of(
+            [t if w else None for t, w in zip(texts, for_group, strict=True)], build, rules
+        )
+        ok_traits = np.ones(n, dtype=bool)
+        code = traits_code[has_traits]
+        ok_traits[has_traits] = np.where(
+            is_identify[has_traits],
+            good_i[code],
+            np.where(is_group[has_traits], good_g[code], True),
+        )
+        fast &= ok_traits
+        # group rows: their codes point past the identify codes, at the company traits
+        traits_code = np.where(
+            is_identify, traits_code, np.where(is_group & has_traits, traits_code + len(texts), -1)
+        )
+        traits = traits + company_traits
+        for leaf_kind in sorted({k for pairs in found for k, _ in pairs}):
+            per_text = [dict(pairs).get(leaf_kind) for pairs in found]
+            kind_codes = np.where(is_identify, traits_code, -1)
+            have = np.array([v is not None for v in per_text] + [False], dtype=bool)
+            kind_codes = np.where(have[kind_codes], kind_codes, -1)
+            extracted.append((leaf_kind, kind_codes, pa.array(per_text, pa.string())))
+    # a group's company: per distinct groupId, validated and normalized by the builder
+    company_code = np.full(n, -1, dtype=np.int64)
+    company: list[str | None] = []
+    try:
+        group_col = _string_column(table, "groupId")
+    except TypeError:
+        group_col = None
+    if group_col is None:
+        fast &= ~is_group
+    else:
+        genc: Any = pc.dictionary_encode(group_col)
+        company_code = pc.fill_null(genc.indices, -1).to_numpy(zero_copy_only=False)
+        company_code = np.where(is_group, company_code.astype(np.int64), -1)
+        good_company = np.zeros(len(genc.dictionary) + 1, dtype=bool)
+        for j, raw in enumerate(genc.dictionary.to_pylist()):
+            try:
+                cid = build.identifier_value("company_id", COMPANY_KIND, raw)
+            except ValidationError:
+                company.append(None)
+                continue
+            clean = rules.blocked_reason(cid) is None
+            company.append(cid if clean else None)
+            good_company[j + 1] = clean
+        fast &= ~is_group | good_company[company_code + 1]
     has_user = _valid(user, n)
     has_anon = _valid(anon, n)
     fast &= np.where(is_identify, has_user, has_user | has_anon)
@@ -410,7 +624,7 @@ def _columnar(
         pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
         has_props = _valid(props, n) & ~is_identify
         fast &= ~has_props | good[pcodes]
-    etype = np.where(is_identify, IDENTIFY, TRACK).astype(np.int8)
+    etype = np.where(is_identify, IDENTIFY, np.where(is_group, COMPANY, TRACK)).astype(np.int8)
     columns: Columns = []
     for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
         if col is None:
@@ -446,7 +660,8 @@ def _columnar(
             values = pc.replace_with_mask(values, pa.array(mask), pa.array(asked, pa.string()))
         values = pc.if_else(pa.array(ok[1:]), values, pa.scalar(None, pa.string()))
         columns.append((kind, codes, values))
-    return fast, etype, ts, columns
+    columns.extend(extracted)
+    return fast, etype, ts, columns, _RowData(traits_code, traits, company_code, company)
 
 
 def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -641,19 +856,17 @@ class BatchResult:
         u_comp = comp[fast_node_idx][u_sorted]
         uhead = np.ones(len(u_sorted), dtype=bool)
         uhead[1:] = u_comp[1:] != u_comp[:-1]
-        ident_of = dict(zip(u_comp[uhead].tolist(), u_sorted[uhead].tolist(), strict=True))
-        comp_pos = {c: i for i, c in enumerate(comps.tolist())}
-        canon_kind = [names[k] for k in kind[fast_node_idx][canon_local].tolist()]
-        canon_value = [str(v) for v in values.take(canon_local).to_pylist()]
-        pids = [profile_id(k, v) for k, v in zip(canon_kind, canon_value, strict=True)]
-        fvalues = values.to_pylist()
-        idents = [None if (p := ident_of.get(c)) is None else fvalues[p] for c in comps.tolist()]
-        # per fast node: its component's position
+        # per fast node: its component's position; per component: its position (-1: none)
         node_pos = np.searchsorted(comps, comp[fast_node_idx]).astype(np.int64)
-        pid_arr = pa.array(pids, pa.string())
-        uid_arr = pa.array(canon_value, pa.string())
-        ident_arr = pa.array(idents, pa.string())
+        comp_pos = np.full(n, -1, dtype=np.int64)
+        comp_pos[comps] = np.arange(len(comps), dtype=np.int64)
+        ident_at = np.full(len(comps), -1, dtype=np.int64)
+        ident_at[comp_pos[u_comp[uhead]]] = u_sorted[uhead]
         kind_names = pa.array(list(names), pa.string())
+        canon_kinds: Any = kind_names.take(kind[fast_node_idx][canon_local])
+        uid_arr: Any = values.take(pa.array(canon_local))
+        pid_arr: Any = pc.binary_join_element_wise(canon_kinds, uid_arr, ":")  # (profile_id)
+        ident_arr: Any = values.take(pa.array(ident_at, mask=ident_at < 0))
         fast_map = pa.table(
             {
                 "kind": kind_names.take(kind[fast_node_idx]),
@@ -675,20 +888,28 @@ class BatchResult:
         # traits and companies (R6, R7): the same keep as the engine, per profile
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
         links: dict[int, dict[str, tuple[float, str, None]]] = {}
-        node_of = self._node_of
+        anchor = self._events.anchor
         for i, rec in self._events.py.items():
             if not rec.ids or not self._fast_record[i]:
                 continue
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
-                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                p = int(comp_pos[comp[anchor[i]]])
                 best = traits.setdefault(p, {})
                 for k, v in (rec.traits or {}).items():
                     keep(best, (False, k), rec.ts, rec.event_id, v)
                 for k, v in (rec.set_once or {}).items():
                     keep(best, (True, k), rec.ts, rec.event_id, v, True)
             elif rec.etype == COMPANY and rec.company_id is not None:
-                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                p = int(comp_pos[comp[anchor[i]]])
                 keep(links.setdefault(p, {}), rec.company_id, rec.ts, rec.event_id, None)
+        for _, etype, ts, eid, first, data, cid in self._events.lane_data(self._fast_record):
+            p = int(comp_pos[comp[first]])
+            if etype == IDENTIFY and data:
+                best = traits.setdefault(p, {})
+                for k, v in data.items():
+                    keep(best, (False, k), ts, eid, v)
+            elif etype == COMPANY and cid is not None:
+                keep(links.setdefault(p, {}), cid, ts, eid, None)
         trait_text: list[str | None] = [None] * ncomp
         for p, best in traits.items():
             out = {k: v[2] for (once, k), v in best.items() if once}
@@ -703,7 +924,7 @@ class BatchResult:
             {
                 "profile_id": pid_arr,
                 "user_id": uid_arr,
-                "user_id_kind": pa.array(canon_kind, pa.string()),
+                "user_id_kind": canon_kinds,
                 "identified_user_id": ident_arr,
                 "identifiers": pa.array(size, pa.int64()),
                 "first_seen": _timestamps(first_seen),
@@ -758,13 +979,17 @@ class BatchResult:
                 "limit_kind": pa.array([r.kind for r in refusals], pa.string()),
             }
         )
-        self._fast_pids = pids
+        self._fast_pids = pid_arr
         self._fast_comp_pos = comp_pos
-        self._build_companies(comp_pos, pids)
+        self._build_companies(comp_pos, pid_arr)
         self._build_stats()
 
-    def _build_companies(self, comp_pos: dict[int, int], pids: list[str]) -> None:
+    def _build_companies(self, comp_pos: np.ndarray, pids: Any) -> None:
+        """The companies table; ``comp_pos``: each untouched component's position in
+        ``pids`` (the ``Profile.id`` of each, an Arrow string array)."""
         comp = self._comp
+        anchor = self._events.anchor
+        linked: list[tuple[str, int]] = []  # (company, position of an untouched profile)
         traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         profiles: dict[str, set[str]] = {}
         for i, rec in self._events.py.items():
@@ -793,8 +1018,18 @@ class BatchResult:
             best = traits.setdefault(cid, {})
             for k, v in (rec.company_traits or {}).items():
                 keep(best, k, rec.ts, rec.event_id, v)
-            pid = pids[comp_pos[int(comp[self._node_of(rec.ids[0])])]]
-            profiles.setdefault(cid, set()).add(pid)
+            linked.append((cid, int(comp_pos[comp[anchor[i]]])))
+        for _, etype, ts, eid, first, data, lane_cid in self._events.lane_data(self._fast_record):
+            if etype != COMPANY or lane_cid is None:
+                continue
+            best = traits.setdefault(lane_cid, {})
+            for k, v in (data or {}).items():
+                keep(best, k, ts, eid, v)
+            linked.append((lane_cid, int(comp_pos[comp[first]])))
+        if linked:
+            held_pids = pids.take(pa.array([p for _, p in linked])).to_pylist()
+            for (cid, _), pid in zip(linked, held_pids, strict=True):
+                profiles.setdefault(cid, set()).add(pid)
         engine = self._conflicted_engine
         # the conflicted part's companies (their traits as the engine keeps them; the
         # profiles by Profile.id of the engine's profiles)
@@ -1227,7 +1462,7 @@ def resolve(
     # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
     lanes = None if table is None or not columnar else _columnar(table, build, compiled)
     if lanes is not None and table is not None:
-        fast_mask, fast_etype, fast_ts, columns = lanes
+        fast_mask, fast_etype, fast_ts, columns, row_data = lanes
         fast_rows = np.flatnonzero(fast_mask)
         slow_rows = np.flatnonzero(~fast_mask)
         inputs: Iterable[tuple[int, Any]] = zip(
@@ -1237,6 +1472,7 @@ def resolve(
         fast_rows = np.zeros(0, dtype=np.int64)
         columns = []
         fast_etype = fast_ts = np.zeros(0)
+        row_data = _RowData(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64), [])
         if table is None:
             inputs = enumerate(_messages(source, format))
         else:
@@ -1433,6 +1669,8 @@ def resolve(
         py,
         table,
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
+        anchor,
+        row_data.take(fast_rows, len(records)),
     )
     t = done("classify", t)
 
