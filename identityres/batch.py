@@ -49,6 +49,7 @@ from identityres._events import (
     COMPANY_KIND,
     FORGET,
     IDENTIFY,
+    MAX_NESTING,
     MAX_TIMESTAMP,
     MERGE,
     MIN_TIMESTAMP,
@@ -397,11 +398,14 @@ def _traits_of(
     rules: Any,
     extract: list[tuple[str, int, str]] | None = None,
     keys: frozenset[str] | set[str] = frozenset(),
+    plain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Any], list[list[tuple[int, str]]]]:
     """Per distinct traits text: whether the builder reads it alike (the JSON text of an
     object, JSON data, no key in ``keys``, what ``extract`` finds valid and not blocked),
     the traits it makes of it, and the identifiers ``extract`` finds in it (one per kind,
-    the first extractor that finds a value winning, as ``RecordBuilder.extract``)."""
+    the first extractor that finds a value winning, as ``RecordBuilder.extract``). A text
+    ``plain`` says is certainly JSON data once parsed (:func:`_plain_json`) is not written
+    and read again to check it."""
     good = np.zeros(len(texts), dtype=bool)
     out: list[Any] = [None] * len(texts)
     found: list[list[tuple[int, str]]] = [[] for _ in texts]
@@ -424,15 +428,34 @@ def _traits_of(
                 pairs.append((kind, build.identifier_value(path, kind, raw)))
             if any(rules.blocked_reason(v) is not None for _, v in pairs):
                 continue
-            data = _json_data("traits", _check_mapping("traits", value))
-            if data is not None:
-                _json(data, "traits")
+            if plain is not None and plain[j]:
+                data = value or None  # (what the check below returns for such a text)
+            else:
+                data = _json_data("traits", _check_mapping("traits", value))
+                if data is not None:
+                    _json(data, "traits")
             out[j] = data
             found[j] = pairs
             good[j] = True
         except (ValueError, ValidationError, RecursionError):
             continue
     return good, out, found
+
+
+def _plain_json(texts: Any) -> np.ndarray:
+    """Per JSON text (a string array): True when what ``json.loads`` makes of it is
+    certainly JSON data as the builder checks it (``_json_data``): ASCII text with no
+    escaped surrogate (``\\ud...``), no ``NaN``/``Infinity``, no number that could overflow
+    a float (an exponent, or 16 digits in a row) and at most ``MAX_NESTING`` brackets.
+    False means "check it", not "invalid"."""
+    if len(texts) == 0:
+        return np.zeros(0, dtype=bool)
+    risky = r"\\u[dD]|NaN|Infinity|[0-9][eE]|[0-9]{16}"
+    ok: Any = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, risky)))
+    brackets: Any = pc.count_substring_regex(texts, r"[\[{]")
+    ok = pc.and_(ok, pc.less_equal(brackets, pa.scalar(MAX_NESTING)))
+    out: np.ndarray = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return out
 
 
 def _columnar(
@@ -502,15 +525,20 @@ def _columnar(
         for_identify[traits_code[has_traits & is_identify & fast]] = True
         for_group = np.zeros(len(texts), dtype=bool)
         for_group[traits_code[has_traits & is_group & fast]] = True
+        plain = _plain_json(tenc.dictionary)
         good_i, traits, found = _traits_of(
             [t if w else None for t, w in zip(texts, for_identify, strict=True)],
             build,
             rules,
             extract,
             traits_keys,
+            plain,
         )
         good_g, company_traits, _ = _traits_of(
-            [t if w else None for t, w in zip(texts, for_group, strict=True)], build, rules
+            [t if w else None for t, w in zip(texts, for_group, strict=True)],
+            build,
+            rules,
+            plain=plain,
         )
         ok_traits = np.ones(n, dtype=bool)
         code = traits_code[has_traits]
@@ -910,16 +938,37 @@ class BatchResult:
                     keep(best, (False, k), ts, eid, v)
             elif etype == COMPANY and cid is not None:
                 keep(links.setdefault(p, {}), cid, ts, eid, None)
-        trait_text: list[str | None] = [None] * ncomp
-        for p, best in traits.items():
-            out = {k: v[2] for (once, k), v in best.items() if once}
-            out.update((k, v[2]) for (once, k), v in best.items() if not once)
-            trait_text[p] = json.dumps(out, sort_keys=True)
-        company_id: list[str | None] = [None] * ncomp
-        company_ids: list[list[str] | None] = [[] for _ in range(ncomp)]
-        for p, held in links.items():
-            company_id[p] = max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
-            company_ids[p] = sorted(held)
+        # (only the profiles holding traits or companies cost Python; the rest are nulls and
+        # empty lists, made by Arrow)
+        trait_text = _sparse_text(
+            ncomp,
+            {
+                p: json.dumps(
+                    {
+                        **{k: v[2] for (once, k), v in best.items() if once},
+                        **{k: v[2] for (once, k), v in best.items() if not once},
+                    },
+                    sort_keys=True,
+                )
+                for p, best in traits.items()
+            },
+        )
+        company_id = _sparse_text(
+            ncomp,
+            {
+                p: max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
+                for p, held in links.items()
+            },
+        )
+        linked_at = sorted(links)
+        lengths = np.zeros(ncomp, dtype=np.int64)
+        lengths[linked_at] = [len(links[p]) for p in linked_at]
+        offsets = np.zeros(ncomp + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        company_ids = pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()),
+            pa.array([c for p in linked_at for c in sorted(links[p])], pa.string()),
+        )
         fast_profiles = pa.table(
             {
                 "profile_id": pid_arr,
@@ -929,9 +978,9 @@ class BatchResult:
                 "identifiers": pa.array(size, pa.int64()),
                 "first_seen": _timestamps(first_seen),
                 "last_seen": _timestamps(last_seen),
-                "company_id": pa.array(company_id, pa.string()),
-                "company_ids": pa.array(company_ids, pa.list_(pa.string())),
-                "traits": pa.array(trait_text, pa.string()),
+                "company_id": company_id,
+                "company_ids": company_ids,
+                "traits": trait_text,
             }
         )
         # the conflicted part, from the online engine
@@ -1265,6 +1314,17 @@ def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
     us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us))
     micros = whole.astype(np.int64) * 1_000_000 + us.astype(np.int64)
     return pa.array(micros, pa.timestamp("us", tz="UTC"))
+
+
+def _sparse_text(n: int, held: dict[int, str]) -> Any:
+    """A string array of ``n`` nulls but at the positions ``held`` gives."""
+    if not held:
+        return pa.nulls(n, pa.string())
+    at = np.full(n, -1, dtype=np.int64)
+    keys = np.fromiter(held, dtype=np.int64, count=len(held))
+    at[keys] = np.arange(len(held), dtype=np.int64)
+    where: Any = pa.array(at, mask=at < 0)
+    return pa.array(list(held.values()), pa.string()).take(where)
 
 
 def _flat(table: pa.Table) -> pa.Table:

@@ -74,6 +74,11 @@ def awkward_messages(draw: st.DrawFn) -> list[dict[str, Any]]:
             msg["originalTimestamp"] = "2024-05-01T12:00:00Z"
         elif extra == 5:
             msg["integrations"] = {"All": True}
+        elif extra == 6 and msg["type"] in ("identify", "group"):
+            # an identify's traits.email is an identifier (extracted); a group's is not
+            msg["traits"] = {"email": draw(AWKWARD), "plan": draw(st.sampled_from([1, "pro"]))}
+        elif extra == 7:
+            msg["traits"] = draw(st.sampled_from([{}, {"n": float("nan")}, {"big": 1e300}]))
         msg["messageId"] = f"m{i}" if draw(st.integers(0, 5)) else "m0"
         out.append(msg)
     return out
@@ -162,3 +167,22 @@ def test_properties_holding_an_extracted_key_leave_the_columnar_lane() -> None:
     rows = {(r["kind"], r["value"]): r["profile_id"] for r in result.identity_map.to_pylist()}
     assert rows[("anonymous_id", "a1")] == "email:x@y.io"
     assert len(result._events.py) == 1  # (the page row stays vectorized)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(value=st.dictionaries(st.text(max_size=4), JSON, max_size=4))
+def test_traits_called_plain_json_read_as_the_builder_reads_them(value: dict[str, Any]) -> None:
+    from identityres._events import _check_mapping, _json_data
+
+    text = json.dumps(value)
+    (plain,) = batch._plain_json(pa.array([text], pa.string()))
+    if plain:
+        parsed = json.loads(text)
+        assert _json_data("traits", _check_mapping("traits", parsed)) == (parsed or None)
