@@ -307,9 +307,44 @@ class _Events:
         if not indices:
             return
         assert self.table is not None
-        rows = self.table.take(self.row[np.array(indices, dtype=np.int64)])
-        for i, msg in zip(indices, _table_messages(rows), strict=True):
-            yield i, self.build.from_message(msg)
+        at = np.array(indices, dtype=np.int64)
+        rows = self.table.take(self.row[at])
+        # A track/page/screen row of the lane is what ``from_message`` would pass to
+        # ``RecordBuilder.track``: its name, ids and properties, its parsed time (the lane's
+        # equals it) and nothing extracted (the lane holds no row with something to
+        # extract); those calls are made directly. Other rows are read as messages.
+        direct = self.etype[at] == TRACK
+        built: dict[int, Record] = {}
+        if direct.any():
+            track = self.build.track
+            sub = rows.filter(pa.array(direct))
+            got = {
+                c: sub.column(c).to_pylist() if c in sub.column_names else [None] * len(sub)
+                for c in ("type", "event", "name", "userId", "anonymousId", "properties")
+            }
+            parsed: dict[str, Any] = {}
+            eids = self.eid.take(at[direct]).to_pylist()
+            for j, (i, ts, eid) in enumerate(
+                zip(at[direct].tolist(), self.ts[at[direct]].tolist(), eids, strict=True)
+            ):
+                mtype = got["type"][j]
+                name = got["event"][j] if mtype == "track" else got["name"][j] or mtype
+                text = got["properties"][j]
+                props = None
+                if text is not None:
+                    props = parsed.get(text)
+                    if props is None:
+                        props = parsed[text] = json.loads(text)
+                built[i] = track(
+                    name, got["anonymousId"][j], got["userId"][j], None, props, ts, eid, None
+                )
+        others = at[~direct].tolist()
+        if others:
+            messages = _table_messages(rows.filter(pa.array(~direct)))
+            for i, msg in zip(others, messages, strict=True):
+                built[i] = self.build.from_message(msg)
+        for i in indices:
+            yield i, built[i]
 
 
 _ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
@@ -574,14 +609,9 @@ def _columnar(
         company_code = np.where(is_group, company_code.astype(np.int64), -1)
         good_company = np.zeros(len(genc.dictionary) + 1, dtype=bool)
         for j, raw in enumerate(genc.dictionary.to_pylist()):
-            try:
-                cid = build.identifier_value("company_id", COMPANY_KIND, raw)
-            except ValidationError:
-                company.append(None)
-                continue
-            clean = rules.blocked_reason(cid) is None
-            company.append(cid if clean else None)
-            good_company[j + 1] = clean
+            cid = _builder_value(build, rules, "company_id", COMPANY_KIND, raw)
+            company.append(cid)
+            good_company[j + 1] = cid is not None
         fast &= ~is_group | good_company[company_code + 1]
     has_user = _valid(user, n)
     has_anon = _valid(anon, n)
@@ -672,14 +702,9 @@ def _columnar(
         ok[1:] = used & plain
         asked: list[str | None] = []
         for j, raw in zip(ask.tolist(), raw_values.take(ask).to_pylist(), strict=True):
-            try:
-                value = build.identifier_value(field, kind, raw)
-            except ValidationError:
-                asked.append(None)
-                continue
-            clean = rules.blocked_reason(value) is None
-            asked.append(value if clean else None)
-            ok[j + 1] = clean
+            value = _builder_value(build, rules, field, kind, raw)
+            asked.append(value)
+            ok[j + 1] = value is not None
         fast &= ok[codes + 1]
         values: Any = raw_values
         if len(ask):
@@ -716,6 +741,16 @@ def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str
             elif root in COLUMNS:
                 others.add((mtype, root))
     return props, traits, others
+
+
+def _builder_value(build: RecordBuilder, rules: Any, field: str, kind: int, raw: Any) -> str | None:
+    """A value as the builder normalizes it, or ``None`` when it is invalid or blocked (the
+    row is then the builder's, which says why)."""
+    try:
+        value = build.identifier_value(field, kind, raw)
+    except ValidationError:
+        return None
+    return value if rules.blocked_reason(value) is None else None
 
 
 def _plain_values(values: Any, rules: Any, kind: int) -> np.ndarray:
@@ -1391,14 +1426,13 @@ def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
     chunks: list[pa.RecordBatch] = []
     position: list[int] = []
     other: list[tuple[int, Any]] = []
-    cols: dict[str, list[Any]] = {c: [] for c in names}
+    schema = pa.schema([(c, pa.string()) for c in names])
+    rows: list[dict[str, Any]] = []
 
     def flush() -> None:
-        if cols["type"]:
-            arrays = [pa.array(cols[c], pa.string()) for c in names]
-            chunks.append(pa.RecordBatch.from_arrays(arrays, names=names))
-            for c in names:
-                cols[c] = []
+        if rows:
+            chunks.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+            rows.clear()
 
     index = 0
     for path, f in files:
@@ -1431,14 +1465,12 @@ def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
                     break
             else:
                 position.append(i)
-                for c in names:
-                    cols[c].append(row.get(c))
-                if len(cols["type"]) >= _LINE_CHUNK:
+                rows.append(row)
+                if len(rows) >= _LINE_CHUNK:
                     flush()
                 continue
             other.append((i, msg))
     flush()
-    schema = pa.schema([(c, pa.string()) for c in names])
     return _Lines(
         pa.Table.from_batches(chunks, schema=schema), np.array(position, dtype=np.int64), other
     )
