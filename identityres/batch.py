@@ -22,6 +22,7 @@ Needs the ``identityres[batch]`` extra (pyarrow, numpy).
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import os
 import time
@@ -45,8 +46,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from identityres._engine import Engine, blocked_key
 from identityres._events import (
     COMPANY,
+    COMPANY_KIND,
     FORGET,
     IDENTIFY,
+    MAX_NESTING,
     MAX_TIMESTAMP,
     MERGE,
     MIN_TIMESTAMP,
@@ -57,12 +60,13 @@ from identityres._events import (
     RecordBuilder,
     _check_mapping,
     _json,
+    _json_data,
 )
 from identityres._formats import translate
 from identityres._graph import EventError, IdentityGraph, bad_event
 from identityres._merge import keep
 from identityres._model import profile_id
-from identityres._rules import Rules
+from identityres._rules import Rules, strip_whitespace
 from identityres._working_set import WorkingSet
 from identityres._writers import CONFLICT, admit, conflict
 from identityres.errors import ConfigurationError, InvalidEventError, ValidationError
@@ -228,6 +232,8 @@ class _Events:
         py: dict[int, Record],
         table: pa.Table | None,
         row: np.ndarray,
+        anchor: np.ndarray | None = None,
+        data: _RowData | None = None,
     ) -> None:
         self.build = build
         self.ts = ts
@@ -236,6 +242,39 @@ class _Events:
         self.py = py
         self.table = table
         self.row = row
+        #: per event, the node of its first identifier (-1: none)
+        self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
+        #: per event, the traits and company the columnar lane read (none for the others)
+        self.data = data
+
+    def lane_data(
+        self, wanted: np.ndarray
+    ) -> Iterator[tuple[int, int, float, str, int, dict[str, Any] | None, str | None]]:
+        """``(index, etype, ts, event_id, anchor, traits, company_id)`` of the columnar
+        lane's events holding traits or a company, among the ``wanted`` ones (a mask)."""
+        data = self.data
+        if data is None:
+            return
+        held = np.flatnonzero(wanted & ((data.traits_code >= 0) | (data.company_code >= 0)))
+        if not len(held):
+            return
+        eids = self.eid.take(held).to_pylist()
+        for i, eid, tc, cc in zip(
+            held.tolist(),
+            eids,
+            data.traits_code[held].tolist(),
+            data.company_code[held].tolist(),
+            strict=True,
+        ):
+            yield (
+                i,
+                int(self.etype[i]),
+                float(self.ts[i]),
+                str(eid),
+                int(self.anchor[i]),
+                None if tc < 0 else data.traits[tc],
+                None if cc < 0 else data.company[cc],
+            )
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -268,13 +307,48 @@ class _Events:
         if not indices:
             return
         assert self.table is not None
-        rows = self.table.take(self.row[np.array(indices, dtype=np.int64)])
-        for i, msg in zip(indices, _table_messages(rows), strict=True):
-            yield i, self.build.from_message(msg)
+        at = np.array(indices, dtype=np.int64)
+        rows = self.table.take(self.row[at])
+        # A track/page/screen row of the lane is what ``from_message`` would pass to
+        # ``RecordBuilder.track``: its name, ids and properties, its parsed time (the lane's
+        # equals it) and nothing extracted (the lane holds no row with something to
+        # extract); those calls are made directly. Other rows are read as messages.
+        direct = self.etype[at] == TRACK
+        built: dict[int, Record] = {}
+        if direct.any():
+            track = self.build.track
+            sub = rows.filter(pa.array(direct))
+            got = {
+                c: sub.column(c).to_pylist() if c in sub.column_names else [None] * len(sub)
+                for c in ("type", "event", "name", "userId", "anonymousId", "properties")
+            }
+            parsed: dict[str, Any] = {}
+            eids = self.eid.take(at[direct]).to_pylist()
+            for j, (i, ts, eid) in enumerate(
+                zip(at[direct].tolist(), self.ts[at[direct]].tolist(), eids, strict=True)
+            ):
+                mtype = got["type"][j]
+                name = got["event"][j] if mtype == "track" else got["name"][j] or mtype
+                text = got["properties"][j]
+                props = None
+                if text is not None:
+                    props = parsed.get(text)
+                    if props is None:
+                        props = parsed[text] = json.loads(text)
+                built[i] = track(
+                    name, got["anonymousId"][j], got["userId"][j], None, props, ts, eid, None
+                )
+        others = at[~direct].tolist()
+        if others:
+            messages = _table_messages(rows.filter(pa.array(~direct)))
+            for i, msg in zip(others, messages, strict=True):
+                built[i] = self.build.from_message(msg)
+        for i in indices:
+            yield i, built[i]
 
 
 _ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
-_FAST_TYPES = ("identify", "track", "page", "screen")
+_FAST_TYPES = ("identify", "track", "page", "screen", "group")
 
 
 def _string_column(table: pa.Table, name: str) -> Any:
@@ -298,21 +372,141 @@ def _valid(arr: Any, n: int) -> np.ndarray:
     return out
 
 
-Columns = list[tuple[int, np.ndarray, list["str | None"]]]
+#: per identifier column: its kind, each row's code, the normalized value of each code
+Columns = list[tuple[int, np.ndarray, Any]]
+
+
+class _RowData:
+    """What the columnar lane read beside the identifiers: per row, the code of its traits
+    (an identify's traits, a group's company traits; -1: none) and of its company (a
+    group's ``groupId``; -1: none), and per code the traits as the builder makes them (JSON
+    data; ``None`` for ``{}``) and the normalized company id."""
+
+    def __init__(
+        self,
+        traits_code: np.ndarray,
+        traits: list[dict[str, Any] | None],
+        company_code: np.ndarray,
+        company: list[str | None],
+    ) -> None:
+        self.traits_code = traits_code
+        self.traits = traits
+        self.company_code = company_code
+        self.company = company
+
+    def take(self, rows: np.ndarray, extra: int) -> _RowData:
+        """The data of these rows, then ``extra`` rows of none (the record lane's)."""
+        pad = np.full(extra, -1, dtype=np.int64)
+        return _RowData(
+            np.concatenate([self.traits_code[rows], pad]),
+            self.traits,
+            np.concatenate([self.company_code[rows], pad]),
+            self.company,
+        )
+
+
+def _traits_extraction(rules: Any) -> tuple[list[tuple[str, int, str]], set[str]]:
+    """An identify's extractors that read a key of ``traits`` itself, unconditionally, for a
+    kind other than user_id and anonymous_id (``(leaf, kind, path)`` in the rules' order:
+    the lane extracts them as the builder does), and the keys of ``traits`` other
+    extractors read (a row holding one is left to the builder)."""
+    compiled = rules.extractors.get("identify")
+    plain: list[tuple[str, int, str]] = []
+    other: set[str] = set()
+    if compiled is None:
+        return plain, other
+    parents, extractors = compiled
+    for at, leaf, kind, conditions, path in extractors:
+        parent = parents[at]
+        if not parent or parent[0] != "traits":
+            continue
+        if parent == ("traits",) and not conditions and kind not in (rules.user, rules.anon):
+            plain.append((leaf, kind, path))
+        else:
+            other.add(parent[1] if len(parent) > 1 else leaf)
+    return plain, other
+
+
+def _traits_of(
+    texts: list[str | None],
+    build: RecordBuilder,
+    rules: Any,
+    extract: list[tuple[str, int, str]] | None = None,
+    keys: frozenset[str] | set[str] = frozenset(),
+    plain: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[Any], list[list[tuple[int, str]]]]:
+    """Per distinct traits text: whether the builder reads it alike (the JSON text of an
+    object, JSON data, no key in ``keys``, what ``extract`` finds valid and not blocked),
+    the traits it makes of it, and the identifiers ``extract`` finds in it (one per kind,
+    the first extractor that finds a value winning, as ``RecordBuilder.extract``). A text
+    ``plain`` says is certainly JSON data once parsed (:func:`_plain_json`) is not written
+    and read again to check it."""
+    good = np.zeros(len(texts), dtype=bool)
+    out: list[Any] = [None] * len(texts)
+    found: list[list[tuple[int, str]]] = [[] for _ in texts]
+    for j, text in enumerate(texts):
+        if text is None:  # (not wanted)
+            continue
+        try:
+            value = json.loads(text)
+            if not isinstance(value, dict) or not keys.isdisjoint(value):
+                continue
+            pairs: list[tuple[int, str]] = []
+            taken: set[int] = set()
+            for leaf, kind, path in extract or ():
+                raw = value.get(leaf)
+                if kind in taken or (
+                    type(raw) is not str and (type(raw) is not int or isinstance(raw, bool))
+                ):
+                    continue
+                taken.add(kind)
+                pairs.append((kind, build.identifier_value(path, kind, raw)))
+            if any(rules.blocked_reason(v) is not None for _, v in pairs):
+                continue
+            if plain is not None and plain[j]:
+                data = value or None  # (what the check below returns for such a text)
+            else:
+                data = _json_data("traits", _check_mapping("traits", value))
+                if data is not None:
+                    _json(data, "traits")
+            out[j] = data
+            found[j] = pairs
+            good[j] = True
+        except (ValueError, ValidationError, RecursionError):
+            continue
+    return good, out, found
+
+
+def _plain_json(texts: Any) -> np.ndarray:
+    """Per JSON text (a string array): True when what ``json.loads`` makes of it is
+    certainly JSON data as the builder checks it (``_json_data``): ASCII text with no
+    escaped surrogate (``\\ud...``), no ``NaN``/``Infinity``, no number that could overflow
+    a float (an exponent, or 16 digits in a row) and at most ``MAX_NESTING`` brackets.
+    False means "check it", not "invalid"."""
+    if len(texts) == 0:
+        return np.zeros(0, dtype=bool)
+    risky = r"\\u[dD]|NaN|Infinity|[0-9][eE]|[0-9]{16}"
+    ok: Any = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, risky)))
+    brackets: Any = pc.count_substring_regex(texts, r"[\[{]")
+    ok = pc.and_(ok, pc.less_equal(brackets, pa.scalar(MAX_NESTING)))
+    out: np.ndarray = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return out
 
 
 def _columnar(
     table: pa.Table, build: RecordBuilder, rules: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData] | None:
     """The vectorized reading of a columnar source: which rows need nothing
-    ``RecordBuilder`` would not do alike (plain track/page/screen/identify rows: a unique
-    ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
-    traits/identifiers/set_once, identifier values that are valid, normalized per distinct
-    value by the builder itself and not blocked, properties as JSON text of an object).
-    Returns ``(fast, etype, ts, columns)`` for the rows (``columns``: per identifier column
-    its kind, each row's code in it, and the normalized value of each code), or
-    ``None`` when the table's column types leave no fast rows. Every other row is read by
-    ``RecordBuilder`` like ``ingest`` reads it."""
+    ``RecordBuilder`` would not do alike (plain track/page/screen/identify/group rows: a
+    unique ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    identifiers/set_once, identifier values that are valid, normalized per distinct value
+    by the builder itself and not blocked, properties and traits as JSON text of an object
+    holding no key the extraction reads, a group's company id not blocked).
+    Returns ``(fast, etype, ts, columns, data)`` for the rows (``columns``: per identifier
+    column its kind, each row's code in it, and the normalized value of each code;
+    ``data``: the rows' traits and companies), or ``None`` when the table's column types
+    leave no fast rows. Every other row is read by ``RecordBuilder`` like ``ingest`` reads
+    it."""
     n = table.num_rows
     try:
         mtype = _string_column(table, "type")
@@ -337,8 +531,88 @@ def _columnar(
     for name in ("identifiers", "set_once"):
         if name in table.column_names:
             fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
-    if "traits" in table.column_names:
-        fast &= ~(is_identify & table.column("traits").is_valid().to_numpy(zero_copy_only=False))
+    is_group = pc.fill_null(pc.equal(mtype, pa.scalar("group")), False).to_numpy(
+        zero_copy_only=False
+    )
+    # traits (an identify's, a group's company traits): per distinct text, by the builder's
+    # own checks
+    traits_code = np.full(n, -1, dtype=np.int64)
+    traits: list[Any] = []
+    extracted: Columns = []  # (identifiers found in an identify's traits)
+    try:
+        traits_col = _string_column(table, "traits")
+    except TypeError:  # (a struct or map column: those rows are the builder's)
+        traits_col = None
+        fast &= ~(
+            (is_identify | is_group)
+            & table.column("traits").is_valid().to_numpy(zero_copy_only=False)
+        )
+    if traits_col is not None:
+        tenc: Any = pc.dictionary_encode(traits_col)
+        traits_code = pc.fill_null(tenc.indices, -1).to_numpy(zero_copy_only=False)
+        traits_code = traits_code.astype(np.int64)
+        extract, traits_keys = _traits_extraction(rules)
+        texts = tenc.dictionary.to_pylist()
+        # an identify's traits may hold identifiers (``traits.email``): extracted here, per
+        # distinct text; a group's traits are the company's (nothing is extracted from them)
+        has_traits = traits_code >= 0
+        for_identify = np.zeros(len(texts), dtype=bool)
+        for_identify[traits_code[has_traits & is_identify & fast]] = True
+        for_group = np.zeros(len(texts), dtype=bool)
+        for_group[traits_code[has_traits & is_group & fast]] = True
+        plain = _plain_json(tenc.dictionary)
+        good_i, traits, found = _traits_of(
+            [t if w else None for t, w in zip(texts, for_identify, strict=True)],
+            build,
+            rules,
+            extract,
+            traits_keys,
+            plain,
+        )
+        good_g, company_traits, _ = _traits_of(
+            [t if w else None for t, w in zip(texts, for_group, strict=True)],
+            build,
+            rules,
+            plain=plain,
+        )
+        ok_traits = np.ones(n, dtype=bool)
+        code = traits_code[has_traits]
+        ok_traits[has_traits] = np.where(
+            is_identify[has_traits],
+            good_i[code],
+            np.where(is_group[has_traits], good_g[code], True),
+        )
+        fast &= ok_traits
+        # group rows: their codes point past the identify codes, at the company traits
+        traits_code = np.where(
+            is_identify, traits_code, np.where(is_group & has_traits, traits_code + len(texts), -1)
+        )
+        traits = traits + company_traits
+        for leaf_kind in sorted({k for pairs in found for k, _ in pairs}):
+            per_text = [dict(pairs).get(leaf_kind) for pairs in found]
+            kind_codes = np.where(is_identify, traits_code, -1)
+            have = np.array([v is not None for v in per_text] + [False], dtype=bool)
+            kind_codes = np.where(have[kind_codes], kind_codes, -1)
+            extracted.append((leaf_kind, kind_codes, pa.array(per_text, pa.string())))
+    # a group's company: per distinct groupId, validated and normalized by the builder
+    company_code = np.full(n, -1, dtype=np.int64)
+    company: list[str | None] = []
+    try:
+        group_col = _string_column(table, "groupId")
+    except TypeError:
+        group_col = None
+    if group_col is None:
+        fast &= ~is_group
+    else:
+        genc: Any = pc.dictionary_encode(group_col)
+        company_code = pc.fill_null(genc.indices, -1).to_numpy(zero_copy_only=False)
+        company_code = np.where(is_group, company_code.astype(np.int64), -1)
+        good_company = np.zeros(len(genc.dictionary) + 1, dtype=bool)
+        for j, raw in enumerate(genc.dictionary.to_pylist()):
+            cid = _builder_value(build, rules, "company_id", COMPANY_KIND, raw)
+            company.append(cid)
+            good_company[j + 1] = cid is not None
+        fast &= ~is_group | good_company[company_code + 1]
     has_user = _valid(user, n)
     has_anon = _valid(anon, n)
     fast &= np.where(is_identify, has_user, has_user | has_anon)
@@ -384,6 +658,14 @@ def _columnar(
     else:
         return None
     fast &= (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
+    # identifiers the rules' extraction would find (docs/formats.md, Identifiers inside
+    # messages): a row whose properties hold a key an extractor reads is the builder's
+    watched, _, other_roots = _extraction_keys(rules)
+    for mtype_name, root in other_roots:
+        if root in table.column_names:
+            of_type = pc.fill_null(pc.equal(mtype, pa.scalar(mtype_name)), False)
+            held = table.column(root).is_valid().to_numpy(zero_copy_only=False)
+            fast &= ~(of_type.to_numpy(zero_copy_only=False) & held)
     # properties: JSON text of an object, checked per distinct text by the builder's own check
     if props is not None and (fast & ~is_identify & _valid(props, n)).any():
         penc: Any = pc.dictionary_encode(props)
@@ -394,39 +676,113 @@ def _columnar(
                 _check_mapping("properties", value)
                 if isinstance(value, dict) and value:
                     _json(value, "properties")
-                good[j] = isinstance(value, dict)
+                good[j] = isinstance(value, dict) and watched.isdisjoint(value)
             except (ValueError, ValidationError, RecursionError):
                 good[j] = False
         pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
         has_props = _valid(props, n) & ~is_identify
         fast &= ~has_props | good[pcodes]
-    etype = np.where(is_identify, IDENTIFY, TRACK).astype(np.int8)
-    columns: list[tuple[int, np.ndarray, list[str | None]]] = []
+    etype = np.where(is_identify, IDENTIFY, np.where(is_group, COMPANY, TRACK)).astype(np.int8)
+    columns: Columns = []
     for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
         if col is None:
             continue
         cenc: Any = pc.dictionary_encode(col)
         codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        used = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        raw_values: Any = cenc.dictionary
+        used = np.zeros(len(raw_values) + 1, dtype=bool)
         used[codes[fast] + 1] = True
-        values: list[str | None] = []
-        ok = np.zeros(len(cenc.dictionary) + 1, dtype=bool)
+        used = used[1:]
+        # most values are certainly their own normal form and not blocked (checked
+        # vectorized); only the rest go through the builder, one Python call per value
+        plain = _plain_values(raw_values, rules, kind)
+        ask = np.flatnonzero(used & ~plain)
+        ok = np.zeros(len(raw_values) + 1, dtype=bool)
         ok[0] = True  # (no value)
-        for j, raw in enumerate(cenc.dictionary.to_pylist()):
-            if not used[j + 1]:
-                values.append(None)
-                continue
-            try:
-                value = build.identifier_value(field, kind, raw)
-            except ValidationError:
-                values.append(None)
-                continue
-            clean = rules.blocked_reason(value) is None
-            values.append(value if clean else None)
-            ok[j + 1] = clean
+        ok[1:] = used & plain
+        asked: list[str | None] = []
+        for j, raw in zip(ask.tolist(), raw_values.take(ask).to_pylist(), strict=True):
+            value = _builder_value(build, rules, field, kind, raw)
+            asked.append(value)
+            ok[j + 1] = value is not None
         fast &= ok[codes + 1]
+        values: Any = raw_values
+        if len(ask):
+            mask = np.zeros(len(raw_values), dtype=bool)
+            mask[ask] = True
+            values = pc.replace_with_mask(values, pa.array(mask), pa.array(asked, pa.string()))
+        values = pc.if_else(pa.array(ok[1:]), values, pa.scalar(None, pa.string()))
         columns.append((kind, codes, values))
-    return fast, etype, ts, columns
+    columns.extend(extracted)
+    return fast, etype, ts, columns, _RowData(traits_code, traits, company_code, company)
+
+
+def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """What the rules' extraction reads in the columnar lane's types: the keys of
+    ``properties`` (track, page, screen) and of ``traits`` (identify) some extractor
+    reads, and the ``(type, column)`` pairs of other columns one reads (such a row is left
+    to the builder)."""
+    props: set[str] = set()
+    traits: set[str] = set()
+    others: set[tuple[str, str]] = set()
+    for mtype in _FAST_TYPES:
+        compiled = rules.extractors.get(mtype)
+        if compiled is None:
+            continue
+        parents, extractors = compiled
+        for at, leaf, *_ in extractors:
+            parent = parents[at]
+            root = parent[0] if parent else leaf
+            key = parent[1] if len(parent) > 1 else leaf
+            if root == "properties" and mtype != "identify":
+                props.add(key)
+            elif root == "traits" and mtype == "identify":
+                traits.add(key)
+            elif root in COLUMNS:
+                others.add((mtype, root))
+    return props, traits, others
+
+
+def _builder_value(build: RecordBuilder, rules: Any, field: str, kind: int, raw: Any) -> str | None:
+    """A value as the builder normalizes it, or ``None`` when it is invalid or blocked (the
+    row is then the builder's, which says why)."""
+    try:
+        value = build.identifier_value(field, kind, raw)
+    except ValidationError:
+        return None
+    return value if rules.blocked_reason(value) is None else None
+
+
+def _plain_values(values: Any, rules: Any, kind: int) -> np.ndarray:
+    """Per distinct identifier value (a string array): True when it is certainly what the
+    builder would make of it (the default normalizer leaves it unchanged: printable ASCII
+    at both ends) and certainly not blocked (not too long, no blocked word, not quoted);
+    False means "ask the builder", not "invalid". Rules with blocked patterns ask always."""
+    if rules.normalizers[kind] is not strip_whitespace or rules.patterns or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    ok: Any = pc.and_(
+        pc.string_is_ascii(values),
+        pc.match_substring_regex(values, r"(?s)^[!-~](.*[!-~])?$"),
+    )
+    length: Any = pc.binary_length(values)
+    ok = pc.and_(ok, pc.less_equal(length, pa.scalar(rules.max_length)))
+    ok = pc.and_(ok, pc.invert(pc.match_substring_regex(values, r"^['\"]")))
+    if rules.blocked_exact:
+        ok = pc.and_(
+            ok,
+            pc.invert(
+                pc.is_in(values, value_set=pa.array(sorted(rules.blocked_exact), pa.string()))
+            ),
+        )
+    if rules.blocked_insensitive:
+        words = pa.array(sorted(rules.blocked_insensitive), pa.string())
+        word: Any = pc.and_(
+            pc.less_equal(length, pa.scalar(rules.ci_max_len)),
+            pc.is_in(pc.ascii_lower(values), value_set=words),
+        )
+        ok = pc.and_(ok, pc.invert(word))
+    out: np.ndarray = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return out
 
 
 # -- the union-find ---------------------------------------------------------------------
@@ -480,8 +836,8 @@ class BatchResult:
         rules: Rules,
         events: _Events,
         node_kind: np.ndarray,
-        node_value: list[str],
-        node_index: dict[tuple[int, str], int],
+        node_value: Any,
+        node_index: Mapping[tuple[int, str], int] | None,
         comp: np.ndarray,
         touched: np.ndarray,
         fast_record: np.ndarray,
@@ -503,7 +859,7 @@ class BatchResult:
         self._last_ts = last_ts
         self._order = order
         self._touched = touched
-        #: (kind, value) -> node
+        #: (kind, value) -> node, built when first needed (``graph``/``seed``)
         self._index = node_index
         self._conflicted = conflicted
         #: the bad events skipped (``on_error="skip"``), by input position
@@ -528,7 +884,7 @@ class BatchResult:
         fast_node[fast_node_idx] = True
         # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
         # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id).
-        values = pa.array(self._node_value, pa.string()).take(fast_node_idx)
+        values = self._node_values().take(pa.array(fast_node_idx))
         t = pa.table(
             {
                 "comp": pa.array(comp[fast_node_idx]),
@@ -563,19 +919,17 @@ class BatchResult:
         u_comp = comp[fast_node_idx][u_sorted]
         uhead = np.ones(len(u_sorted), dtype=bool)
         uhead[1:] = u_comp[1:] != u_comp[:-1]
-        ident_of = dict(zip(u_comp[uhead].tolist(), u_sorted[uhead].tolist(), strict=True))
-        comp_pos = {c: i for i, c in enumerate(comps.tolist())}
-        canon_kind = [names[k] for k in kind[fast_node_idx][canon_local].tolist()]
-        canon_value = [str(v) for v in values.take(canon_local).to_pylist()]
-        pids = [profile_id(k, v) for k, v in zip(canon_kind, canon_value, strict=True)]
-        fvalues = values.to_pylist()
-        idents = [None if (p := ident_of.get(c)) is None else fvalues[p] for c in comps.tolist()]
-        # per fast node: its component's position
+        # per fast node: its component's position; per component: its position (-1: none)
         node_pos = np.searchsorted(comps, comp[fast_node_idx]).astype(np.int64)
-        pid_arr = pa.array(pids, pa.string())
-        uid_arr = pa.array(canon_value, pa.string())
-        ident_arr = pa.array(idents, pa.string())
+        comp_pos = np.full(n, -1, dtype=np.int64)
+        comp_pos[comps] = np.arange(len(comps), dtype=np.int64)
+        ident_at = np.full(len(comps), -1, dtype=np.int64)
+        ident_at[comp_pos[u_comp[uhead]]] = u_sorted[uhead]
         kind_names = pa.array(list(names), pa.string())
+        canon_kinds: Any = kind_names.take(kind[fast_node_idx][canon_local])
+        uid_arr: Any = values.take(pa.array(canon_local))
+        pid_arr: Any = pc.binary_join_element_wise(canon_kinds, uid_arr, ":")  # (profile_id)
+        ident_arr: Any = values.take(pa.array(ident_at, mask=ident_at < 0))
         fast_map = pa.table(
             {
                 "kind": kind_names.take(kind[fast_node_idx]),
@@ -597,42 +951,71 @@ class BatchResult:
         # traits and companies (R6, R7): the same keep as the engine, per profile
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
         links: dict[int, dict[str, tuple[float, str, None]]] = {}
-        node_of = self._node_of
+        anchor = self._events.anchor
         for i, rec in self._events.py.items():
             if not rec.ids or not self._fast_record[i]:
                 continue
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
-                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                p = int(comp_pos[comp[anchor[i]]])
                 best = traits.setdefault(p, {})
                 for k, v in (rec.traits or {}).items():
                     keep(best, (False, k), rec.ts, rec.event_id, v)
                 for k, v in (rec.set_once or {}).items():
                     keep(best, (True, k), rec.ts, rec.event_id, v, True)
             elif rec.etype == COMPANY and rec.company_id is not None:
-                p = comp_pos[int(comp[node_of(rec.ids[0])])]
+                p = int(comp_pos[comp[anchor[i]]])
                 keep(links.setdefault(p, {}), rec.company_id, rec.ts, rec.event_id, None)
-        trait_text: list[str | None] = [None] * ncomp
-        for p, best in traits.items():
-            out = {k: v[2] for (once, k), v in best.items() if once}
-            out.update((k, v[2]) for (once, k), v in best.items() if not once)
-            trait_text[p] = json.dumps(out, sort_keys=True)
-        company_id: list[str | None] = [None] * ncomp
-        company_ids: list[list[str] | None] = [[] for _ in range(ncomp)]
-        for p, held in links.items():
-            company_id[p] = max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
-            company_ids[p] = sorted(held)
+        for _, etype, ts, eid, first, data, cid in self._events.lane_data(self._fast_record):
+            p = int(comp_pos[comp[first]])
+            if etype == IDENTIFY and data:
+                best = traits.setdefault(p, {})
+                for k, v in data.items():
+                    keep(best, (False, k), ts, eid, v)
+            elif etype == COMPANY and cid is not None:
+                keep(links.setdefault(p, {}), cid, ts, eid, None)
+        # (only the profiles holding traits or companies cost Python; the rest are nulls and
+        # empty lists, made by Arrow)
+        trait_text = _sparse_text(
+            ncomp,
+            {
+                p: json.dumps(
+                    {
+                        **{k: v[2] for (once, k), v in best.items() if once},
+                        **{k: v[2] for (once, k), v in best.items() if not once},
+                    },
+                    sort_keys=True,
+                )
+                for p, best in traits.items()
+            },
+        )
+        company_id = _sparse_text(
+            ncomp,
+            {
+                p: max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
+                for p, held in links.items()
+            },
+        )
+        linked_at = sorted(links)
+        lengths = np.zeros(ncomp, dtype=np.int64)
+        lengths[linked_at] = [len(links[p]) for p in linked_at]
+        offsets = np.zeros(ncomp + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        company_ids = pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()),
+            pa.array([c for p in linked_at for c in sorted(links[p])], pa.string()),
+        )
         fast_profiles = pa.table(
             {
                 "profile_id": pid_arr,
                 "user_id": uid_arr,
-                "user_id_kind": pa.array(canon_kind, pa.string()),
+                "user_id_kind": canon_kinds,
                 "identified_user_id": ident_arr,
                 "identifiers": pa.array(size, pa.int64()),
                 "first_seen": _timestamps(first_seen),
                 "last_seen": _timestamps(last_seen),
-                "company_id": pa.array(company_id, pa.string()),
-                "company_ids": pa.array(company_ids, pa.list_(pa.string())),
-                "traits": pa.array(trait_text, pa.string()),
+                "company_id": company_id,
+                "company_ids": company_ids,
+                "traits": trait_text,
             }
         )
         # the conflicted part, from the online engine
@@ -680,13 +1063,17 @@ class BatchResult:
                 "limit_kind": pa.array([r.kind for r in refusals], pa.string()),
             }
         )
-        self._fast_pids = pids
+        self._fast_pids = pid_arr
         self._fast_comp_pos = comp_pos
-        self._build_companies(comp_pos, pids)
+        self._build_companies(comp_pos, pid_arr)
         self._build_stats()
 
-    def _build_companies(self, comp_pos: dict[int, int], pids: list[str]) -> None:
+    def _build_companies(self, comp_pos: np.ndarray, pids: Any) -> None:
+        """The companies table; ``comp_pos``: each untouched component's position in
+        ``pids`` (the ``Profile.id`` of each, an Arrow string array)."""
         comp = self._comp
+        anchor = self._events.anchor
+        linked: list[tuple[str, int]] = []  # (company, position of an untouched profile)
         traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
         profiles: dict[str, set[str]] = {}
         for i, rec in self._events.py.items():
@@ -715,8 +1102,18 @@ class BatchResult:
             best = traits.setdefault(cid, {})
             for k, v in (rec.company_traits or {}).items():
                 keep(best, k, rec.ts, rec.event_id, v)
-            pid = pids[comp_pos[int(comp[self._node_of(rec.ids[0])])]]
-            profiles.setdefault(cid, set()).add(pid)
+            linked.append((cid, int(comp_pos[comp[anchor[i]]])))
+        for _, etype, ts, eid, first, data, lane_cid in self._events.lane_data(self._fast_record):
+            if etype != COMPANY or lane_cid is None:
+                continue
+            best = traits.setdefault(lane_cid, {})
+            for k, v in (data or {}).items():
+                keep(best, k, ts, eid, v)
+            linked.append((lane_cid, int(comp_pos[comp[first]])))
+        if linked:
+            held_pids = pids.take(pa.array([p for _, p in linked])).to_pylist()
+            for (cid, _), pid in zip(linked, held_pids, strict=True):
+                profiles.setdefault(cid, set()).add(pid)
         engine = self._conflicted_engine
         # the conflicted part's companies (their traits as the engine keeps them; the
         # profiles by Profile.id of the engine's profiles)
@@ -780,8 +1177,20 @@ class BatchResult:
         mask: np.ndarray = ~self._touched[self._comp]
         return mask
 
+    def _node_values(self) -> Any:
+        """The nodes' values as one Arrow string array (a list is accepted too)."""
+        if isinstance(self._node_value, (pa.Array, pa.ChunkedArray)):
+            return self._node_value
+        return pa.array(self._node_value, pa.string())
+
+    def _node_index(self) -> Mapping[tuple[int, str], int]:
+        if self._index is None:
+            pairs = zip(self._node_kind.tolist(), self._node_values().to_pylist(), strict=True)
+            self._index = {pair: n for n, pair in enumerate(pairs)}
+        return self._index
+
     def _node_of(self, pair: tuple[int, str]) -> int:
-        return self._index[pair]
+        return self._node_index()[pair]
 
     @property
     def _conflicted_engine(self) -> Engine:
@@ -845,10 +1254,10 @@ class BatchResult:
         order = self._order
         for _, rec in events.records(i for i in order.tolist() if not fast[i]):
             engine.apply(rec)
-        n_of = self._index
+        n_of = self._node_index()
         local: dict[int, int] = {}
         kind = self._node_kind
-        value = self._node_value
+        value = self._node_values().to_pylist()
         mask = self._fast_node_mask()
         ts_sorted = events.ts[order].tolist()
         eid_sorted = [str(e) for e in events.eid.take(order).to_pylist()]
@@ -942,6 +1351,17 @@ def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
     return pa.array(micros, pa.timestamp("us", tz="UTC"))
 
 
+def _sparse_text(n: int, held: dict[int, str]) -> Any:
+    """A string array of ``n`` nulls but at the positions ``held`` gives."""
+    if not held:
+        return pa.nulls(n, pa.string())
+    at = np.full(n, -1, dtype=np.int64)
+    keys = np.fromiter(held, dtype=np.int64, count=len(held))
+    at[keys] = np.arange(len(held), dtype=np.int64)
+    where: Any = pa.array(at, mask=at < 0)
+    return pa.array(list(held.values()), pa.string()).take(where)
+
+
 def _flat(table: pa.Table) -> pa.Table:
     """List columns as JSON text (CSV has no lists)."""
     cols = []
@@ -958,8 +1378,107 @@ def _flat(table: pa.Table) -> pa.Table:
 # -- resolve ------------------------------------------------------------------------------
 
 
-def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
-    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet)."""
+#: the JSONL keys the columnar lane carries: text, and JSON values (kept as their text)
+_LINE_TEXT = frozenset(
+    ("type", "event", "name", "userId", "anonymousId", "previousId", "groupId", "timestamp")
+)
+_LINE_JSON = frozenset(_JSON_COLUMNS)
+_LINE_CHUNK = 65_536
+
+
+class _Lines:
+    """A JSONL source read into Segment columns (``table``, row ``i`` being input event
+    ``position[i]``), and the lines the columns cannot carry exactly (``other``:
+    ``(position, message)``, read by ``RecordBuilder`` as ``ingest`` reads them)."""
+
+    def __init__(self, table: pa.Table, position: np.ndarray, other: list[tuple[int, Any]]):
+        self.table = table
+        self.position = position
+        self.other = other
+
+
+def _line_keys(rules: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """The message keys outside the columns that reading a message may look at: those that
+    send a line to the builder, and the keys inside ``context`` that do (a ``context`` with
+    none of them changes nothing: docs/formats.md, Identifiers inside messages)."""
+    outside: set[str] = {"context"}
+    in_context: set[str] = {"traits"}  # (an identify's context.traits are traits)
+    for parents, extractors in rules.extractors.values():
+        for at, leaf, *_ in extractors:
+            parent = parents[at]
+            root = parent[0] if parent else leaf
+            if root == "context":
+                in_context.add(parent[1] if len(parent) > 1 else leaf)
+            elif root not in COLUMNS:
+                outside.add(root)
+    return frozenset(outside), frozenset(in_context)
+
+
+def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
+    """JSONL files as Segment columns. A line goes in the columns when every key it has is
+    either a column of the right type (text, or any JSON value for ``traits``,
+    ``properties``, ``identifiers``, ``set_once``, kept as JSON text that reads back to the
+    same value), a key no reading looks at once ``timestamp`` is text (``sentAt``, ...), or
+    a ``context`` holding nothing the rules read; every other line stays a message."""
+    outside, in_context = _line_keys(rules)
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    names = sorted(_LINE_TEXT | _LINE_JSON | {"messageId"})
+    chunks: list[pa.RecordBatch] = []
+    position: list[int] = []
+    other: list[tuple[int, Any]] = []
+    schema = pa.schema([(c, pa.string()) for c in names])
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if rows:
+            chunks.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+            rows.clear()
+
+    index = 0
+    for path, f in files:
+        for msg in _jsonl_messages(path, f == "jsonl.gz"):
+            i = index
+            index += 1
+            if type(msg) is not dict or type(msg.get("type")) is not str:
+                other.append((i, msg))
+                continue
+            if type(msg.get("timestamp")) is not str:
+                other.append((i, msg))
+                continue
+            row: dict[str, Any] = {}
+            for k, v in msg.items():
+                if v is None:
+                    continue
+                if k in _LINE_TEXT:
+                    if type(v) is not str:
+                        break
+                    row[k] = v
+                elif k in _LINE_JSON:
+                    row[k] = dumps(v)
+                elif k == "messageId":
+                    if type(v) is not str:
+                        break
+                    row[k] = v
+                elif k in outside and (
+                    k != "context" or type(v) is not dict or not in_context.isdisjoint(v)
+                ):
+                    break
+            else:
+                position.append(i)
+                rows.append(row)
+                if len(rows) >= _LINE_CHUNK:
+                    flush()
+                continue
+            other.append((i, msg))
+    flush()
+    return _Lines(
+        pa.Table.from_batches(chunks, schema=schema), np.array(position, dtype=np.int64), other
+    )
+
+
+def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table | _Lines | None:
+    """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet), or,
+    given ``rules``, JSONL files read into columns."""
     if isinstance(source, pa.Table):
         return source
     if isinstance(source, pa.RecordBatch):
@@ -969,6 +1488,8 @@ def _read_table(source: Any, fmt: Format | None) -> pa.Table | None:
         if all(f == "parquet" for _, f in files):
             tables = [pq.read_table(path) for path, _ in files]
             return pa.concat_tables(tables, promote_options="permissive")
+        if rules is not None and all(f != "parquet" for _, f in files):
+            return _read_lines(files, rules)
         return None
     import pyarrow.dataset as ds
 
@@ -1018,41 +1539,43 @@ def resolve(
         return now
 
     t = time.perf_counter()
-    table = _read_table(source, format)
+    read = _read_table(source, format, compiled if columnar else None)
+    other: list[tuple[int, Any]] = []
+    if isinstance(read, _Lines):
+        table: pa.Table | None = read.table
+        row_position = read.position
+        other = read.other
+    else:
+        table = read
+        row_position = np.arange(0 if table is None else table.num_rows, dtype=np.int64)
     if table is not None:
         t = done("read", t)
     # 1. decode. The columnar lane: plain rows, vectorized; every other event through
     # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
     lanes = None if table is None or not columnar else _columnar(table, build, compiled)
-    node_index: dict[tuple[int, str], int] = {}
-    node_kind: list[int] = []
-    node_value: list[str] = []
-
-    def intern(pair: tuple[int, str]) -> int:
-        n = node_index.get(pair)
-        if n is None:
-            n = node_index[pair] = len(node_kind)
-            node_kind.append(pair[0])
-            node_value.append(pair[1])
-        return n
-
     if lanes is not None and table is not None:
-        fast_mask, fast_etype, fast_ts, columns = lanes
+        fast_mask, fast_etype, fast_ts, columns, row_data = lanes
         fast_rows = np.flatnonzero(fast_mask)
         slow_rows = np.flatnonzero(~fast_mask)
-        messages: Iterable[Any] = _table_messages(table.take(slow_rows))
-        positions: Iterable[int] = slow_rows.tolist()
+        inputs: Iterable[tuple[int, Any]] = zip(
+            row_position[slow_rows].tolist(), _table_messages(table.take(slow_rows)), strict=True
+        )
     else:
         fast_rows = np.zeros(0, dtype=np.int64)
         columns = []
         fast_etype = fast_ts = np.zeros(0)
-        messages = _messages(source, format) if table is None else _table_messages(table)
-        positions = iter(range(1 << 62))
+        row_data = _RowData(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64), [])
+        if table is None:
+            inputs = enumerate(_messages(source, format))
+        else:
+            inputs = zip(row_position.tolist(), _table_messages(table), strict=True)
+    if other:  # (JSONL lines left as messages: in input order among the table's rows)
+        inputs = heapq.merge(inputs, other, key=lambda pair: pair[0])
     held: dict[str, int] = {}
     records: list[Record] = []
     errors: list[EventError] = []
     duplicates = 0
-    for index, event in zip(positions, messages, strict=False):
+    for index, event in inputs:
         op: Any = event
         try:
             # a message of another platform (docs/formats.md) is read as ingest() reads it,
@@ -1108,16 +1631,27 @@ def resolve(
         [fast_etype[fast_rows], np.array([r.etype for r in records], dtype=np.int8)]
     ).astype(np.int8)
     eids = pa.concat_arrays([fast_eids, pa.array([r.event_id for r in records], pa.string())])
-    # the fast rows' identifiers: node per distinct value used, in priority order per row
+    # the fast rows' identifiers: a node per distinct normalized value used (two raw values
+    # may normalize alike), numbered kind by kind; the values stay in Arrow
     row_nodes: list[np.ndarray] = []
+    node_kind_parts: list[np.ndarray] = []
+    node_value_parts: list[Any] = []
+    known: dict[int, tuple[int, Any]] = {}  # kind -> (its first node, its values)
+    nn = 0
     for kind, codes, values in sorted(columns, key=lambda c: c[0]):
         mine = codes[fast_rows]
+        used = np.zeros(len(values) + 1, dtype=bool)
+        used[mine + 1] = True
+        used_codes = np.flatnonzero(used[1:])
+        venc: Any = pc.dictionary_encode(values.take(pa.array(used_codes)))
         node_of = np.full(len(values) + 1, -1, dtype=np.int64)
-        for code in np.unique(mine[mine >= 0]).tolist():
-            value = values[code]
-            assert value is not None
-            node_of[code + 1] = intern((kind, value))
+        node_of[used_codes + 1] = nn + venc.indices.to_numpy(zero_copy_only=False)
         row_nodes.append(node_of[mine + 1])
+        uniq = venc.dictionary
+        known[kind] = (nn, uniq)
+        node_kind_parts.append(np.full(len(uniq), kind, dtype=np.int64))
+        node_value_parts.append(uniq)
+        nn += len(uniq)
     occ_rec_parts: list[np.ndarray] = []
     occ_node_parts: list[np.ndarray] = []
     anchor = np.full(nr, -1, dtype=np.int64)
@@ -1133,38 +1667,62 @@ def resolve(
         edges_b.append(nodes[later])
         leads = present & (anchor[:nf] < 0)
         anchor[:nf][leads] = nodes[leads]
+    # the record lane's identifiers: looked up among the nodes above, kind by kind (new
+    # values become new nodes)
     py: dict[int, Record] = {}
     slow_occ_rec: list[int] = []
-    slow_occ_node: list[int] = []
-    slow_a: list[int] = []
-    slow_b: list[int] = []
-    operator_nodes: list[int] = []
+    slow_occ_kind: list[int] = []
+    slow_occ_value: list[str] = []
+    slow_first: list[bool] = []
     for j, rec in enumerate(records):
         i = nf + j
         py[i] = rec
-        if not rec.ids:
-            continue
-        a = -1
-        for pair in rec.ids:
-            n = intern(pair)
+        first = True
+        for k, v in rec.ids:
             slow_occ_rec.append(i)
-            slow_occ_node.append(n)
-            if a < 0:
-                a = n
+            slow_occ_kind.append(k)
+            slow_occ_value.append(v)
+            slow_first.append(first)
+            first = False
+    s_rec = np.array(slow_occ_rec, dtype=np.int64)
+    s_kind = np.array(slow_occ_kind, dtype=np.int64)
+    s_node = np.full(len(s_rec), -1, dtype=np.int64)
+    if len(s_rec):
+        s_values = pa.array(slow_occ_value, pa.string())
+        for kind in np.unique(s_kind).tolist():
+            where = np.flatnonzero(s_kind == kind)
+            vals: Any = s_values.take(where)
+            if kind in known:
+                base, uniq = known[kind]
+                pos = pc.index_in(vals, value_set=uniq)
+                found = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
             else:
-                slow_a.append(a)
-                slow_b.append(n)
-        anchor[i] = a
-        if rec.etype in _OPERATOR:
-            operator_nodes.append(a)
-    occ_r = np.concatenate([*occ_rec_parts, np.array(slow_occ_rec, dtype=np.int64)])
-    occ_n = np.concatenate([*occ_node_parts, np.array(slow_occ_node, dtype=np.int64)])
-    nn = len(node_kind)
-    kind_arr = np.array(node_kind, dtype=np.int64)
+                found = np.full(len(where), -1, dtype=np.int64)
+                base = 0
+            hit = found >= 0
+            s_node[where[hit]] = base + found[hit]
+            if not hit.all():
+                menc: Any = pc.dictionary_encode(vals.filter(pa.array(~hit)))
+                s_node[where[~hit]] = nn + menc.indices.to_numpy(zero_copy_only=False)
+                node_kind_parts.append(np.full(len(menc.dictionary), kind, dtype=np.int64))
+                node_value_parts.append(menc.dictionary)
+                nn += len(menc.dictionary)
+    is_first = np.array(slow_first, dtype=bool)
+    anchor[s_rec[is_first]] = s_node[is_first]
+    # each further identifier of an event joins its first (the anchor)
+    slow_a = anchor[s_rec[~is_first]]
+    slow_b = s_node[~is_first]
+    slow_occ_node = s_node
+    is_operator = np.isin(etype, np.array(_OPERATOR, dtype=np.int8))
+    operator_nodes = anchor[is_operator & (anchor >= 0)]
+    occ_r = np.concatenate([*occ_rec_parts, s_rec])
+    occ_n = np.concatenate([*occ_node_parts, slow_occ_node])
+    kind_arr = np.concatenate([np.zeros(0, dtype=np.int64), *node_kind_parts])
+    node_value: Any = pa.concat_arrays([pa.array([], pa.string()), *node_value_parts])
     comp = components(
         nn,
-        np.concatenate([*edges_a, np.array(slow_a, dtype=np.int64)]),
-        np.concatenate([*edges_b, np.array(slow_b, dtype=np.int64)]),
+        np.concatenate([*edges_a, slow_a]),
+        np.concatenate([*edges_b, slow_b]),
     )
     # event order: rank of each event by (timestamp, event_id)
     order = pc.sort_indices(
@@ -1203,6 +1761,8 @@ def resolve(
         py,
         table,
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
+        anchor,
+        row_data.take(fast_rows, len(records)),
     )
     t = done("classify", t)
 
@@ -1220,7 +1780,7 @@ def resolve(
         events,
         kind_arr,
         node_value,
-        node_index,
+        None,
         comp,
         touched,
         fast_record,

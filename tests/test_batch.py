@@ -222,9 +222,10 @@ def test_columnar_lane_is_used_for_plain_rows() -> None:
     result = batch.resolve(_as_text_columns(MESSAGES))
     slow = batch.resolve(_as_text_columns(MESSAGES), columnar=False)
     assert actual_tables(result) == actual_tables(slow)
-    # only the track row is plain: m1 is delivered twice (both go to ``admit``), m2 has
-    # traits, m7 a blocked user id, and reset, group and alias are never read vectorized
-    assert len(result._events.py) == 6
+    # m1 is delivered twice (both go to ``admit``), m7 has a blocked user id, and reset and
+    # alias are never read vectorized; the identify with traits (m2), the track (m3) and
+    # the group call (m5) are
+    assert len(result._events.py) == 4
     assert len(slow._events.py) == 7
 
 
@@ -489,7 +490,14 @@ def test_cli_batch_engine_writes_the_profiles_the_online_engine_writes(
     assert summary["engine"] == "batch"
     assert summary["events"] == {"applied": 7, "duplicates": 1, "skipped": 0}
     assert summary["refusals"] == {"total": 1, "by_reason": {"limit_exceeded": 1}}
-    assert set(summary["seconds"]) == {"decode", "components", "classify", "engine", "tables"}
+    assert set(summary["seconds"]) == {
+        "read",
+        "decode",
+        "components",
+        "classify",
+        "engine",
+        "tables",
+    }
     assert (tmp_path / "tables" / "identity_map.parquet").exists()
 
 

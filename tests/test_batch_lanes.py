@@ -1,0 +1,188 @@
+"""The vectorized lanes of batch.resolve give the online engine's answer (docs/batch.md, The
+method): JSONL read into columns, identifier values checked vectorized (values needing
+normalization, blocked values), and the keys the rules' extraction reads inside properties."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import identityres as ir
+from identityres import strategies as irst
+from identityres.testing import snapshot, snapshot_diff
+from tests.test_batch import _as_text_columns, actual_tables, expected_tables, online
+
+pa = pytest.importorskip("pyarrow")
+batch = pytest.importorskip("identityres.batch")
+
+#: values that exercise the vectorized check: whitespace at either end (normalized), blocked
+#: words in any case, quoted blocked words, long values, non-ASCII, control characters
+AWKWARD = st.one_of(
+    st.sampled_from(
+        [
+            "u1",
+            " u1",
+            "u1\t",
+            "null",
+            "NULL",
+            "Undefined",
+            '"null"',
+            "'guest'",
+            '"',
+            "",
+            " ",
+            "x" * 401,
+            "x" * 400,
+            "é1",
+            "u\x00",
+            "\x1cu1",
+            "0",
+            "-1",
+            "Anonymous",
+        ]
+    ),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def awkward_messages(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Segment messages whose ids are drawn from :data:`AWKWARD`, some carrying keys the
+    extraction reads (``properties.email``, ``context.traits``), some of types the columns
+    cannot hold (an int ``userId``), some without a timestamp."""
+    out = []
+    for i, msg in enumerate(draw(st.lists(irst.segment_messages(blocked=True), max_size=25))):
+        msg = dict(msg)
+        for key in ("userId", "anonymousId"):
+            if key in msg and draw(st.booleans()):
+                msg[key] = draw(AWKWARD)
+        extra = draw(st.integers(0, 7))
+        if extra == 1 and msg["type"] in ("track", "page", "screen"):
+            msg["properties"] = {"email": draw(st.sampled_from(["a@x.io", " A@x.io", "null"]))}
+        elif extra == 2:
+            msg["context"] = {"traits": {"email": "c@x.io"}}
+        elif extra == 3 and "userId" in msg:
+            msg["userId"] = draw(st.integers(0, 3))
+        elif extra == 4:
+            msg.pop("timestamp", None)
+            msg["originalTimestamp"] = "2024-05-01T12:00:00Z"
+        elif extra == 5:
+            msg["integrations"] = {"All": True}
+        elif extra == 6 and msg["type"] in ("identify", "group"):
+            # an identify's traits.email is an identifier (extracted); a group's is not
+            msg["traits"] = {"email": draw(AWKWARD), "plan": draw(st.sampled_from([1, "pro"]))}
+        elif extra == 7:
+            msg["traits"] = draw(st.sampled_from([{}, {"n": float("nan")}, {"big": 1e300}]))
+        msg["messageId"] = f"m{i}" if draw(st.integers(0, 5)) else "m0"
+        out.append(msg)
+    return out
+
+
+def _assert_same(messages: list[dict[str, Any]], source: Any) -> None:
+    rules = ir.Rules()
+    try:
+        g = online(messages, rules)
+    except ir.ValidationError as exc:
+        with pytest.raises(type(exc)):
+            batch.resolve(source, rules=rules)
+        return
+    result = batch.resolve(source, rules=rules)
+    assert actual_tables(result) == expected_tables(g)
+    assert result.blocked_values() == g.stats().blocked_values
+    a, b = snapshot(g), snapshot(result.graph())
+    assert a == b, snapshot_diff(a, b)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages())
+def test_jsonl_read_into_columns_equals_online(messages: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+        _assert_same(messages, path)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages())
+def test_arrow_table_of_awkward_values_equals_online(messages: list[dict[str, Any]]) -> None:
+    # (a table has only the Segment columns: what is not one is not in the table either)
+    rows = [
+        {k: v for k, v in m.items() if k in batch.COLUMNS}
+        for m in messages
+        if not isinstance(m.get("userId"), int)
+    ]
+    if rows:
+        _assert_same(rows, _as_text_columns(rows))
+
+
+@settings(max_examples=200)
+@given(value=AWKWARD, patterns=st.booleans())
+def test_a_value_called_plain_is_its_own_normal_form_and_not_blocked(
+    value: str, patterns: bool
+) -> None:
+    from identityres._events import RecordBuilder
+
+    rules = ir.Rules(blocked_patterns=[r"^x+$"] if patterns else []).compiled
+    build = RecordBuilder(rules, lambda: 0.0)
+    (plain,) = batch._plain_values(pa.array([value], pa.string()), rules, rules.user)
+    if plain:
+        assert build.identifier_value("user_id", rules.user, value) == value
+        assert rules.blocked_reason(value) is None
+
+
+def test_ordinary_values_are_plain_and_the_rest_go_to_the_builder() -> None:
+    rules = ir.Rules().compiled
+    values = ["u1", "a-1 b", " u1", "null", "NULL", '"guest"', "x" * 401, "é", "0"]
+    got = batch._plain_values(pa.array(values, pa.string()), rules, rules.user).tolist()
+    assert got == [True, True, False, False, True, False, False, False, False]  # NULL: allowed
+    with_patterns = ir.Rules(blocked_patterns=["^z"]).compiled
+    assert not batch._plain_values(pa.array(["u1"]), with_patterns, with_patterns.user).any()
+
+
+def test_properties_holding_an_extracted_key_leave_the_columnar_lane() -> None:
+    messages = [
+        {
+            "type": "track",
+            "event": "Paid",
+            "anonymousId": "a1",
+            "properties": {"email": "x@y.io", "plan": "pro"},
+            "timestamp": "2024-01-01T00:00:00Z",
+            "messageId": "m1",
+        },
+        {
+            "type": "page",
+            "anonymousId": "a2",
+            "properties": {"path": "/"},
+            "timestamp": "2024-01-01T00:00:01Z",
+            "messageId": "m2",
+        },
+    ]
+    result = batch.resolve(_as_text_columns(messages))
+    rows = {(r["kind"], r["value"]): r["profile_id"] for r in result.identity_map.to_pylist()}
+    assert rows[("anonymous_id", "a1")] == "email:x@y.io"
+    assert len(result._events.py) == 1  # (the page row stays vectorized)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(value=st.dictionaries(st.text(max_size=4), JSON, max_size=4))
+def test_traits_called_plain_json_read_as_the_builder_reads_them(value: dict[str, Any]) -> None:
+    from identityres._events import _check_mapping, _json_data
+
+    text = json.dumps(value)
+    (plain,) = batch._plain_json(pa.array([text], pa.string()))
+    if plain:
+        parsed = json.loads(text)
+        assert _json_data("traits", _check_mapping("traits", parsed)) == (parsed or None)
