@@ -22,6 +22,7 @@ from identityres._model import Identifier, IdLike
 from identityres.analytics import _python
 from identityres.analytics._inputs import (
     COMPANY,
+    Identities,
     arrow_module,
     bounds,
     bucket_key,
@@ -31,6 +32,7 @@ from identityres.analytics._inputs import (
     choice,
     event_filter,
     identity_map,
+    is_parquet,
     is_path,
     load,
     names,
@@ -67,11 +69,20 @@ def _use_duckdb(engine: str, events: Any) -> bool:
         return False
     from identityres.analytics._duckdb import available
 
+    if is_parquet(events):
+        return available()
     try:
         big = os.path.getsize(events) >= AUTO_DUCKDB_BYTES
     except OSError:
         return False
     return big and available()
+
+
+def _check_events(source: Identities, events: Any) -> None:
+    if events is None and not source.live:
+        raise InvalidQueryError(
+            "events", None, "only a graph keeps events: give the events to stitch with this map"
+        )
 
 
 def _in_window(graph: Any, events: Any, lo: float, hi: float) -> Any:
@@ -151,6 +162,7 @@ def unique_users(
     ``start <= timestamp < end``: an ``int``, or with ``by`` (``"day"``, ``"week"`` (the
     Monday, UTC), ``"company"`` or a property name) a mapping from bucket to people."""
     source = check_graph(graph)
+    _check_events(source, events)
     wanted = event_filter(event)
     lo, hi = bounds(start, end)
     by = check_by(by)
@@ -201,6 +213,7 @@ def funnel(
     people by first touch: their earliest entry) into a mapping from bucket to result.
     Only events with ``start <= timestamp < end`` are considered."""
     source = check_graph(graph)
+    _check_events(source, events)
     step_names = names("steps", steps)
     window = seconds("within", within)
     order = choice("order", order, ("sequential", "strict", "any"))  # type: ignore[assignment]

@@ -34,6 +34,7 @@ _NO_STOP = 1 << 62
 def available() -> bool:
     try:
         import duckdb  # noqa: F401
+        import pyarrow  # noqa: F401
     except ImportError:
         return False
     return True
@@ -42,9 +43,10 @@ def available() -> bool:
 def _duckdb() -> Any:
     try:
         import duckdb
+        import pyarrow  # noqa: F401 (the identity map goes to DuckDB as Arrow)
     except ImportError:
         raise ConfigurationError(
-            "engine='duckdb' needs DuckDB: pip install 'identityres[analytics]'"
+            "engine='duckdb' needs DuckDB and pyarrow: pip install 'identityres[analytics]'"
         ) from None
     return duckdb
 
@@ -212,7 +214,8 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
             out[name] = f"NULL::{want}"
         elif name in ("timestamp", "originalTimestamp"):
             if kind == "VARCHAR":
-                out[name] = col
+                # ISO-8601 text only: ingest refuses a number in text (Python raises it)
+                out[name] = f"CASE WHEN TRY_CAST({col} AS DOUBLE) IS NULL THEN {col} END"
             elif kind.startswith("TIMESTAMP") or kind in _INTEGER or kind == "DOUBLE":
                 # a timestamp without a zone is UTC; numbers are epoch seconds
                 out[name] = (
@@ -249,6 +252,17 @@ def _raw(con: Any, source: Identities, path: str, props: bool, window: str) -> b
     rules = source.graph.rules
     if rules.normalizers:
         return False
+    try:
+        return _stitch_in_sql(con, rules, path, props, window)
+    except _duckdb().Error:
+        # an unreadable file or a line DuckDB cannot read: Python reads it and says what
+        # is wrong, naming the line
+        for table in ("msgs", "dups", "wanted", "ids", "ev"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        return False
+
+
+def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: str) -> bool:
     if is_parquet(path):
         cols = _parquet_columns(con, path, props)
         if cols is None:
