@@ -350,6 +350,9 @@ def streams(draw: st.DrawFn) -> list[dict[str, object]]:
             msg["event"] = draw(st.sampled_from(NAMES))
             msg["properties"] = {"src": draw(st.sampled_from(["x", "y"]))}
         out.append(msg)
+    # a message delivered twice (same id, same content) counts once
+    for i in draw(st.lists(st.integers(0, n - 1), max_size=2)):
+        out.append(dict(out[i]))
     return out
 
 
@@ -689,3 +692,29 @@ def test_an_identity_map_without_a_graph_is_checked(tmp_path: object) -> None:
     with pytest.raises(ir.InvalidQueryError) as info:
         analytics.unique_users(ir.IdentityGraph(), f"{tmp_path}/missing.parquet")
     assert info.value.field == "events"
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_the_first_message_of_an_event_id_counts_in_a_file(tmp_path: object, suffix: str) -> None:
+    """Two messages with one id and different names: the first in the file counts, in both
+    engines, whatever the query looks at."""
+    msgs: list[dict[str, object]] = [
+        {"type": "track", "event": "A", "anonymousId": "p", "timestamp": 1, "messageId": "1"},
+        {"type": "track", "event": "X", "anonymousId": "p", "timestamp": 2, "messageId": "2"},
+        {"type": "track", "event": "B", "anonymousId": "p", "timestamp": 3, "messageId": "2"},
+        {"type": "track", "event": "B", "anonymousId": "q", "timestamp": 4, "messageId": "3"},
+        {"type": "track", "event": "A", "anonymousId": "q", "timestamp": 0, "messageId": "3"},
+    ]
+    path = f"{tmp_path}/events.{suffix}"
+    if suffix == "parquet":
+        write_parquet(msgs, path)
+    else:
+        with open(path, "w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in msgs)
+    g = ir.IdentityGraph()
+    g.ingest([msgs[0], msgs[1], msgs[3]])
+    for engine in ("python", "duckdb"):
+        r = analytics.funnel(g, path, steps=["A", "B"], within=10, engine=engine)
+        assert r.counts == [1, 0], engine  # type: ignore[union-attr]
+        assert analytics.unique_users(g, path, event="B", engine=engine) == 1
+        assert analytics.unique_users(g, path, event="A", engine=engine) == 1
