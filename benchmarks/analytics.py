@@ -75,8 +75,11 @@ def prepare(identifiers: int, d: Path) -> dict[str, Any]:
         )
         con.close()
         os.replace(str(parquet) + ".tmp", parquet)
+    built = d / "build.json"  # the graph's figures, kept with the identity map
     if not (d / "identity_map.parquet").exists():
-        out["graph"] = child(["--build", str(d), "--identifiers", str(identifiers)])
+        built.write_text(json.dumps(child(["--build", str(d), "--identifiers", str(identifiers)])))
+    if built.exists():
+        out["graph"] = json.loads(built.read_text())
     with open(jsonl, "rb") as f:
         out["events"] = sum(1 for _ in f)
     return out

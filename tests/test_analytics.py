@@ -31,6 +31,11 @@ def two_devices(store: object = None) -> ir.IdentityGraph:
 STEPS = ["Docs viewed", "Signed up", "API call"]
 
 
+def write_jsonl(messages: list[dict[str, object]], path: str) -> None:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in messages)
+
+
 # -- kept events ------------------------------------------------------------------------------
 
 
@@ -266,8 +271,7 @@ def test_events_from_an_iterable_or_a_file(tmp_path: object) -> None:
     ]
     g.ingest(msgs)
     path = f"{tmp_path}/events.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    write_jsonl(msgs, path)
     for events in (
         msgs,
         path,
@@ -417,8 +421,7 @@ def test_duckdb_engine_stitches_a_jsonl_file_in_sql(
     tmp_path: object, stream: list[dict[str, object]], q: dict[str, object]
 ) -> None:
     path = f"{tmp_path}/stream.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in stream)
+    write_jsonl(stream, path)
     check_against_reference(stream, q, "duckdb", path)
 
 
@@ -536,8 +539,7 @@ def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
         },
     ]
     path = f"{tmp_path}/events.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    write_jsonl(msgs, path)
     g = ir.IdentityGraph()
     g.ingest(msgs)
     for engine in ("python", "duckdb"):
@@ -654,8 +656,7 @@ def test_a_batch_result_or_a_written_identity_map_stands_for_the_graph(tmp_path:
         {"type": "track", "event": "C", "anonymousId": "phone", "timestamp": 5, "messageId": "5"},
     ]
     path = f"{tmp_path}/events.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    write_jsonl(msgs, path)
     g = ir.IdentityGraph()
     g.ingest(msgs)
     result = batch.resolve(msgs)
@@ -709,8 +710,7 @@ def test_the_first_message_of_an_event_id_counts_in_a_file(tmp_path: object, suf
     if suffix == "parquet":
         write_parquet(msgs, path)
     else:
-        with open(path, "w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in msgs)
+        write_jsonl(msgs, path)
     g = ir.IdentityGraph()
     g.ingest([msgs[0], msgs[1], msgs[3]])
     for engine in ("python", "duckdb"):
