@@ -142,16 +142,17 @@ def _session(
             con.close()
 
 
-def _window_sql(lo: float, hi: float, wanted: frozenset[str] | None) -> str:
-    """The SQL condition on ``ts`` and ``name`` of the events a query looks at."""
-    out = []
+def _window_sql(lo: float, hi: float, wanted: frozenset[str] | None) -> tuple[str, str]:
+    """SQL conditions on the ``name`` and on the ``ts`` of the events a query looks at."""
+    times = []
     if lo != -math.inf:
-        out.append(f"ts >= {lo!r}")
+        times.append(f"ts >= {lo!r}")
     if hi != math.inf:
-        out.append(f"ts < {hi!r}")
+        times.append(f"ts < {hi!r}")
+    names = "true"
     if wanted is not None:
-        out.append("name IN (" + ", ".join(_lit(n) for n in sorted(wanted)) + ")")
-    return " AND ".join(out) or "true"
+        names = "name IN (" + ", ".join(_lit(n) for n in sorted(wanted)) + ")"
+    return names, " AND ".join(times) or "true"
 
 
 def _stitched_in_python(
@@ -254,7 +255,7 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
     return out
 
 
-def _raw(con: Any, source: Identities, path: str, props: bool, window: str) -> bool:
+def _raw(con: Any, source: Identities, path: str, props: bool, window: tuple[str, str]) -> bool:
     """Stitch a JSONL or Parquet file of Segment messages in SQL; ``False`` when it cannot be
     done exactly there (custom normalizers, messages without ``messageId`` or timestamp, a
     Parquet column of a type SQL does not read as ``ingest`` does): Python does it.
@@ -273,7 +274,9 @@ def _raw(con: Any, source: Identities, path: str, props: bool, window: str) -> b
         return False
 
 
-def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: str) -> bool:
+def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[str, str]) -> bool:
+    names, times = window
+    kinds = "('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')"
     if is_parquet(path):
         cols = _parquet_columns(con, path, props)
         if cols is None:
@@ -283,7 +286,12 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: str) ->
         read = (
             f"SELECT file_row_number AS line, {select} FROM read_parquet(?, file_row_number=true)"
         )
+        ids_only: str | None = (
+            f"SELECT file_row_number AS line, {cols['messageId']} AS messageId "
+            f"FROM read_parquet(?, file_row_number=true) WHERE {cols['type']} IN {kinds}"
+        )
     else:
+        ids_only = None
         types = ", ".join(
             f"{name}: '{kind}'" for name, kind in _COLUMNS.items() if props or name != "properties"
         )
@@ -293,24 +301,34 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: str) ->
             + f" FROM read_json(?, format='newline_delimited', columns={{{types}}})"
         )
     stamp = "coalesce(timestamp, originalTimestamp)"
-    con.execute(
-        f"""CREATE TABLE msgs AS SELECT line, messageId, type, userId, anonymousId, previousId,
-            identifiers,
+    messages = f"""SELECT line, messageId, type, userId, anonymousId, previousId, identifiers,
             coalesce(TRY_CAST({stamp} AS DOUBLE),
                      epoch_us(TRY_CAST({stamp} AS TIMESTAMPTZ)) / 1e6) AS ts,
             CASE WHEN type = 'track' THEN event
                  WHEN type IN ('page', 'screen') THEN coalesce(nullif(name, ''), type)
                  ELSE type END AS name,
             CASE WHEN type IN ('track', 'page', 'screen') THEN properties END AS props
-        FROM ({read})
-        WHERE type IN ('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')""",
-        [path],
+        FROM ({read}) WHERE type IN {kinds}"""
+    # the first message of each event id counts, among all of them; a message without an
+    # id gets one derived from its content (ingest), which no other message's id is
+    dups = (
+        "CREATE TABLE dups AS SELECT messageId, min(line) AS first FROM ({}) "
+        "WHERE messageId IS NOT NULL GROUP BY messageId HAVING count(*) > 1"
     )
+    if ids_only is not None:
+        # columnar: the ids of every message in one cheap pass, then only the messages
+        # with a wanted name, whose timestamps alone are parsed
+        con.execute(dups.format(ids_only), [path])
+        con.execute(f"CREATE TABLE msgs AS SELECT * FROM ({messages}) WHERE {names}", [path])
+    else:  # one pass: parsing JSON is what costs
+        con.execute(f"CREATE TABLE msgs AS {messages}", [path])
+        con.execute(dups.format("msgs"))
     (missing,) = con.execute(
-        "SELECT count(*) FROM msgs WHERE messageId IS NULL OR ts IS NULL"
+        f"SELECT count(*) FROM msgs WHERE (messageId IS NULL OR ts IS NULL) AND {names}"
     ).fetchone()
     if missing:
         con.execute("DROP TABLE msgs")
+        con.execute("DROP TABLE dups")
         return False
     priority = {k: i for i, k in enumerate(rules.all_kinds)}
     prio_sql = (
@@ -321,11 +339,10 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: str) ->
     # (identifiers maps, aliases) by every identifier they carry
     first, second = ("u", "a") if priority["user_id"] < priority["anonymous_id"] else ("a", "u")
     for statement in f"""
-        CREATE TABLE dups AS SELECT messageId, min(line) AS first FROM msgs
-            GROUP BY messageId HAVING count(*) > 1;
         CREATE TABLE wanted AS SELECT m.* FROM msgs m LEFT JOIN dups d USING (messageId)
-            WHERE (d.first IS NULL OR d.first = m.line) AND {window};
+            WHERE (d.first IS NULL OR d.first = m.line) AND {names} AND {times};
         DROP TABLE msgs;
+        DROP TABLE dups;
         CREATE TABLE ev AS
         SELECT coalesce({first}.person, {second}.person) AS person, m.ts,
             m.messageId AS event_id, m.name, m.props
