@@ -718,3 +718,35 @@ def test_the_first_message_of_an_event_id_counts_in_a_file(tmp_path: object, suf
         assert r.counts == [1, 0], engine  # type: ignore[union-attr]
         assert analytics.unique_users(g, path, event="B", engine=engine) == 1
         assert analytics.unique_users(g, path, event="A", engine=engine) == 1
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_duckdb_stitches_a_plain_file_itself(
+    tmp_path: object, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file DuckDB can read as ingest does never goes through the Python reading (which
+    answers the same, only slower, so only this test sees the difference)."""
+    from identityres.analytics import _duckdb
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the file was stitched in Python")
+
+    monkeypatch.setattr(_duckdb, "_stitched_in_python", refuse)
+    msgs: list[dict[str, object]] = [
+        {"type": "track", "event": "A", "anonymousId": " p", "timestamp": 1, "messageId": "1"},
+        {"type": "identify", "userId": "u", "anonymousId": "p", "timestamp": 2, "messageId": "2"},
+        {"type": "track", "event": "B", "userId": "u", "timestamp": 3, "messageId": "3"},
+        {"type": "track", "event": "B", "userId": "u", "timestamp": 3, "messageId": "3"},
+    ]
+    path = f"{tmp_path}/events.{suffix}"
+    if suffix == "parquet":
+        write_parquet(msgs, path)
+    else:
+        write_jsonl(msgs, path)
+    g = ir.IdentityGraph()
+    g.ingest(msgs)
+    # strict: the identify comes between A and B
+    for order, counts in (("sequential", [1, 1]), ("strict", [1, 0]), ("any", [1, 1])):
+        r = analytics.funnel(g, path, steps=["A", "B"], within=10, order=order, engine="duckdb")
+        assert r.counts == counts, order  # type: ignore[union-attr]
+    assert analytics.unique_users(g, path, by="day", engine="duckdb") == {"1970-01-01": 1}

@@ -322,7 +322,7 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[s
         con.execute(f"CREATE TABLE msgs AS SELECT * FROM ({messages}) WHERE {names}", [path])
     else:  # one pass: parsing JSON is what costs
         con.execute(f"CREATE TABLE msgs AS {messages}", [path])
-        con.execute(dups.format("msgs"))
+        con.execute(dups.format("SELECT * FROM msgs"))
     (missing,) = con.execute(
         f"SELECT count(*) FROM msgs WHERE (messageId IS NULL OR ts IS NULL) AND {names}"
     ).fetchone()
