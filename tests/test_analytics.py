@@ -707,10 +707,7 @@ def test_the_first_message_of_an_event_id_counts_in_a_file(tmp_path: object, suf
         {"type": "track", "event": "A", "anonymousId": "q", "timestamp": 0, "messageId": "3"},
     ]
     path = f"{tmp_path}/events.{suffix}"
-    if suffix == "parquet":
-        write_parquet(msgs, path)
-    else:
-        write_jsonl(msgs, path)
+    (write_parquet if suffix == "parquet" else write_jsonl)(msgs, path)
     g = ir.IdentityGraph()
     g.ingest([msgs[0], msgs[1], msgs[3]])
     for engine in ("python", "duckdb"):
@@ -739,10 +736,7 @@ def test_duckdb_stitches_a_plain_file_itself(
         {"type": "track", "event": "B", "userId": "u", "timestamp": 3, "messageId": "3"},
     ]
     path = f"{tmp_path}/events.{suffix}"
-    if suffix == "parquet":
-        write_parquet(msgs, path)
-    else:
-        write_jsonl(msgs, path)
+    (write_parquet if suffix == "parquet" else write_jsonl)(msgs, path)
     g = ir.IdentityGraph()
     g.ingest(msgs)
     # strict: the identify comes between A and B
