@@ -2,7 +2,7 @@
 
 ::
 
-    identityres funnel EVENTS.jsonl --step NAME --step NAME ... --within 7d
+    identityres funnel EVENTS.jsonl|EVENTS.parquet --step NAME --step NAME ... --within 7d
                        [--order sequential|strict|any] [--count uniques|totals] [--by KEY]
                        [--store URL] [--json] [--plot FILE.png|FILE.svg]
     identityres users EVENTS.jsonl [--event NAME] [--by day|week|company|PROPERTY]
@@ -22,7 +22,7 @@ from typing import Any
 from identityres import analytics
 from identityres._explain import iso, show_text
 from identityres._graph import IdentityGraph
-from identityres.analytics._inputs import read_jsonl
+from identityres.analytics._inputs import is_parquet, read_jsonl, read_parquet
 from identityres.cli import (
     EXIT_OK,
     _BadInput,
@@ -122,7 +122,7 @@ def _graph(args: argparse.Namespace) -> tuple[IdentityGraph, Any]:
     path = getattr(args, "events", None) or args.input
     graph = IdentityGraph(keep_events=True)
     try:
-        graph.ingest(read_jsonl(path))
+        graph.ingest(read_parquet(path) if is_parquet(path) else read_jsonl(path))
     except ValidationError as exc:
         graph.close()
         raise _BadInput(f"{show_text(path)}: {exc}") from None

@@ -31,6 +31,11 @@ def two_devices(store: object = None) -> ir.IdentityGraph:
 STEPS = ["Docs viewed", "Signed up", "API call"]
 
 
+def write_jsonl(messages: list[dict[str, object]], path: str) -> None:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in messages)
+
+
 # -- kept events ------------------------------------------------------------------------------
 
 
@@ -266,8 +271,7 @@ def test_events_from_an_iterable_or_a_file(tmp_path: object) -> None:
     ]
     g.ingest(msgs)
     path = f"{tmp_path}/events.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    write_jsonl(msgs, path)
     for events in (
         msgs,
         path,
@@ -350,6 +354,9 @@ def streams(draw: st.DrawFn) -> list[dict[str, object]]:
             msg["event"] = draw(st.sampled_from(NAMES))
             msg["properties"] = {"src": draw(st.sampled_from(["x", "y"]))}
         out.append(msg)
+    # a message delivered twice (same id, same content) counts once
+    for i in draw(st.lists(st.integers(0, n - 1), max_size=2)):
+        out.append(dict(out[i]))
     return out
 
 
@@ -414,8 +421,7 @@ def test_duckdb_engine_stitches_a_jsonl_file_in_sql(
     tmp_path: object, stream: list[dict[str, object]], q: dict[str, object]
 ) -> None:
     path = f"{tmp_path}/stream.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in stream)
+    write_jsonl(stream, path)
     check_against_reference(stream, q, "duckdb", path)
 
 
@@ -533,8 +539,7 @@ def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
         },
     ]
     path = f"{tmp_path}/events.jsonl"
-    with open(path, "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in msgs)
+    write_jsonl(msgs, path)
     g = ir.IdentityGraph()
     g.ingest(msgs)
     for engine in ("python", "duckdb"):
@@ -542,3 +547,200 @@ def test_duckdb_reads_an_alias_as_ingest_does(tmp_path: object) -> None:
             "1970-01-01": 1
         }
         assert analytics.unique_users(g, path, engine=engine) == 2
+
+
+# -- Parquet input and the identity map without a graph ---------------------------------------
+
+
+def write_parquet(stream: list[dict[str, object]], path: str, stamps: str = "text") -> None:
+    """The stream as a Parquet file of Segment columns (docs/batch.md, Input columns):
+    properties as JSON text, timestamps as ISO-8601 text (``"text"``) or as an Arrow
+    timestamp without a zone (``"arrow"``, read as UTC)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ("type", "event", "userId", "anonymousId", "messageId")
+    table: dict[str, object] = {
+        c: pa.array([m.get(c) for m in stream], pa.string()) for c in columns
+    }
+    props = [m.get("properties") for m in stream]
+    table["properties"] = pa.array(
+        [None if p is None else json.dumps(p) for p in props], pa.string()
+    )
+    ts = [m["timestamp"] for m in stream]
+    if stamps == "arrow":
+        table["timestamp"] = pa.array(
+            [datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) for t in ts],  # type: ignore[arg-type]
+            pa.timestamp("ms"),
+        )
+    else:
+        table["timestamp"] = pa.array(
+            [datetime.fromtimestamp(t, timezone.utc).isoformat() for t in ts],  # type: ignore[arg-type]
+            pa.string(),
+        )
+    pq.write_table(pa.table(table), path)  # type: ignore[arg-type]
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(streams(), QUERY, st.sampled_from(["python", "duckdb"]), st.sampled_from(["text", "arrow"]))
+def test_a_parquet_file_is_read_as_ingest_reads_it(
+    tmp_path: object,
+    stream: list[dict[str, object]],
+    q: dict[str, object],
+    engine: str,
+    stamps: str,
+) -> None:
+    path = f"{tmp_path}/stream.parquet"
+    write_parquet(stream, path, stamps)
+    check_against_reference(stream, q, engine, path)
+
+
+def test_parquet_columns_sql_cannot_read_exactly_are_read_in_python(tmp_path: object) -> None:
+    """A struct of identifiers and a boolean user id go through the Python reading; int ids
+    and an Arrow timestamp with a zone are read by DuckDB itself: the answers are the same."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {
+        "type": ["track", "track", "identify"],
+        "event": ["A", "B", None],
+        "userId": [None, 7, 7],
+        "anonymousId": ["p", None, "p"],
+        "messageId": ["1", "2", "3"],
+        "timestamp": pa.array(
+            [datetime(2024, 5, 6, 9, 0, s, tzinfo=timezone.utc) for s in (0, 1, 2)],
+            pa.timestamp("us", tz="UTC"),
+        ),
+    }
+    ints = f"{tmp_path}/ints.parquet"
+    pq.write_table(pa.table(rows), ints)
+    struct = f"{tmp_path}/struct.parquet"
+    pq.write_table(pa.table({**rows, "identifiers": [{"api_key": "k"}, None, None]}), struct)
+    g = ir.IdentityGraph()
+    g.identify("7", "p", identifiers={"api_key": "k"}, timestamp=0)
+    for path in (ints, struct):
+        answers = [
+            analytics.funnel(g, path, steps=["A", "B"], within=10, engine=engine)
+            for engine in ("python", "duckdb")
+        ]
+        assert answers[0] == answers[1] and answers[0].counts == [1, 1], path  # type: ignore[union-attr]
+
+
+def test_a_batch_result_or_a_written_identity_map_stands_for_the_graph(tmp_path: object) -> None:
+    """The identity map of ``batch.resolve`` or of ``write_identity_map``: the same answers
+    as the graph's, without the graph (docs/analytics.md, "The identity map")."""
+    from identityres import batch
+
+    msgs: list[dict[str, object]] = [
+        {"type": "track", "event": "A", "anonymousId": "laptop", "timestamp": 1, "messageId": "1"},
+        {
+            "type": "identify",
+            "userId": "u",
+            "anonymousId": "laptop",
+            "timestamp": 2,
+            "messageId": "2",
+        },
+        {
+            "type": "track",
+            "event": "B",
+            "userId": "u",
+            "anonymousId": "phone",
+            "timestamp": 3,
+            "messageId": "3",
+        },
+        {"type": "group", "groupId": "acme", "userId": "u", "timestamp": 4, "messageId": "4"},
+        {"type": "track", "event": "C", "anonymousId": "phone", "timestamp": 5, "messageId": "5"},
+    ]
+    path = f"{tmp_path}/events.jsonl"
+    write_jsonl(msgs, path)
+    g = ir.IdentityGraph()
+    g.ingest(msgs)
+    result = batch.resolve(msgs)
+    written = analytics.write_identity_map(g, f"{tmp_path}/tables")
+    assert written == f"{tmp_path}/tables/identity_map.parquet"
+    result.write(f"{tmp_path}/batch-tables")
+    for engine in ("python", "duckdb"):
+        want = analytics.funnel(g, path, steps=["A", "B", "C"], within=10, engine=engine)
+        assert want.counts == [1, 1, 1]  # type: ignore[union-attr]
+        for source in (result, f"{tmp_path}/tables", f"{tmp_path}/batch-tables"):
+            got = analytics.funnel(source, path, steps=["A", "B", "C"], within=10, engine=engine)
+            assert got == want, (source, engine)
+            assert analytics.unique_users(source, path, engine=engine) == 1
+        for source in (result, f"{tmp_path}/batch-tables"):  # profiles.parquet: the company
+            assert analytics.unique_users(source, path, by="company", engine=engine) == {"acme": 1}
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users(f"{tmp_path}/tables", path, by="company")
+    assert info.value.field == "by"  # write_identity_map writes no profiles
+
+
+def test_an_identity_map_without_a_graph_is_checked(tmp_path: object) -> None:
+    from identityres import batch
+
+    result = batch.resolve([{"type": "track", "event": "A", "anonymousId": "p", "timestamp": 1}])
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.funnel(result, steps=["A"], within=1)  # a batch result keeps no events
+    assert info.value.field == "events"
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.journey(result, anonymous_id="p")
+    assert info.value.field == "graph"
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users(str(tmp_path), [])  # no identity_map.parquet in it
+    assert info.value.field == "graph"
+    with pytest.raises(ir.InvalidQueryError) as info:
+        analytics.unique_users(ir.IdentityGraph(), f"{tmp_path}/missing.parquet")
+    assert info.value.field == "events"
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_the_first_message_of_an_event_id_counts_in_a_file(tmp_path: object, suffix: str) -> None:
+    """Two messages with one id and different names: the first in the file counts, in both
+    engines, whatever the query looks at."""
+    msgs: list[dict[str, object]] = [
+        {"type": "track", "event": "A", "anonymousId": "p", "timestamp": 1, "messageId": "1"},
+        {"type": "track", "event": "X", "anonymousId": "p", "timestamp": 2, "messageId": "2"},
+        {"type": "track", "event": "B", "anonymousId": "p", "timestamp": 3, "messageId": "2"},
+        {"type": "track", "event": "B", "anonymousId": "q", "timestamp": 4, "messageId": "3"},
+        {"type": "track", "event": "A", "anonymousId": "q", "timestamp": 0, "messageId": "3"},
+    ]
+    path = f"{tmp_path}/events.{suffix}"
+    (write_parquet if suffix == "parquet" else write_jsonl)(msgs, path)
+    g = ir.IdentityGraph()
+    g.ingest([msgs[0], msgs[1], msgs[3]])
+    for engine in ("python", "duckdb"):
+        r = analytics.funnel(g, path, steps=["A", "B"], within=10, engine=engine)
+        assert r.counts == [1, 0], engine  # type: ignore[union-attr]
+        assert analytics.unique_users(g, path, event="B", engine=engine) == 1
+        assert analytics.unique_users(g, path, event="A", engine=engine) == 1
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_duckdb_stitches_a_plain_file_itself(
+    tmp_path: object, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file DuckDB can read as ingest does never goes through the Python reading (which
+    answers the same, only slower, so only this test sees the difference)."""
+    from identityres.analytics import _duckdb
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the file was stitched in Python")
+
+    monkeypatch.setattr(_duckdb, "_stitched_in_python", refuse)
+    msgs: list[dict[str, object]] = [
+        {"type": "track", "event": "A", "anonymousId": " p", "timestamp": 1, "messageId": "1"},
+        {"type": "identify", "userId": "u", "anonymousId": "p", "timestamp": 2, "messageId": "2"},
+        {"type": "track", "event": "B", "userId": "u", "timestamp": 3, "messageId": "3"},
+        {"type": "track", "event": "B", "userId": "u", "timestamp": 3, "messageId": "3"},
+    ]
+    path = f"{tmp_path}/events.{suffix}"
+    (write_parquet if suffix == "parquet" else write_jsonl)(msgs, path)
+    g = ir.IdentityGraph()
+    g.ingest(msgs)
+    # strict: the identify comes between A and B
+    for order, counts in (("sequential", [1, 1]), ("strict", [1, 0]), ("any", [1, 1])):
+        r = analytics.funnel(g, path, steps=["A", "B"], within=10, order=order, engine="duckdb")
+        assert r.counts == counts, order  # type: ignore[union-attr]
+    assert analytics.unique_users(g, path, by="day", engine="duckdb") == {"1970-01-01": 1}

@@ -126,3 +126,34 @@ def test_plots(capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str) 
     magic = b"\x89PNG" if suffix == "png" else b"<?xml"
     for path in (funnel, users, journey):
         assert path.read_bytes().startswith(magic)
+
+
+def test_a_parquet_file_answers_as_its_jsonl(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: list[str]
+) -> None:
+    """The example as Parquet (Segment columns, objects as JSON text; docs/batch.md, Input
+    columns): the same funnel and daily users as from the JSONL file, both engines."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    msgs = _messages()
+    keys = sorted({k for m in msgs for k in m})
+
+    def cell(value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    path = tmp_path / "journeys.parquet"
+    pq.write_table(pa.table({k: [cell(m.get(k)) for m in msgs] for k in keys}), path)
+    for command in (["funnel", *STEPS, "--within", "7d"], ["users", "--by", "day"]):
+        answers = []
+        for events in (EXAMPLE, path):
+            for engine in ("python", "duckdb"):
+                name, *rest = command
+                code, out, _ = run(
+                    capsys, name, str(events), *rest, "--json", "--engine", engine, *where
+                )
+                assert code == EXIT_OK, out
+                answers.append(json.loads(out))
+        assert all(a == answers[0] for a in answers), answers

@@ -22,15 +22,17 @@ from identityres._model import Identifier, IdLike
 from identityres.analytics import _python
 from identityres.analytics._inputs import (
     COMPANY,
+    Identities,
+    arrow_module,
     bounds,
     bucket_key,
     check_by,
     check_engine,
     check_graph,
     choice,
-    companies,
     event_filter,
     identity_map,
+    is_parquet,
     is_path,
     load,
     names,
@@ -41,7 +43,14 @@ from identityres.analytics._inputs import (
 from identityres.analytics._results import FunnelResult, JourneyEvent
 from identityres.errors import InvalidQueryError
 
-__all__ = ["FunnelResult", "JourneyEvent", "funnel", "journey", "unique_users"]
+__all__ = [
+    "FunnelResult",
+    "JourneyEvent",
+    "funnel",
+    "journey",
+    "unique_users",
+    "write_identity_map",
+]
 
 #: a JSONL file at least this large goes to DuckDB when ``engine="auto"`` (and it is installed)
 AUTO_DUCKDB_BYTES = 8 << 20
@@ -60,6 +69,8 @@ def _use_duckdb(engine: str, events: Any) -> bool:
         return False
     from identityres.analytics._duckdb import available
 
+    if is_parquet(events):
+        return available()
     try:
         big = os.path.getsize(events) >= AUTO_DUCKDB_BYTES
     except OSError:
@@ -67,8 +78,35 @@ def _use_duckdb(engine: str, events: Any) -> bool:
     return big and available()
 
 
+def _check_events(source: Identities, events: Any) -> None:
+    if events is None and not source.live:
+        raise InvalidQueryError(
+            "events", None, "only a graph keeps events: give the events to stitch with this map"
+        )
+
+
 def _in_window(graph: Any, events: Any, lo: float, hi: float) -> Any:
     return (e for e in load(graph, events) if lo <= e.ts < hi)
+
+
+def write_identity_map(graph: Any, directory: str | os.PathLike[str]) -> str:
+    """Write the graph's identity map (``kind``, ``value``, ``profile_id``) as
+    ``identity_map.parquet`` in ``directory`` (made if missing), as ``BatchResult.write``
+    does, and return its path. The directory can then stand for the graph in ``funnel`` and
+    ``unique_users``: a snapshot that a query reads without building the graph (needs
+    pyarrow, ``pip install 'identityres[batch]'``)."""
+    source = check_graph(graph)
+    arrow_module()
+    import pyarrow.parquet as pq
+
+    table = source.arrow()
+    try:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(os.fspath(directory), "identity_map.parquet")
+        pq.write_table(table, path)
+    except OSError as exc:
+        raise InvalidQueryError("directory", os.fspath(directory), str(exc)) from None
+    return path
 
 
 def journey(
@@ -82,14 +120,17 @@ def journey(
     """The events of the person holding this identifier, in ``(timestamp, event_id)`` order,
     across every identifier of their profile, each with the identifier that made it theirs
     and its context. Empty for an identifier the graph does not hold."""
-    graph = check_graph(graph)
+    source = check_graph(graph)
+    if not source.live:
+        raise InvalidQueryError("graph", graph, "journey needs an identityres.IdentityGraph")
+    graph = source.graph
     profile = graph.profile(user_id=user_id, anonymous_id=anonymous_id, identifier=identifier)
     if profile is None:
         return ()
     person = profile.id
     found = [
         (event, ident)
-        for pid, ident, event in stitch(load(graph, events), identity_map(graph))
+        for pid, ident, event in stitch(load(graph, events), identity_map(source))
         if pid == person
     ]
     found.sort(key=lambda pair: (pair[0].ts, pair[0].event_id))
@@ -120,7 +161,8 @@ def unique_users(
     """Distinct people among the events named ``event`` (any event when ``None``) with
     ``start <= timestamp < end``: an ``int``, or with ``by`` (``"day"``, ``"week"`` (the
     Monday, UTC), ``"company"`` or a property name) a mapping from bucket to people."""
-    graph = check_graph(graph)
+    source = check_graph(graph)
+    _check_events(source, events)
     wanted = event_filter(event)
     lo, hi = bounds(start, end)
     by = check_by(by)
@@ -128,15 +170,15 @@ def unique_users(
     if _use_duckdb(engine_name, events):
         from identityres.analytics import _duckdb
 
-        return _duckdb.unique_users(graph, events, wanted, lo, hi, by)
-    rows = stitch(_in_window(graph, events, lo, hi), identity_map(graph))
+        return _duckdb.unique_users(source, events, wanted, lo, hi, by)
+    rows = stitch(_in_window(source.graph, events, lo, hi), identity_map(source))
     if wanted is not None:
         rows = (r for r in rows if r[2].name in wanted)
     if by is None:
         return len({pid for pid, _, _ in rows})
     people: dict[Any, set[str]] = {}
     if by == COMPANY:
-        company = companies(graph)
+        company = source.companies()
         for pid, _, _ in rows:
             people.setdefault(company.get(pid), set()).add(pid)
     else:
@@ -170,7 +212,8 @@ def funnel(
     funnel down (``"company"``, ``"day"``, ``"week"`` or a property of the step-1 event;
     people by first touch: their earliest entry) into a mapping from bucket to result.
     Only events with ``start <= timestamp < end`` are considered."""
-    graph = check_graph(graph)
+    source = check_graph(graph)
+    _check_events(source, events)
     step_names = names("steps", steps)
     window = seconds("within", within)
     order = choice("order", order, ("sequential", "strict", "any"))  # type: ignore[assignment]
@@ -186,13 +229,14 @@ def funnel(
         from identityres.analytics import _duckdb
 
         by_bucket = _duckdb.funnel(
-            graph, events, step_names, window, order, count, by, lo, hi, excluded
+            source, events, step_names, window, order, count, by, lo, hi, excluded
         )
     else:
-        people = _python.group(stitch(_in_window(graph, events, lo, hi), identity_map(graph)))
+        rows = stitch(_in_window(source.graph, events, lo, hi), identity_map(source))
+        people = _python.group(rows)
         bucket = None
         if by == COMPANY:
-            company = companies(graph)
+            company = source.companies()
 
             def bucket(pid: str, event: Any) -> Any:
                 return company.get(pid)

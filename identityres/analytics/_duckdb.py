@@ -4,7 +4,6 @@ events in Python when they come from a JSONL file (docs/analytics.md, "Engines")
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -12,20 +11,20 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from identityres.analytics._inputs import (
     COMPANY,
+    Identities,
+    arrow_module,
     identity_map,
+    is_parquet,
     is_path,
     load,
     stitch,
 )
 from identityres.analytics._results import FunnelResult
 from identityres.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from identityres._graph import IdentityGraph
 
 #: what ``str.strip()`` strips (the default normalizer), for DuckDB's ``trim``
 _WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
@@ -35,6 +34,7 @@ _NO_STOP = 1 << 62
 def available() -> bool:
     try:
         import duckdb  # noqa: F401
+        import pyarrow  # noqa: F401
     except ImportError:
         return False
     return True
@@ -43,9 +43,10 @@ def available() -> bool:
 def _duckdb() -> Any:
     try:
         import duckdb
+        import pyarrow  # noqa: F401 (the identity map goes to DuckDB as Arrow)
     except ImportError:
         raise ConfigurationError(
-            "engine='duckdb' needs DuckDB: pip install 'identityres[analytics]'"
+            "engine='duckdb' needs DuckDB and pyarrow: pip install 'identityres[analytics]'"
         ) from None
     return duckdb
 
@@ -54,127 +55,325 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _stripped(value: str) -> str:
+    """SQL for ``value.strip()``. DuckDB's ``trim`` with a set of characters costs about 2 s
+    of CPU per million values; most values have no whitespace at either end, so it only
+    runs on those that do."""
+    ws = _lit(_WHITESPACE)
+    return (
+        f"CASE WHEN contains({ws}, left({value}, 1)) OR contains({ws}, right({value}, 1)) "
+        f"THEN trim({value}, {ws}) ELSE {value} END"
+    )
+
+
 @contextmanager
 def _session(
-    graph: IdentityGraph, events: Any, lo: float, hi: float, company: bool, props: bool = True
+    source: Identities,
+    events: Any,
+    lo: float,
+    hi: float,
+    company: bool,
+    props: bool = True,
+    wanted: frozenset[str] | None = None,
+    numbered: bool = True,
 ) -> Iterator[Any]:
-    """A DuckDB connection holding ``e(person, ts, event_id, name, props, seq)``: the
-    events of ``lo <= ts < hi`` stitched to people, numbered per person in key order."""
+    """A DuckDB connection holding ``e(person, ts, event_id, name, props[, seq])``: the
+    events of ``lo <= ts < hi`` (named in ``wanted``, when given) stitched to people (an
+    integer per profile), numbered per person in key order when ``numbered``."""
     duckdb = _duckdb()
+    pa = arrow_module()
+    import pyarrow.compute as pc
+
     with tempfile.TemporaryDirectory(prefix="identityres-") as tmp:
         con = duckdb.connect(
             config={"threads": os.cpu_count() or 1, "memory_limit": "3GB", "temp_directory": tmp}
         )
         try:
-            idmap = os.path.join(tmp, "idmap.csv")
-            with open(idmap, "w", encoding="utf-8", newline="") as f:
-                csv.writer(f, quoting=csv.QUOTE_ALL).writerows(graph._identity_rows())
-            con.execute(
-                "CREATE TABLE idmap AS SELECT * FROM read_csv(?, header=false, delim=',', "
-                "quote='\"', escape='\"', columns={k: 'VARCHAR', v: 'VARCHAR', p: 'VARCHAR'})",
-                [idmap],
+            # the identity map, Arrow to DuckDB without a copy; people become integers (the
+            # dictionary codes of their profile ids), so that joins and sorts are on ints
+            table = source.arrow()
+            coded = pc.dictionary_encode(table.column("profile_id")).combine_chunks()
+            con.register(
+                "idmap_arrow",
+                pa.table(
+                    {
+                        "k": table.column("kind"),
+                        "v": table.column("value"),
+                        "person": coded.indices,
+                    }
+                ),
+            )
+            con.execute("CREATE TABLE idmap AS SELECT * FROM idmap_arrow")
+            con.unregister("idmap_arrow")
+            del table
+            people = coded.dictionary
+            con.register(
+                "people",
+                pa.table({"person": pa.array(range(len(people)), pa.int32()), "pid": people}),
             )
             if company:
-                companies = os.path.join(tmp, "companies.jsonl")
-                with open(companies, "w", encoding="utf-8") as f:
-                    for p in graph.profiles():
-                        f.write(json.dumps({"p": p.id, "c": p.company_id}) + "\n")
-                con.execute(
-                    "CREATE TABLE companies AS SELECT * FROM read_json(?, "
-                    "format='newline_delimited', columns={p: 'VARCHAR', c: 'VARCHAR'})",
-                    [companies],
+                held = source.companies()
+                con.register(
+                    "companies_arrow",
+                    pa.table(
+                        {
+                            "pid": pa.array(list(held), pa.string()),
+                            "c": pa.array(list(held.values()), pa.string()),
+                        }
+                    ),
                 )
-            if not (is_path(events) and _raw(con, graph, os.fspath(events), props)):
-                _stitched_in_python(con, graph, events, tmp)
-            lo_sql = "-1e300" if lo == -math.inf else repr(lo)
-            hi_sql = "1e300" if hi == math.inf else repr(hi)
-            con.execute(
-                "CREATE TABLE e AS SELECT person, ts, event_id, name, props, row_number() "
-                "OVER (PARTITION BY person ORDER BY ts, event_id) AS seq FROM ev "
-                f"WHERE ts >= {lo_sql} AND ts < {hi_sql}"
-            )
+                con.execute(
+                    "CREATE TABLE companies AS SELECT p.person AS p, c.c "
+                    "FROM companies_arrow c JOIN people p USING (pid)"
+                )
+            window = _window_sql(lo, hi, wanted)
+            if not (is_path(events) and _raw(con, source, os.fspath(events), props, window)):
+                _stitched_in_python(con, source, events, lo, hi, wanted)
+            if numbered:
+                con.execute(
+                    "CREATE TABLE e AS SELECT person, ts, event_id, name, props, row_number() "
+                    "OVER (PARTITION BY person ORDER BY ts, event_id) AS seq FROM ev"
+                )
+                con.execute("DROP TABLE ev")
+            else:
+                con.execute("ALTER TABLE ev RENAME TO e")
             yield con
         finally:
             con.close()
 
 
-def _stitched_in_python(con: Any, graph: IdentityGraph, events: Any, tmp: str) -> None:
-    path = os.path.join(tmp, "events.jsonl")
-    with open(path, "w", encoding="utf-8") as f:
-        for pid, _, e in stitch(load(graph, events), identity_map(graph)):
-            props = None if e.properties is None else json.dumps(e.properties)
-            f.write(
-                json.dumps({"p": pid, "t": e.ts, "i": e.event_id, "n": e.name, "r": props}) + "\n"
-            )
-    con.execute(
-        "CREATE TABLE ev AS SELECT p AS person, t AS ts, i AS event_id, n AS name, "
-        "r::JSON AS props FROM read_json(?, format='newline_delimited', columns={p: 'VARCHAR', "
-        "t: 'DOUBLE', i: 'VARCHAR', n: 'VARCHAR', r: 'VARCHAR'})",
-        [path],
+def _window_sql(lo: float, hi: float, wanted: frozenset[str] | None) -> tuple[str, str]:
+    """SQL conditions on the ``name`` and on the ``ts`` of the events a query looks at."""
+    times = []
+    if lo != -math.inf:
+        times.append(f"ts >= {lo!r}")
+    if hi != math.inf:
+        times.append(f"ts < {hi!r}")
+    names = "true"
+    if wanted is not None:
+        names = "name IN (" + ", ".join(_lit(n) for n in sorted(wanted)) + ")"
+    return names, " AND ".join(times) or "true"
+
+
+def _stitched_in_python(
+    con: Any,
+    source: Identities,
+    events: Any,
+    lo: float,
+    hi: float,
+    wanted: frozenset[str] | None,
+) -> None:
+    pa = arrow_module()
+    cols: dict[str, list[Any]] = {"pid": [], "ts": [], "event_id": [], "name": [], "props": []}
+    pid, ts, eid, name, props = cols.values()
+    for p, _, e in stitch(load(source.graph, events), identity_map(source)):
+        if lo <= e.ts < hi and (wanted is None or e.name in wanted):
+            pid.append(p)
+            ts.append(e.ts)
+            eid.append(e.event_id)
+            name.append(e.name)
+            props.append(None if e.properties is None else json.dumps(e.properties))
+    con.register(
+        "stitched",
+        pa.table(
+            {
+                "pid": pa.array(pid, pa.string()),
+                "ts": pa.array(ts, pa.float64()),
+                "event_id": pa.array(eid, pa.string()),
+                "name": pa.array(name, pa.string()),
+                "props": pa.array(props, pa.string()),
+            }
+        ),
     )
-
-
-def _raw(con: Any, graph: IdentityGraph, path: str, props: bool) -> bool:
-    """Stitch a JSONL file of Segment messages in SQL; ``False`` when it cannot be done
-    exactly there (custom normalizers, messages without ``messageId`` or timestamp): Python
-    does it. ``props``: keep the properties (a breakdown by a property needs them)."""
-    if graph.rules.normalizers:
-        return False
-    ws = _lit(_WHITESPACE)
-    stamp = "coalesce(timestamp, originalTimestamp)"
     con.execute(
-        f"""CREATE TABLE msgs AS SELECT messageId, type, userId, anonymousId, previousId,
-            identifiers,
+        "CREATE TABLE ev AS SELECT p.person, s.ts, s.event_id, s.name, s.props::JSON AS props "
+        "FROM stitched s JOIN people p USING (pid)"
+    )
+    con.unregister("stitched")
+
+
+#: the Segment columns the SQL reads, and what a missing one is
+_COLUMNS = {
+    "type": "VARCHAR",
+    "event": "VARCHAR",
+    "name": "VARCHAR",
+    "userId": "VARCHAR",
+    "anonymousId": "VARCHAR",
+    "previousId": "VARCHAR",
+    "messageId": "VARCHAR",
+    "timestamp": "VARCHAR",
+    "originalTimestamp": "VARCHAR",
+    "identifiers": "MAP(VARCHAR, VARCHAR)",
+    "properties": "JSON",
+}
+_INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
+
+
+def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
+    """SQL for each Segment column of a Parquet file, read as ``batch.resolve`` reads it;
+    ``None`` for a column type SQL does not read exactly (Python does)."""
+    types = {
+        name: kind
+        for name, kind, *_ in con.execute(
+            "DESCRIBE SELECT * FROM read_parquet(?)", [path]
+        ).fetchall()
+    }
+    out: dict[str, str] = {}
+    for name, want in _COLUMNS.items():
+        col = '"' + name + '"'
+        kind = types.get(name)
+        if kind is None or (name == "properties" and not props):
+            out[name] = f"NULL::{want}"
+        elif name in ("timestamp", "originalTimestamp"):
+            if kind == "VARCHAR":
+                # ISO-8601 text only: ingest refuses a number in text (Python raises it)
+                out[name] = f"CASE WHEN TRY_CAST({col} AS DOUBLE) IS NULL THEN {col} END"
+            elif kind.startswith("TIMESTAMP") or kind in _INTEGER or kind == "DOUBLE":
+                # a timestamp without a zone is UTC; numbers are epoch seconds
+                out[name] = (
+                    f"CAST(epoch_us({col}) / 1e6 AS VARCHAR)"
+                    if kind.startswith("TIMESTAMP")
+                    else f"CAST({col}::DOUBLE AS VARCHAR)"
+                )
+            else:
+                return None
+        elif name == "identifiers":
+            if kind == "VARCHAR":  # JSON text of an object
+                out[name] = f"CAST({col}::JSON AS MAP(VARCHAR, VARCHAR))"
+            elif kind == "MAP(VARCHAR, VARCHAR)":
+                out[name] = col
+            else:
+                return None
+        elif name == "properties":
+            if kind not in ("VARCHAR", "JSON"):
+                return None
+            out[name] = f"{col}::JSON"
+        elif kind == "VARCHAR" or (kind in _INTEGER and name not in ("type", "event", "name")):
+            out[name] = f"CAST({col} AS VARCHAR)" if kind != "VARCHAR" else col
+        else:
+            return None
+    return out
+
+
+def _raw(con: Any, source: Identities, path: str, props: bool, window: tuple[str, str]) -> bool:
+    """Stitch a JSONL or Parquet file of Segment messages in SQL; ``False`` when it cannot be
+    done exactly there (custom normalizers, messages without ``messageId`` or timestamp, a
+    Parquet column of a type SQL does not read as ``ingest`` does): Python does it.
+    ``props``: keep the properties (a breakdown by a property needs them); ``window``: the
+    condition on ``ts`` and ``name`` of the events wanted."""
+    rules = source.graph.rules
+    if rules.normalizers:
+        return False
+    try:
+        return _stitch_in_sql(con, rules, path, props, window)
+    except _duckdb().Error:
+        # an unreadable file or a line DuckDB cannot read: Python reads it and says what
+        # is wrong, naming the line
+        for table in ("msgs", "dups", "wanted", "ids", "ev"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        return False
+
+
+def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[str, str]) -> bool:
+    names, times = window
+    kinds = "('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')"
+    if is_parquet(path):
+        cols = _parquet_columns(con, path, props)
+        if cols is None:
+            return False
+        # file_row_number: the file's order, so that the first of an event id wins
+        select = ", ".join(f"{expr} AS {name}" for name, expr in cols.items())
+        read = (
+            f"SELECT file_row_number AS line, {select} FROM read_parquet(?, file_row_number=true)"
+        )
+        ids_only: str | None = (
+            f"SELECT file_row_number AS line, {cols['messageId']} AS messageId "
+            f"FROM read_parquet(?, file_row_number=true) WHERE {cols['type']} IN {kinds}"
+        )
+    else:
+        ids_only = None
+        types = ", ".join(
+            f"{name}: '{kind}'" for name, kind in _COLUMNS.items() if props or name != "properties"
+        )
+        read = (
+            "SELECT row_number() OVER () AS line, *"
+            + ("" if props else ", NULL::JSON AS properties")
+            + f" FROM read_json(?, format='newline_delimited', columns={{{types}}})"
+        )
+    stamp = "coalesce(timestamp, originalTimestamp)"
+    messages = f"""SELECT line, messageId, type, userId, anonymousId, previousId, identifiers,
             coalesce(TRY_CAST({stamp} AS DOUBLE),
                      epoch_us(TRY_CAST({stamp} AS TIMESTAMPTZ)) / 1e6) AS ts,
             CASE WHEN type = 'track' THEN event
                  WHEN type IN ('page', 'screen') THEN coalesce(nullif(name, ''), type)
                  ELSE type END AS name,
-            {
-            "CASE WHEN type IN ('track', 'page', 'screen') THEN properties END"
-            if props
-            else "NULL::JSON"
-        } AS props
-        FROM (SELECT row_number() OVER () AS line, * FROM read_json(?,
-            format='newline_delimited', columns={{type: 'VARCHAR', event: 'VARCHAR',
-            name: 'VARCHAR', userId: 'VARCHAR', anonymousId: 'VARCHAR',
-            previousId: 'VARCHAR', messageId: 'VARCHAR', timestamp: 'VARCHAR',
-            originalTimestamp: 'VARCHAR', identifiers: 'MAP(VARCHAR, VARCHAR)'
-            {", properties: 'JSON'" if props else ""}}}))
-        WHERE type IN ('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')
-        QUALIFY row_number() OVER (PARTITION BY messageId ORDER BY line) = 1""",
-        [path],
+            CASE WHEN type IN ('track', 'page', 'screen') THEN properties END AS props
+        FROM ({read}) WHERE type IN {kinds}"""
+    # the first message of each event id counts, among all of them; a message without an
+    # id gets one derived from its content (ingest), which no other message's id is
+    dups = (
+        "CREATE TABLE dups AS SELECT messageId, min(line) AS first FROM ({}) "
+        "WHERE messageId IS NOT NULL GROUP BY messageId HAVING count(*) > 1"
     )
+    if ids_only is not None:
+        # columnar: the ids of every message in one cheap pass, then only the messages
+        # with a wanted name, whose timestamps alone are parsed
+        con.execute(dups.format(ids_only), [path])
+        con.execute(f"CREATE TABLE msgs AS SELECT * FROM ({messages}) WHERE {names}", [path])
+    else:  # one pass: parsing JSON is what costs
+        con.execute(f"CREATE TABLE msgs AS {messages}", [path])
+        con.execute(dups.format("SELECT * FROM msgs"))
     (missing,) = con.execute(
-        "SELECT count(*) FROM msgs WHERE messageId IS NULL OR ts IS NULL"
+        f"SELECT count(*) FROM msgs WHERE (messageId IS NULL OR ts IS NULL) AND {names}"
     ).fetchone()
     if missing:
         con.execute("DROP TABLE msgs")
+        con.execute("DROP TABLE dups")
         return False
-    priority = {k: i for i, k in enumerate(graph.rules.all_kinds)}
+    priority = {k: i for i, k in enumerate(rules.all_kinds)}
     prio_sql = (
         "CASE i.k " + " ".join(f"WHEN {_lit(k)} THEN {i}" for k, i in priority.items()) + " END"
     )
+    # most messages carry a user id and/or an anonymous id and nothing else: those are
+    # stitched by one lookup per column, the highest-priority kind first; the others
+    # (identifiers maps, aliases) by every identifier they carry
+    first, second = ("u", "a") if priority["user_id"] < priority["anonymous_id"] else ("a", "u")
     for statement in f"""
+        CREATE TABLE wanted AS SELECT m.* FROM msgs m LEFT JOIN dups d USING (messageId)
+            WHERE (d.first IS NULL OR d.first = m.line) AND {names} AND {times};
+        DROP TABLE msgs;
+        DROP TABLE dups;
+        CREATE TABLE ev AS
+        SELECT coalesce({first}.person, {second}.person) AS person, m.ts,
+            m.messageId AS event_id, m.name, m.props
+        FROM wanted m
+        LEFT JOIN (SELECT v, person FROM idmap WHERE k = 'user_id') u
+            ON u.v = {_stripped("m.userId")}
+        LEFT JOIN (SELECT v, person FROM idmap WHERE k = 'anonymous_id') a
+            ON a.v = {_stripped("m.anonymousId")}
+        WHERE m.identifiers IS NULL AND m.type <> 'alias'
+            AND (u.person IS NOT NULL OR a.person IS NOT NULL);
         CREATE TABLE ids AS
-        SELECT messageId, k, trim(v, {ws}) AS v FROM (
-            SELECT messageId, unnest([
+        SELECT line, k, {_stripped("v")} AS v FROM (
+            SELECT line, unnest([
                 {{'k': 'user_id', 'v': userId}},
                 {{'k': 'anonymous_id', 'v': CASE WHEN type <> 'alias' THEN anonymousId END}},
                 {{'k': CASE WHEN previousId = anonymousId THEN 'anonymous_id'
                       ELSE 'user_id' END,
                   'v': CASE WHEN type = 'alias' THEN previousId END}}
-            ], recursive := true) FROM msgs
-            UNION ALL SELECT messageId, unnest(map_keys(identifiers)),
-                unnest(map_values(identifiers)) FROM msgs WHERE identifiers IS NOT NULL
+            ], recursive := true) FROM wanted WHERE identifiers IS NOT NULL OR type = 'alias'
+            UNION ALL SELECT line, unnest(map_keys(identifiers)),
+                unnest(map_values(identifiers)) FROM wanted WHERE identifiers IS NOT NULL
         ) WHERE v IS NOT NULL;
-        CREATE TABLE ev AS
+        INSERT INTO ev
         SELECT w.person, m.ts, m.messageId AS event_id, m.name, m.props
-        FROM msgs m JOIN (
-            SELECT i.messageId, arg_min(idmap.p, {prio_sql}) AS person
+        FROM wanted m JOIN (
+            SELECT i.line, arg_min(idmap.person, {prio_sql}) AS person
             FROM ids i JOIN idmap ON i.k = idmap.k AND i.v = idmap.v
-            GROUP BY i.messageId
-        ) w ON m.messageId = w.messageId
+            GROUP BY i.line
+        ) w ON m.line = w.line;
+        DROP TABLE ids;
+        DROP TABLE wanted
         """.split(";"):
         con.execute(statement)
     return True
@@ -207,14 +406,16 @@ def _bucket_value(by: str | None, raw: Any) -> Any:
 
 
 def unique_users(
-    graph: IdentityGraph,
+    source: Identities,
     events: Any,
     wanted: frozenset[str] | None,
     lo: float,
     hi: float,
     by: str | None,
 ) -> int | dict[Any, int]:
-    with _session(graph, events, lo, hi, by == COMPANY, _needs_props(by)) as con:
+    with _session(
+        source, events, lo, hi, by == COMPANY, _needs_props(by), wanted, numbered=False
+    ) as con:
         where = ""
         if wanted is not None:
             where = "WHERE e.name IN (" + ", ".join(_lit(n) for n in sorted(wanted)) + ")"
@@ -230,7 +431,7 @@ def unique_users(
 
 
 def funnel(
-    graph: IdentityGraph,
+    source: Identities,
     events: Any,
     steps: tuple[str, ...],
     within: float,
@@ -242,7 +443,10 @@ def funnel(
     exclude: frozenset[str],
 ) -> dict[Any, FunnelResult]:
     k = len(steps)
-    with _session(graph, events, lo, hi, by == COMPANY, _needs_props(by)) as con:
+    # a strict funnel looks at every event of a person (nothing may come between two
+    # steps); the others only at the steps and exclusions, in the same relative order
+    wanted = None if order == "strict" else frozenset(steps) | exclude
+    with _session(source, events, lo, hi, by == COMPANY, _needs_props(by), wanted) as con:
         if order == "any":
             con.execute(
                 "CREATE TABLE en AS SELECT person, name, seq, ts, row_number() OVER "

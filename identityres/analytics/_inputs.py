@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from identityres._events import MESSAGE_FIELDS, check_context, relabel, to_timestamp
 from identityres._kept import KeptEvent, kept_event
 from identityres._model import Identifier
-from identityres.errors import InvalidQueryError, ValidationError
+from identityres.errors import ConfigurationError, InvalidQueryError, ValidationError
 
 if TYPE_CHECKING:
     from identityres._graph import IdentityGraph
@@ -26,12 +27,104 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def check_graph(graph: Any) -> IdentityGraph:
+class Identities:
+    """What a query stitches events with (docs/analytics.md, "The identity map"): a live
+    graph, a ``batch.resolve`` result, or a directory of tables ``BatchResult.write`` (or
+    :func:`identityres.analytics.write_identity_map`) wrote. ``graph`` validates the events
+    (the live graph, else an empty graph with the same rules)."""
+
+    def __init__(
+        self, graph: IdentityGraph, live: bool, batch: Any = None, path: Any = None
+    ) -> None:
+        self.graph = graph
+        self.live = live
+        self._batch = batch
+        self._path = path
+
+    def rows(self) -> Iterable[tuple[str, str, str]]:
+        """``(kind, value, profile id)`` for every identifier."""
+        if self.live:
+            return self.graph._identity_rows()
+        table = self.arrow()
+        return zip(*(table.column(c).to_pylist() for c in _MAP_COLUMNS), strict=True)
+
+    def arrow(self) -> Any:
+        """The identity map as an Arrow table (``kind``, ``value``, ``profile_id``)."""
+        pa = arrow_module()
+        if self._batch is not None:
+            return self._batch.identity_map.select(list(_MAP_COLUMNS))
+        if self._path is not None:
+            return _read_table(self._path, "identity_map", _MAP_COLUMNS)
+        rows = self.graph._identity_rows()
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _MAP_COLUMNS]
+        return pa.table(
+            {c: pa.array(v, pa.string()) for c, v in zip(_MAP_COLUMNS, columns, strict=True)}
+        )
+
+    def companies(self) -> dict[str, str | None]:
+        """Each profile's company now."""
+        if self.live:
+            return {p.id: p.company_id for p in self.graph.profiles()}
+        if self._batch is not None:
+            table = self._batch.profiles
+        else:
+            table = _read_table(self._path, "profiles", ("profile_id", "company_id"))
+        return dict(
+            zip(
+                table.column("profile_id").to_pylist(),
+                table.column("company_id").to_pylist(),
+                strict=True,
+            )
+        )
+
+
+_MAP_COLUMNS = ("kind", "value", "profile_id")
+
+
+def arrow_module() -> Any:
+    try:
+        import pyarrow
+    except ImportError:
+        raise ConfigurationError(
+            "reading Parquet or a batch result needs pyarrow: pip install 'identityres[batch]'"
+        ) from None
+    return pyarrow
+
+
+def _read_table(directory: Any, name: str, columns: tuple[str, ...]) -> Any:
+    arrow_module()
+    import pyarrow.parquet as pq
+
+    path = os.path.join(directory, name + ".parquet")
+    try:
+        return pq.read_table(path, columns=list(columns))
+    except (OSError, KeyError, ValueError) as exc:
+        field = "graph" if name == "identity_map" else "by"
+        raise InvalidQueryError(field, os.fspath(directory), f"{path}: {exc}") from None
+
+
+def check_graph(graph: Any) -> Identities:
+    """The identity map to stitch with: an ``IdentityGraph``, a ``BatchResult`` or the path
+    of a directory holding ``identity_map.parquet``."""
     from identityres._graph import IdentityGraph
 
-    if not isinstance(graph, IdentityGraph):
-        raise InvalidQueryError("graph", graph, "must be an identityres.IdentityGraph")
-    return graph
+    if isinstance(graph, IdentityGraph):
+        return Identities(graph, True)
+    batch = sys.modules.get("identityres.batch")
+    if batch is not None and isinstance(graph, batch.BatchResult):
+        return Identities(IdentityGraph(rules=graph.rules), False, batch=graph)
+    if is_path(graph):
+        if not os.path.isfile(os.path.join(graph, "identity_map.parquet")):
+            raise InvalidQueryError(
+                "graph", os.fspath(graph), "is not a directory holding identity_map.parquet"
+            )
+        return Identities(IdentityGraph(), False, path=graph)
+    raise InvalidQueryError(
+        "graph",
+        graph,
+        "must be an identityres.IdentityGraph, a batch.BatchResult or a directory holding "
+        "identity_map.parquet",
+    )
 
 
 def seconds(field: str, value: Any) -> float:
@@ -109,6 +202,47 @@ def is_path(events: Any) -> bool:
     return isinstance(events, (str, os.PathLike))
 
 
+def is_parquet(path: Any) -> bool:
+    """A Parquet file, by its name (``.parquet``/``.pq``), as ``batch.resolve`` tells it."""
+    name: str = os.fspath(path)
+    return name.lower().endswith((".parquet", ".pq"))
+
+
+#: columns of a Parquet file of events read as JSON objects (docs/batch.md, Input columns)
+_JSON_COLUMNS = frozenset(("traits", "properties", "identifiers", "set_once", "context"))
+
+
+def _cell(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        if isinstance(value, str):
+            return json.loads(value)
+        if isinstance(value, dict):  # a struct: its null fields are absent
+            return {k: v for k, v in value.items() if v is not None}
+        if isinstance(value, list):  # a map: [(key, value), ...]
+            return dict(value)
+        return value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # a timestamp without a zone is UTC
+    return value
+
+
+def read_parquet(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The messages of a Parquet file of events, one per row, as ``batch.resolve`` reads them:
+    the Segment fields as columns, a null cell the same as an absent key."""
+    arrow_module()
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(os.fspath(path))
+    except (OSError, ValueError) as exc:
+        raise InvalidQueryError("events", os.fspath(path), f"cannot be read: {exc}") from None
+    for batch in handle.iter_batches(batch_size=65_536):
+        names = batch.schema.names
+        columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        for row in zip(*columns, strict=True):
+            yield {n: _cell(n, v) for n, v in zip(names, row, strict=True) if v is not None}
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The messages of a JSONL file (blank lines skipped)."""
     try:
@@ -138,7 +272,7 @@ def load(graph: IdentityGraph, events: Any) -> Iterator[KeptEvent]:
     if events is None:
         source: Iterable[Any] = graph.kept_events()
     elif is_path(events):
-        source = read_jsonl(events)
+        source = read_parquet(events) if is_parquet(events) else read_jsonl(events)
     elif isinstance(events, (bytes, Mapping)) or not isinstance(events, Iterable):
         raise InvalidQueryError(
             "events", events, "must be None (the kept events), an iterable of events or a path"
@@ -186,12 +320,8 @@ def load(graph: IdentityGraph, events: Any) -> Iterator[KeptEvent]:
         yield kept
 
 
-def identity_map(graph: IdentityGraph) -> dict[tuple[str, str], str]:
-    return {(k, v): pid for k, v, pid in graph._identity_rows()}
-
-
-def companies(graph: IdentityGraph) -> dict[str, str | None]:
-    return {p.id: p.company_id for p in graph.profiles()}
+def identity_map(source: Identities) -> dict[tuple[str, str], str]:
+    return {(k, v): pid for k, v, pid in source.rows()}
 
 
 def stitch(
