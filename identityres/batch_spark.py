@@ -101,7 +101,7 @@ def _decoder(
         build = RecordBuilder(rules.compiled, clock)
         for chunk in batches:
             table = pa.Table.from_batches([chunk])
-            rows: list[int] = table.column(_ROW).to_pylist()
+            rows: list[int] = table.column(_ROW).to_numpy().tolist()
             nodes = [
                 _nodes_of(build, msg, row)
                 for row, msg in zip(rows, batch._table_messages(table), strict=True)
@@ -183,15 +183,14 @@ def _arrow_schemas() -> dict[str, pa.Schema]:
     out["refusals"] = (
         out["refusals"].append(pa.field("_ts", pa.float64())).append(pa.field("_seq", pa.int64()))
     )
-    out["errors"] = pa.schema(
-        [
-            pa.field("row", pa.int64()),
-            pa.field("field", pa.string()),
-            pa.field("value", pa.string()),
-            pa.field("reason", pa.string()),
-            pa.field("error", pa.binary()),
-        ]
-    )
+    fields: list[Any] = [
+        pa.field("row", pa.int64()),
+        pa.field("field", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("error", pa.binary()),
+    ]
+    out["errors"] = pa.schema(fields)
     return out
 
 
