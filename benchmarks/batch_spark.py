@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {"identifiers": args.identifiers, "partitions": args.partitions}
         peak = PeakRss()
         spark = _measure("session_start", lambda: session(args.memory), report)
-        from tests.test_batch import MESSAGES, _as_text_columns
-
         from identityres import batch_spark
+        from tests.test_batch import MESSAGES, _as_text_columns
 
         tiny = spark.createDataFrame(_as_text_columns(MESSAGES))
         for repeat in range(2):  # the first also warms the Python workers
@@ -156,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             report,
         )
-        report["stats"] = dict(
-            zip(result.stats.column("name").to_pylist(), result.stats.column("value").to_pylist())
-        )
+        report["stats"] = dict(zip(*result.stats.to_pydict().values(), strict=True))
         report["peak_rss_tree_mb"] = round(peak.stop(), 1)
         spark.stop()
     print(json.dumps(report, indent=2))
