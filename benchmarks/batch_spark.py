@@ -49,28 +49,26 @@ def _tree() -> list[int]:
     return out
 
 
-def tree_cpu() -> float:
-    """CPU seconds of the process tree: each live process's own and its reaped children's."""
-    total = 0.0
+def _read_tree(name: str) -> list[list[str]]:
+    """``/proc/<pid>/<name>`` of every process of the tree, split (``stat``: after the name)."""
+    out = []
     for pid in _tree():
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/{name}") as f:
+                text = f.read()
         except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15]) / TICK
-    return total
+            continue  # (ended meanwhile)
+        out.append(text.rsplit(")", 1)[1].split() if name == "stat" else text.split())
+    return out
+
+
+def tree_cpu() -> float:
+    """CPU seconds of the process tree: each live process's own and its reaped children's."""
+    return sum(sum(int(x) for x in f[11:15]) for f in _read_tree("stat")) / TICK
 
 
 def tree_rss_mb() -> float:
-    total = 0
-    for pid in _tree():
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            continue
-    return total / 2**20
+    return sum(int(f[1]) for f in _read_tree("statm")) * PAGE / 2**20
 
 
 class PeakRss:
@@ -104,25 +102,6 @@ def _measure(label: str, fn: Any, out: dict[str, Any]) -> Any:
     return value
 
 
-def session(memory: str) -> Any:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("identityres-bench")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", memory)
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--identifiers", type=lambda s: int(float(s)), default=1_000_000)
@@ -141,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"inputs: {meta} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         report: dict[str, Any] = {"identifiers": args.identifiers, "partitions": args.partitions}
         peak = PeakRss()
-        spark = _measure("session_start", lambda: session(args.memory), report)
         from identityres import batch_spark
+
+        spark = _measure(
+            "session_start",
+            lambda: batch_spark.local_session(2, **{"spark.driver.memory": args.memory}),
+            report,
+        )
         from tests.test_batch import MESSAGES, _as_text_columns
 
         tiny = spark.createDataFrame(_as_text_columns(MESSAGES))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -52,11 +53,11 @@ from identityres._graph import EventError
 from identityres._rules import Rules
 from identityres.errors import ConfigurationError, InvalidEventError, ValidationError
 
-__all__ = ["SparkBatchResult", "link_components", "resolve"]
+__all__ = ["SparkBatchResult", "link_components", "local_session", "resolve"]
 
 #: the tables of a result, as ``batch.BatchResult`` names them
 TABLES = ("identity_map", "profiles", "refusals", "companies")
-#: the hidden input columns this module adds (a source must not carry them)
+#: the columns this module adds (a source's own columns other than docs/batch.md's are dropped)
 _ROW, _NODES, _ANCHOR, _COMP = "_ir_row", "_ir_nodes", "_ir_a", "_ir_c"
 #: ``monotonically_increasing_id``: the partition index above bit 33, the record number below
 _ROW_BITS = 33
@@ -67,6 +68,28 @@ _SEP = "\x1f"
 
 def _system_clock() -> float:
     return time.time()
+
+
+def local_session(cores: int = 2, **conf: str) -> SparkSession:
+    """A Spark session in local mode (``local[cores]``) for tests, benchmarks and one-machine
+    runs: bound to 127.0.0.1, no web UI or console progress bar, UTC session time zone,
+    Python workers on this interpreter (the one with identityres), plus ``conf``. An active
+    session is returned as it is (Spark allows one per process)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("identityres")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 # -- 1. decode: the nodes of each row ------------------------------------------------------
@@ -354,9 +377,6 @@ def _input(source: Any, spark: SparkSession | None) -> DataFrame:
             "source: a columnar source needs a 'type' column (identify, track, alias, ...); "
             f"it has {frame.columns!r}"
         )
-    taken = [c for c in frame.columns if c.startswith("_ir_")]
-    if taken:
-        raise ConfigurationError(f"source: column {taken[0]!r}: names starting _ir_ are reserved")
     return frame.select([c for c in frame.columns if c in batch.COLUMNS])
 
 

@@ -4,9 +4,7 @@ of seconds, so the tests that use it are in the slow set (``pytest -m slow``).""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,22 +29,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "batch.md"
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    # the Python workers run this interpreter (the one with identityres and pyarrow)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("identityres-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
+    session = batch_spark.local_session(2, **{"spark.sql.shuffle.partitions": "2"})
     yield session
     session.stop()
 
