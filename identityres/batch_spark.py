@@ -333,15 +333,23 @@ class SparkBatchResult:
         Spark's save mode."""
         out = str(directory).rstrip("/")
         written = []
-        for name in TABLES:
-            path = f"{out}/{name}.parquet"
-            frame: DataFrame = getattr(self, name)
-            frame.write.mode(mode).parquet(path)
-            written.append(path)
-        path = f"{out}/stats.parquet"
         spark = self._output.sparkSession
-        spark.createDataFrame(self.stats).coalesce(1).write.mode(mode).parquet(path)
-        written.append(path)
+        # Parquet's own UTC microsecond timestamps (as batch.py writes them), not Spark's
+        # default INT96, which other readers take as nanoseconds without a time zone
+        key = "spark.sql.parquet.outputTimestampType"
+        before = spark.conf.get(key)
+        spark.conf.set(key, "TIMESTAMP_MICROS")
+        try:
+            for name in TABLES:
+                path = f"{out}/{name}.parquet"
+                frame: DataFrame = getattr(self, name)
+                frame.write.mode(mode).parquet(path)
+                written.append(path)
+            path = f"{out}/stats.parquet"
+            spark.createDataFrame(self.stats).coalesce(1).write.mode(mode).parquet(path)
+            written.append(path)
+        finally:
+            spark.conf.set(key, before or "INT96")
         return written
 
     def unpersist(self) -> None:
