@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
         spark = _measure(
             "session_start",
-            lambda: batch_spark.local_session(2, **{"spark.driver.memory": args.memory}),
+            lambda: batch_spark.local_session(
+                2,
+                **{
+                    "spark.driver.memory": args.memory,
+                    # (Spark's default 200 makes every shuffle of a small input 200 tasks)
+                    "spark.sql.shuffle.partitions": str(args.partitions),
+                },
+            ),
             report,
         )
         from tests.test_batch import MESSAGES, _as_text_columns
@@ -135,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         result = _measure(
             "resolve_1e6",
             lambda: batch_spark.resolve(
-                str(directory / "events.parquet"), spark=spark, partitions=args.partitions
+                str(directory / "events.parquet"),
+                spark=spark,
+                partitions=args.partitions,
+                progress=lambda phase, seconds: print(
+                    f"  {phase}: {seconds:.1f} s", file=sys.stderr
+                ),
             ),
             report,
         )
