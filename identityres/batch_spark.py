@@ -329,9 +329,12 @@ class SparkBatchResult:
 
     def write(self, directory: str | os.PathLike[str], *, mode: str = "overwrite") -> list[str]:
         """Write every table as a Parquet directory ``<directory>/<table>.parquet`` (Spark's
-        writer; ``stats`` as one Parquet file), and return the paths written. ``mode`` is
+        writer; ``stats`` as one Parquet file; a relative local path is taken from this
+        process's working directory), and return the paths written. ``mode`` is
         Spark's save mode."""
         out = str(directory).rstrip("/")
+        if "://" not in out:  # a local path is this process's, not the JVM's working directory
+            out = os.path.abspath(out)
         written = []
         spark = self._output.sparkSession
         # Parquet's own UTC microsecond timestamps (as batch.py writes them), not Spark's

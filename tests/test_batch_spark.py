@@ -201,6 +201,8 @@ def test_the_docs_spark_example_runs(
     (code,) = re.findall(r"<!-- skip: next -->\n```python\n(.*?)```", section, re.S)[:1]
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(DOCS), "exec"), {"spark": spark})
+    # its relative path is this process's working directory, not the JVM's
+    assert (tmp_path / "tables" / "identity_map.parquet").is_dir()
 
 
 # -- input checks (no Spark needed: they fail before a session is asked for) -----------------
