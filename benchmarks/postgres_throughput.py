@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import queue
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("no server: pass --url or set IDENTITYRES_POSTGRES_URL")
     counts = [int(w) for w in args.workers.split(",")]
     sizes = [int(float(n)) for n in args.identifiers.split(",")]
+    # A run stopped by `kill` (or a test's timeout) unwinds like Ctrl-C, so the `finally` below
+    # still drops the schema of the run in progress.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     streams = {n: _chunks(n, args.seed, args.batch, args.events) for n in sizes}
     events = {n: sum(map(len, chunks)) for n, chunks in streams.items()}
@@ -210,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
                 rates[key(n, f"sqlite/{w}")] = []
     #: every run: store/workers, wall s, the workers' CPU s, the server's CPU s, load average
     runs: list[dict[str, Any]] = []
+    #: the schemas this run made (each dropped after its run); in the JSON so that a caller can
+    #: check exactly these are gone, whatever else shares the database
+    namespaces: list[str] = []
 
     def record(n: int, name: str, result: tuple[float, float, float]) -> None:
         wall, cpu, server = result
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                 record(n, "memory", _run_memory(chunks))
                 for w in counts:
                     namespace = f"bench_{secrets.token_hex(4)}"
+                    namespaces.append(namespace)
                     url = _postgres_url(args.url, namespace)
                     try:
                         result = _run_workers(
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                     "rates": rates,
                     "best": best,
                     "runs": runs,
+                    "namespaces": namespaces,
                 },
                 out,
                 indent=1,
