@@ -397,6 +397,14 @@ def test_jsonl_and_gzipped_jsonl(tmp_path: Path) -> None:
         batch.resolve(tmp_path / "events.txt")
 
 
+def _utc(text: str) -> datetime:
+    """``2024-01-01T00:00:02.5Z`` as an aware datetime (Python 3.10's ``fromisoformat`` reads
+    neither the ``Z`` nor a fraction of other than 3 or 6 digits)."""
+    whole, _, fraction = text.removesuffix("Z").partition(".")
+    parsed = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+    return parsed.replace(microsecond=int(fraction.ljust(6, "0")), tzinfo=timezone.utc)
+
+
 def test_parquet_file_and_directory_with_json_text_and_struct_columns(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -412,7 +420,7 @@ def test_parquet_file_and_directory_with_json_text_and_struct_columns(tmp_path: 
     table = pa.Table.from_pylist(_columns(MESSAGES))
     assert pa.types.is_struct(table.schema.field("traits").type)
     stamps = pa.array(
-        [datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00")) for m in MESSAGES],
+        [_utc(m["timestamp"]) for m in MESSAGES],
         pa.timestamp("us", tz="UTC"),
     )
     table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", stamps)
