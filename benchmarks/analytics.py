@@ -197,6 +197,16 @@ def reference(d: Path, events: str) -> dict[str, Any]:
     return out
 
 
+def person(idmap: dict[tuple[str, str], str], line: str) -> str | None:
+    """The profile id of a workload message: its messages carry a user id and/or an
+    anonymous id (nothing else, no whitespace), and the event is the person's of the first
+    the graph holds."""
+    msg = json.loads(line)
+    return idmap.get(("user_id", msg.get("userId"))) or idmap.get(
+        ("anonymous_id", msg.get("anonymousId"))
+    )
+
+
 def sample(d: Path, every: int) -> str:
     """The events of one person in ``every`` (by a CRC of the profile id), as JSONL."""
     if every == 1:
@@ -205,17 +215,12 @@ def sample(d: Path, every: int) -> str:
     if path.exists():
         return str(path)
     idmap = _idmap(d)
-    # the workload's messages carry a user id and/or an anonymous id (nothing else, no
-    # whitespace): the event is the person's of the first the graph holds
     with (
         open(d / "events.jsonl", encoding="utf-8") as src,
         open(str(path) + ".tmp", "w", encoding="utf-8") as dst,
     ):
         for line in src:
-            msg = json.loads(line)
-            pid = idmap.get(("user_id", msg.get("userId"))) or idmap.get(
-                ("anonymous_id", msg.get("anonymousId"))
-            )
+            pid = person(idmap, line)
             if pid is not None and zlib.crc32(pid.encode()) % every == 0:
                 dst.write(line)
     os.replace(str(path) + ".tmp", path)
@@ -233,10 +238,7 @@ def shards(d: Path, k: int) -> list[str]:
     try:
         with open(d / "events.jsonl", encoding="utf-8") as src:
             for line in src:
-                msg = json.loads(line)
-                pid = idmap.get(("user_id", msg.get("userId"))) or idmap.get(
-                    ("anonymous_id", msg.get("anonymousId"))
-                )
+                pid = person(idmap, line)
                 if pid is not None:
                     outs[zlib.crc32(pid.encode()) % k].write(line)
     finally:
@@ -247,19 +249,24 @@ def shards(d: Path, k: int) -> list[str]:
     return [str(p) for p in paths]
 
 
+def cached_reference(d: Path, cached: Path, events: str) -> dict[str, Any]:
+    """The reference's run on ``events``, kept in ``cached`` (it takes long; its code does
+    not change)."""
+    if cached.exists():
+        return json.loads(cached.read_text())  # type: ignore[no-any-return]
+    ref = {"load_average_start": loadavg()}
+    ref.update(child(["--query", "reference", str(d), events]))
+    ref["load_average_end"] = loadavg()
+    cached.write_text(json.dumps(ref))
+    return ref
+
+
 def sharded_reference(d: Path, k: int, out: dict[str, Any]) -> dict[str, Any]:
     """The reference over every person in ``k`` shards; checked against the DuckDB engine's
     answers (see the module's docstring)."""
     runs = []
     for i, events in enumerate(shards(d, k)):
-        cached = d / f"reference-shard-{k}-{i}.json"
-        if cached.exists():
-            ref = json.loads(cached.read_text())
-        else:
-            ref = {"load_average_start": loadavg()}
-            ref.update(child(["--query", "reference", str(d), events]))
-            ref["load_average_end"] = loadavg()
-            cached.write_text(json.dumps(ref))
+        ref = cached_reference(d, d / f"reference-shard-{k}-{i}.json", events)
         got = {
             "funnel": child(["--query", "funnel", str(d), events])["answer"],
             "users": child(["--query", "users", str(d), events])["answer"],
@@ -345,15 +352,7 @@ def main() -> None:
         out["reference_sharded"] = sharded_reference(d, args.shards, out)
     elif not args.no_reference:
         events = sample(d, args.sample)
-        # the reference's run is kept in DIR (it takes long; its code does not change)
-        cached = d / f"reference-{args.sample}.json"
-        if cached.exists():
-            ref = json.loads(cached.read_text())
-        else:
-            ref = {"load_average_start": loadavg()}
-            ref.update(child(["--query", "reference", str(d), events]))
-            ref["load_average_end"] = loadavg()
-            cached.write_text(json.dumps(ref))
+        ref = cached_reference(d, d / f"reference-{args.sample}.json", events)
         want = ref.pop("answer")
         if args.only_reference:
             got = want

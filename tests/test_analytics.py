@@ -372,6 +372,22 @@ QUERY = st.fixed_dictionaries(
 )
 
 
+def assert_same_funnel(
+    got: object, want: dict[object, dict[str, object]], q: dict[str, object]
+) -> None:
+    """An engine's funnel equals the reference's: counts, medians and p90s, per bucket."""
+    if q["by"] is None:
+        got = {None: got}
+    assert set(got) == set(want) or all(r.counts[0] == 0 for r in got.values())  # type: ignore[attr-defined, call-overload]
+    for key, w in want.items():
+        r = got[key]  # type: ignore[index]
+        assert (r.counts, r.median_seconds, r.p90_seconds) == (
+            w["counts"],
+            w["median_seconds"],
+            w["p90_seconds"],
+        ), key
+
+
 def check_against_reference(
     stream: list[dict[str, object]], q: dict[str, object], engine: str, tmp: str | None = None
 ) -> None:
@@ -380,17 +396,7 @@ def check_against_reference(
     kept = list(g.kept_events())
     events: object = None if tmp is None else tmp
     got = analytics.funnel(g, events, engine=engine, **q)  # type: ignore[arg-type]
-    want = reference_funnel(g, kept, **q)  # type: ignore[arg-type]
-    if q["by"] is None:
-        got = {None: got}
-    assert set(got) == set(want) or all(r.counts[0] == 0 for r in got.values())  # type: ignore[union-attr]
-    for key, w in want.items():
-        r = got[key]  # type: ignore[index]
-        assert (r.counts, r.median_seconds, r.p90_seconds) == (
-            w["counts"],
-            w["median_seconds"],
-            w["p90_seconds"],
-        ), key
+    assert_same_funnel(got, reference_funnel(g, kept, **q), q)  # type: ignore[arg-type]
     users = analytics.unique_users(g, events, event=["A", "B"], engine=engine)
     assert users == reference_unique_users(g, kept, event=["A", "B"])
 
@@ -815,17 +821,7 @@ def test_duckdb_stitches_a_file_with_a_written_map_in_sql_as_the_reference(
     tables = f"{tmp_path}/tables"
     analytics.write_identity_map(g, tables)
     got = analytics.funnel(tables, path, engine="duckdb", **q)  # type: ignore[arg-type]
-    want = reference_funnel(g, kept, **q)  # type: ignore[arg-type]
-    if q["by"] is None:
-        got = {None: got}
-    assert set(got) == set(want) or all(r.counts[0] == 0 for r in got.values())  # type: ignore[union-attr]
-    for key, w in want.items():
-        r = got[key]  # type: ignore[index]
-        assert (r.counts, r.median_seconds, r.p90_seconds) == (
-            w["counts"],
-            w["median_seconds"],
-            w["p90_seconds"],
-        ), key
+    assert_same_funnel(got, reference_funnel(g, kept, **q), q)  # type: ignore[arg-type]
     for by in (None, "day"):
         users = analytics.unique_users(tables, path, event=["A", "B"], by=by, engine="duckdb")
         assert users == reference_unique_users(g, kept, event=["A", "B"], by=by)
