@@ -317,7 +317,9 @@ def _raw(
         return _stitch_in_sql(con, rules, path, props, window, ids)
     except _duckdb().Error:
         # an unreadable file or a line DuckDB cannot read: Python reads it and says what
-        # is wrong, naming the line
+        # is wrong, naming the line; the optimizer turned off for the stitching statement
+        # is turned on again for the statements that stitch in Python's place
+        con.execute("RESET disabled_optimizers")
         _drop(con, "msgs", "cand", "dropped", "other", "ids", "ev")
         return False
 
