@@ -19,6 +19,16 @@ the profile id; ``--sample 1``: everyone), in its own subprocess; the DuckDB eng
 that same sample file and the script asserts equal answers (counts, medians and p90s of the
 funnel; the daily counts). With ``--sample`` > 1 the full reference time is an estimate: the
 sample's times multiplied by ``--sample`` (its work is per person).
+
+``--shards K`` runs the reference over *every* person instead, in K shards of people (by the
+same CRC), one subprocess each, so that no process holds all the events (at 10^7 events the
+reference would need about 10 GB): its times are the sums over the shards, its peak RSS the
+largest shard's. Shards are disjoint sets of people, so the funnel's counts and the daily
+counts add up: the script asserts their sums equal the DuckDB engine's answer on the whole
+file, and each shard's full answer (medians and p90s included) the DuckDB engine's on that
+shard's file.
+
+    python benchmarks/analytics.py --identifiers 3.8e6 --dir /tmp/a7 --shards 4
 """
 
 from __future__ import annotations
@@ -187,6 +197,16 @@ def reference(d: Path, events: str) -> dict[str, Any]:
     return out
 
 
+def person(idmap: dict[tuple[str, str], str], line: str) -> str | None:
+    """The profile id of a workload message: its messages carry a user id and/or an
+    anonymous id (nothing else, no whitespace), and the event is the person's of the first
+    the graph holds."""
+    msg = json.loads(line)
+    return idmap.get(("user_id", msg.get("userId"))) or idmap.get(
+        ("anonymous_id", msg.get("anonymousId"))
+    )
+
+
 def sample(d: Path, every: int) -> str:
     """The events of one person in ``every`` (by a CRC of the profile id), as JSONL."""
     if every == 1:
@@ -195,21 +215,81 @@ def sample(d: Path, every: int) -> str:
     if path.exists():
         return str(path)
     idmap = _idmap(d)
-    # the workload's messages carry a user id and/or an anonymous id (nothing else, no
-    # whitespace): the event is the person's of the first the graph holds
     with (
         open(d / "events.jsonl", encoding="utf-8") as src,
         open(str(path) + ".tmp", "w", encoding="utf-8") as dst,
     ):
         for line in src:
-            msg = json.loads(line)
-            pid = idmap.get(("user_id", msg.get("userId"))) or idmap.get(
-                ("anonymous_id", msg.get("anonymousId"))
-            )
+            pid = person(idmap, line)
             if pid is not None and zlib.crc32(pid.encode()) % every == 0:
                 dst.write(line)
     os.replace(str(path) + ".tmp", path)
     return str(path)
+
+
+def shards(d: Path, k: int) -> list[str]:
+    """The events of each of ``k`` disjoint shards of people (by a CRC of the profile id,
+    as :func:`sample`), as JSONL files written in one pass."""
+    paths = [d / f"shard-{k}-{i}.jsonl" for i in range(k)]
+    if all(p.exists() for p in paths):
+        return [str(p) for p in paths]
+    idmap = _idmap(d)
+    outs = [open(str(p) + ".tmp", "w", encoding="utf-8") for p in paths]  # noqa: SIM115
+    try:
+        with open(d / "events.jsonl", encoding="utf-8") as src:
+            for line in src:
+                pid = person(idmap, line)
+                if pid is not None:
+                    outs[zlib.crc32(pid.encode()) % k].write(line)
+    finally:
+        for f in outs:
+            f.close()
+    for p in paths:
+        os.replace(str(p) + ".tmp", p)
+    return [str(p) for p in paths]
+
+
+def cached_reference(d: Path, cached: Path, events: str) -> dict[str, Any]:
+    """The reference's run on ``events``, kept in ``cached`` (it takes long; its code does
+    not change)."""
+    if cached.exists():
+        return json.loads(cached.read_text())  # type: ignore[no-any-return]
+    ref = {"load_average_start": loadavg()}
+    ref.update(child(["--query", "reference", str(d), events]))
+    ref["load_average_end"] = loadavg()
+    cached.write_text(json.dumps(ref))
+    return ref
+
+
+def sharded_reference(d: Path, k: int, out: dict[str, Any]) -> dict[str, Any]:
+    """The reference over every person in ``k`` shards; checked against the DuckDB engine's
+    answers (see the module's docstring)."""
+    runs = []
+    for i, events in enumerate(shards(d, k)):
+        ref = cached_reference(d, d / f"reference-shard-{k}-{i}.json", events)
+        got = {
+            "funnel": child(["--query", "funnel", str(d), events])["answer"],
+            "users": child(["--query", "users", str(d), events])["answer"],
+        }
+        assert json.loads(json.dumps(ref["answer"])) == got, (i, ref["answer"], got)
+        say(f"reference shard {i}", {x: v for x, v in ref.items() if x != "answer"})
+        runs.append(ref)
+    counts = [sum(r["answer"]["funnel"][0][j] for r in runs) for j in range(len(STEPS))]
+    users: dict[str, int] = {}
+    for r in runs:
+        for day, n in r["answer"]["users"].items():
+            users[day] = users.get(day, 0) + n
+    for fmt in ("jsonl", "parquet"):
+        if f"duckdb_funnel_{fmt}_answer" in out:
+            assert out[f"duckdb_funnel_{fmt}_answer"][0] == counts, (fmt, counts)
+            assert out[f"duckdb_users_{fmt}_answer"] == dict(sorted(users.items())), fmt
+    total: dict[str, Any] = {"shards": k, "funnel_counts": counts, "users": users}
+    for key in ("load", "funnel", "users"):
+        for unit in ("cpu_s", "wall_s"):
+            total[f"{key}_{unit}"] = sum(r[f"{key}_{unit}"] for r in runs)
+    total["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    total["runs"] = [{x: v for x, v in r.items() if x != "answer"} for r in runs]
+    return total
 
 
 def child(args: list[str]) -> dict[str, Any]:
@@ -232,6 +312,7 @@ def main() -> None:
     parser.add_argument("--dir", required=False)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--sample", type=int, default=1)
+    parser.add_argument("--shards", type=int, default=0, help="the reference in K shards")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--only-reference", action="store_true", help="prepare, reference")
     parser.add_argument("--build", metavar="DIR")
@@ -267,17 +348,11 @@ def main() -> None:
             "runs": rs,
         }
         out[name + "_answer"] = json.loads(answers.pop())
-    if not args.no_reference:
+    if args.shards and not args.no_reference:
+        out["reference_sharded"] = sharded_reference(d, args.shards, out)
+    elif not args.no_reference:
         events = sample(d, args.sample)
-        # the reference's run is kept in DIR (it takes long; its code does not change)
-        cached = d / f"reference-{args.sample}.json"
-        if cached.exists():
-            ref = json.loads(cached.read_text())
-        else:
-            ref = {"load_average_start": loadavg()}
-            ref.update(child(["--query", "reference", str(d), events]))
-            ref["load_average_end"] = loadavg()
-            cached.write_text(json.dumps(ref))
+        ref = cached_reference(d, d / f"reference-{args.sample}.json", events)
         want = ref.pop("answer")
         if args.only_reference:
             got = want

@@ -24,7 +24,7 @@ from identityres.analytics._inputs import (
     stitch,
 )
 from identityres.analytics._results import FunnelResult
-from identityres.errors import ConfigurationError
+from identityres.errors import ConfigurationError, InvalidQueryError
 
 #: what ``str.strip()`` strips (the default normalizer), for DuckDB's ``trim``
 _WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
@@ -58,12 +58,75 @@ def _lit(text: str) -> str:
 def _stripped(value: str) -> str:
     """SQL for ``value.strip()``. DuckDB's ``trim`` with a set of characters costs about 2 s
     of CPU per million values; most values have no whitespace at either end, so it only
-    runs on those that do."""
+    runs on those that do. A printable ASCII character at each end (``ord``, cheaper than
+    looking the characters up in the set) settles most values without the set."""
     ws = _lit(_WHITESPACE)
     return (
-        f"CASE WHEN contains({ws}, left({value}, 1)) OR contains({ws}, right({value}, 1)) "
+        f"CASE WHEN ord({value}) BETWEEN 33 AND 126 AND ord(right({value}, 1)) BETWEEN 33 AND 126 "
+        f"THEN {value} "
+        f"WHEN contains({ws}, left({value}, 1)) OR contains({ws}, right({value}, 1)) "
         f"THEN trim({value}, {ws}) ELSE {value} END"
     )
+
+
+def _iso_shaped(text: str) -> str:
+    """SQL: ``text`` starts like an ISO-8601 date (a digit, ``-`` at the 5th and 8th
+    characters), which no number DuckDB reads as a ``DOUBLE`` does (a number has at most one
+    ``-`` after a leading digit, in its exponent): such text skips the failing cast to a
+    number, which costs as much as parsing the timestamp."""
+    return (
+        f"(substr({text}, 5, 1) = '-' AND substr({text}, 8, 1) = '-' "
+        f"AND left({text}, 1) BETWEEN '0' AND '9')"
+    )
+
+
+def _epoch(text: str) -> str:
+    """SQL for the epoch seconds of a timestamp in text: a number, or ISO-8601."""
+    iso = f"epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)) / 1e6"
+    number = f"TRY_CAST({text} AS DOUBLE)"
+    return f"CASE WHEN {_iso_shaped(text)} THEN {iso} ELSE coalesce({number}, {iso}) END"
+
+
+def _load_identity_map(con: Any, source: Identities) -> None:
+    """``idmap(k, v, person)`` and ``people(person, pid)``: people become integers, so that
+    joins and sorts are on ints."""
+    path = source.map_file()
+    if path is not None:
+        # a file: DuckDB reads it (at 3.8 million identifiers, about a third of the CPU
+        # pyarrow takes to read it and encode the profile ids, and none of its memory)
+        read = f"read_parquet({_lit(path)})"
+        try:
+            con.execute(
+                "CREATE TABLE people AS SELECT pid, (row_number() OVER () - 1)::INTEGER AS "
+                f"person FROM (SELECT DISTINCT profile_id AS pid FROM {read})"
+            )
+            con.execute(
+                "CREATE TABLE idmap AS SELECT m.kind AS k, m.value AS v, p.person "
+                f"FROM {read} m JOIN people p ON m.profile_id = p.pid"
+            )
+        except _duckdb().Error as exc:
+            raise InvalidQueryError("graph", os.path.dirname(path), f"{path}: {exc}") from None
+        return
+    import pyarrow.compute as pc
+
+    pa = arrow_module()
+    # Arrow to DuckDB without a copy; a person is the dictionary code of their profile id
+    table = source.arrow()
+    coded = pc.dictionary_encode(table.column("profile_id")).combine_chunks()
+    con.register(
+        "idmap_arrow",
+        pa.table({"k": table.column("kind"), "v": table.column("value"), "person": coded.indices}),
+    )
+    con.execute("CREATE TABLE idmap AS SELECT * FROM idmap_arrow")
+    con.unregister("idmap_arrow")
+    del table
+    people = coded.dictionary
+    con.register(
+        "people_arrow",
+        pa.table({"person": pa.array(range(len(people)), pa.int32()), "pid": people}),
+    )
+    con.execute("CREATE TABLE people AS SELECT * FROM people_arrow")
+    con.unregister("people_arrow")
 
 
 @contextmanager
@@ -82,35 +145,13 @@ def _session(
     integer per profile), numbered per person in key order when ``numbered``."""
     duckdb = _duckdb()
     pa = arrow_module()
-    import pyarrow.compute as pc
 
     with tempfile.TemporaryDirectory(prefix="identityres-") as tmp:
         con = duckdb.connect(
             config={"threads": os.cpu_count() or 1, "memory_limit": "3GB", "temp_directory": tmp}
         )
         try:
-            # the identity map, Arrow to DuckDB without a copy; people become integers (the
-            # dictionary codes of their profile ids), so that joins and sorts are on ints
-            table = source.arrow()
-            coded = pc.dictionary_encode(table.column("profile_id")).combine_chunks()
-            con.register(
-                "idmap_arrow",
-                pa.table(
-                    {
-                        "k": table.column("kind"),
-                        "v": table.column("value"),
-                        "person": coded.indices,
-                    }
-                ),
-            )
-            con.execute("CREATE TABLE idmap AS SELECT * FROM idmap_arrow")
-            con.unregister("idmap_arrow")
-            del table
-            people = coded.dictionary
-            con.register(
-                "people",
-                pa.table({"person": pa.array(range(len(people)), pa.int32()), "pid": people}),
-            )
+            _load_identity_map(con, source)
             if company:
                 held = source.companies()
                 con.register(
@@ -127,7 +168,9 @@ def _session(
                     "FROM companies_arrow c JOIN people p USING (pid)"
                 )
             window = _window_sql(lo, hi, wanted)
-            if not (is_path(events) and _raw(con, source, os.fspath(events), props, window)):
+            path = os.fspath(events) if is_path(events) else None
+            # numbered: a funnel, which orders by event ids (unique_users keeps none)
+            if path is None or not _raw(con, source, path, props, window, numbered):
                 _stitched_in_python(con, source, events, lo, hi, wanted)
             if numbered:
                 con.execute(
@@ -227,7 +270,10 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
         elif name in ("timestamp", "originalTimestamp"):
             if kind == "VARCHAR":
                 # ISO-8601 text only: ingest refuses a number in text (Python raises it)
-                out[name] = f"CASE WHEN TRY_CAST({col} AS DOUBLE) IS NULL THEN {col} END"
+                out[name] = (
+                    f"CASE WHEN {_iso_shaped(col)} OR TRY_CAST({col} AS DOUBLE) IS NULL "
+                    f"THEN {col} END"
+                )
             elif kind.startswith("TIMESTAMP") or kind in _INTEGER or kind == "DOUBLE":
                 # a timestamp without a zone is UTC; numbers are epoch seconds
                 out[name] = (
@@ -255,28 +301,41 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
     return out
 
 
-def _raw(con: Any, source: Identities, path: str, props: bool, window: tuple[str, str]) -> bool:
+def _raw(
+    con: Any, source: Identities, path: str, props: bool, window: tuple[str, str], ids: bool
+) -> bool:
     """Stitch a JSONL or Parquet file of Segment messages in SQL; ``False`` when it cannot be
     done exactly there (custom normalizers, messages without ``messageId`` or timestamp, a
     Parquet column of a type SQL does not read as ``ingest`` does): Python does it.
     ``props``: keep the properties (a breakdown by a property needs them); ``window``: the
-    condition on ``ts`` and ``name`` of the events wanted."""
+    condition on ``ts`` and ``name`` of the events wanted; ``ids``: keep the event ids (a
+    funnel orders by them)."""
     rules = source.graph.rules
     if rules.normalizers:
         return False
     try:
-        return _stitch_in_sql(con, rules, path, props, window)
+        return _stitch_in_sql(con, rules, path, props, window, ids)
     except _duckdb().Error:
         # an unreadable file or a line DuckDB cannot read: Python reads it and says what
-        # is wrong, naming the line
-        for table in ("msgs", "dups", "wanted", "ids", "ev"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        # is wrong, naming the line; the optimizer turned off for the stitching statement
+        # is turned on again for the statements that stitch in Python's place
+        con.execute("RESET disabled_optimizers")
+        _drop(con, "msgs", "cand", "dropped", "other", "ids", "ev")
         return False
 
 
-def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[str, str]) -> bool:
+def _drop(con: Any, *tables: str) -> None:
+    for table in tables:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _stitch_in_sql(
+    con: Any, rules: Any, path: str, props: bool, window: tuple[str, str], keep_ids: bool
+) -> bool:
     names, times = window
     kinds = "('track', 'page', 'screen', 'identify', 'alias', 'group', 'reset')"
+    file = _lit(path)
+    stamp = "coalesce(timestamp, originalTimestamp)"
     if is_parquet(path):
         cols = _parquet_columns(con, path, props)
         if cols is None:
@@ -284,52 +343,79 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[s
         # file_row_number: the file's order, so that the first of an event id wins
         select = ", ".join(f"{expr} AS {name}" for name, expr in cols.items())
         read = (
-            f"SELECT file_row_number AS line, {select} FROM read_parquet(?, file_row_number=true)"
+            f"SELECT file_row_number AS line, {select} "
+            f"FROM read_parquet({file}, file_row_number=true)"
         )
-        ids_only: str | None = (
+        # columnar: the ids of every message in a cheap pass of their own; the other
+        # columns are read once, by the statements that stitch
+        ids = (
             f"SELECT file_row_number AS line, {cols['messageId']} AS messageId "
-            f"FROM read_parquet(?, file_row_number=true) WHERE {cols['type']} IN {kinds}"
+            f"FROM read_parquet({file}, file_row_number=true) WHERE {cols['type']} IN {kinds}"
         )
     else:
-        ids_only = None
         types = ", ".join(
             f"{name}: '{kind}'" for name, kind in _COLUMNS.items() if props or name != "properties"
         )
         read = (
             "SELECT row_number() OVER () AS line, *"
             + ("" if props else ", NULL::JSON AS properties")
-            + f" FROM read_json(?, format='newline_delimited', columns={{{types}}})"
+            + f" FROM read_json({file}, format='newline_delimited', columns={{{types}}})"
         )
-    stamp = "coalesce(timestamp, originalTimestamp)"
-    messages = f"""SELECT line, messageId, type, userId, anonymousId, previousId, identifiers,
-            coalesce(TRY_CAST({stamp} AS DOUBLE),
-                     epoch_us(TRY_CAST({stamp} AS TIMESTAMPTZ)) / 1e6) AS ts,
+        ids = "SELECT line, messageId FROM msgs"
+    # a message whose name no step wants needs only its id and line (for the
+    # first-of-each-id rule): its other columns are not parsed nor kept
+    named = f"""SELECT * EXCLUDE (event, name),
             CASE WHEN type = 'track' THEN event
                  WHEN type IN ('page', 'screen') THEN coalesce(nullif(name, ''), type)
-                 ELSE type END AS name,
-            CASE WHEN type IN ('track', 'page', 'screen') THEN properties END AS props
+                 ELSE type END AS name
         FROM ({read}) WHERE type IN {kinds}"""
-    # the first message of each event id counts, among all of them; a message without an
-    # id gets one derived from its content (ingest), which no other message's id is
-    dups = (
-        "CREATE TABLE dups AS SELECT messageId, min(line) AS first FROM ({}) "
-        "WHERE messageId IS NOT NULL GROUP BY messageId HAVING count(*) > 1"
+    if not is_parquet(path):
+        # one pass over the JSON (parsing it is what costs): every message's id and line,
+        # the other columns of the wanted ones only
+        kept = ", ".join(
+            f"CASE WHEN w THEN {c} END AS {c}"
+            for c in (
+                "userId",
+                "anonymousId",
+                "previousId",
+                "identifiers",
+                "timestamp",
+                "originalTimestamp",
+                "properties",
+            )
+        )
+        con.execute(
+            f"CREATE TABLE msgs AS SELECT line, messageId, type, name, {kept}, w "
+            f"FROM (SELECT *, coalesce({names}, false) AS w FROM ({named}))"
+        )
+        named = "SELECT * EXCLUDE (w) FROM msgs WHERE w"
+    messages = f"""SELECT line, messageId, type, userId, anonymousId, previousId, identifiers,
+            {_epoch(stamp)} AS ts,
+            name, CASE WHEN type IN ('track', 'page', 'screen') THEN properties END AS props
+        FROM ({named}) WHERE {names}"""
+    # the first message of each event id counts, among all of them (a message without an
+    # id gets one derived from its content, which no other message's id is): the lines of
+    # the others are dropped. Grouping 10^7 ids by a 64-bit hash is about twice as fast as
+    # by the text; the few hashes seen twice are then checked on the ids themselves.
+    con.execute(
+        f"CREATE TABLE cand AS SELECT hash(messageId) AS h FROM ({ids}) "
+        "WHERE messageId IS NOT NULL GROUP BY h HAVING count(*) > 1"
     )
-    if ids_only is not None:
-        # columnar: the ids of every message in one cheap pass, then only the messages
-        # with a wanted name, whose timestamps alone are parsed
-        con.execute(dups.format(ids_only), [path])
-        con.execute(f"CREATE TABLE msgs AS SELECT * FROM ({messages}) WHERE {names}", [path])
-    else:  # one pass: parsing JSON is what costs
-        con.execute(f"CREATE TABLE msgs AS {messages}", [path])
-        con.execute(dups.format("SELECT * FROM msgs"))
-    (missing,) = con.execute(
-        f"SELECT count(*) FROM msgs WHERE (messageId IS NULL OR ts IS NULL) AND {names}"
-    ).fetchone()
-    if missing:
-        con.execute("DROP TABLE msgs")
-        con.execute("DROP TABLE dups")
-        return False
+    con.execute(
+        f"""CREATE TABLE dropped AS SELECT line FROM (
+            SELECT line, min(line) OVER (PARTITION BY messageId) AS first FROM ({ids})
+            WHERE messageId IS NOT NULL AND hash(messageId) IN (SELECT h FROM cand))
+        WHERE line <> first"""
+    )
+    con.execute("DROP TABLE cand")
+    # a wanted message without an id or a timestamp (ingest derives or defaults them, or
+    # refuses the message): Python reads the file. Such rows, dropped duplicates included,
+    # get a NULL person and are counted below, instead of a pass of their own over the file.
+    bad = "(m.messageId IS NULL OR m.ts IS NULL)"
+    wanted = f"""SELECT m.* FROM ({messages}) m
+        LEFT JOIN (SELECT line AS gone FROM dropped) d ON m.line = d.gone
+        WHERE d.gone IS NULL OR {bad}"""
+    event_id = "m.messageId AS event_id, " if keep_ids else ""
     priority = {k: i for i, k in enumerate(rules.all_kinds)}
     prio_sql = (
         "CASE i.k " + " ".join(f"WHEN {_lit(k)} THEN {i}" for k, i in priority.items()) + " END"
@@ -339,20 +425,32 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[s
     # (identifiers maps, aliases) by every identifier they carry
     first, second = ("u", "a") if priority["user_id"] < priority["anonymous_id"] else ("a", "u")
     for statement in f"""
-        CREATE TABLE wanted AS SELECT m.* FROM msgs m LEFT JOIN dups d USING (messageId)
-            WHERE (d.first IS NULL OR d.first = m.line) AND {names} AND {times};
-        DROP TABLE msgs;
-        DROP TABLE dups;
+        CREATE TABLE other AS SELECT * FROM ({wanted}) m
+            WHERE m.identifiers IS NOT NULL OR m.type = 'alias';
+        SET disabled_optimizers = 'build_side_probe_side';
         CREATE TABLE ev AS
-        SELECT coalesce({first}.person, {second}.person) AS person, m.ts,
-            m.messageId AS event_id, m.name, m.props
-        FROM wanted m
+        SELECT CASE WHEN NOT {bad} THEN coalesce({first}.person, {second}.person) END AS person,
+            m.ts, {event_id}m.name, m.props
+        FROM ({wanted}) m
         LEFT JOIN (SELECT v, person FROM idmap WHERE k = 'user_id') u
             ON u.v = {_stripped("m.userId")}
         LEFT JOIN (SELECT v, person FROM idmap WHERE k = 'anonymous_id') a
             ON a.v = {_stripped("m.anonymousId")}
         WHERE m.identifiers IS NULL AND m.type <> 'alias'
-            AND (u.person IS NOT NULL OR a.person IS NOT NULL);
+            AND ({bad} OR ((u.person IS NOT NULL OR a.person IS NOT NULL) AND {times}));
+        RESET disabled_optimizers;
+        INSERT INTO ev SELECT NULL, NULL, {"NULL, " if keep_ids else ""}NULL, NULL
+            FROM other m WHERE {bad};
+        DROP TABLE dropped;
+        {"DROP TABLE msgs" if not is_parquet(path) else "SELECT 1"}
+        """.split(";"):
+        if statement.strip():
+            con.execute(statement)
+    (missing,) = con.execute("SELECT count(*) FROM ev WHERE person IS NULL").fetchone()
+    if missing:
+        _drop(con, "other", "ev")
+        return False
+    for statement in f"""
         CREATE TABLE ids AS
         SELECT line, k, {_stripped("v")} AS v FROM (
             SELECT line, unnest([
@@ -361,19 +459,20 @@ def _stitch_in_sql(con: Any, rules: Any, path: str, props: bool, window: tuple[s
                 {{'k': CASE WHEN previousId = anonymousId THEN 'anonymous_id'
                       ELSE 'user_id' END,
                   'v': CASE WHEN type = 'alias' THEN previousId END}}
-            ], recursive := true) FROM wanted WHERE identifiers IS NOT NULL OR type = 'alias'
+            ], recursive := true) FROM other
             UNION ALL SELECT line, unnest(map_keys(identifiers)),
-                unnest(map_values(identifiers)) FROM wanted WHERE identifiers IS NOT NULL
+                unnest(map_values(identifiers)) FROM other WHERE identifiers IS NOT NULL
         ) WHERE v IS NOT NULL;
         INSERT INTO ev
-        SELECT w.person, m.ts, m.messageId AS event_id, m.name, m.props
-        FROM wanted m JOIN (
+        SELECT w.person, m.ts, {event_id}m.name, m.props
+        FROM other m JOIN (
             SELECT i.line, arg_min(idmap.person, {prio_sql}) AS person
             FROM ids i JOIN idmap ON i.k = idmap.k AND i.v = idmap.v
             GROUP BY i.line
-        ) w ON m.line = w.line;
+        ) w ON m.line = w.line
+        WHERE {times};
         DROP TABLE ids;
-        DROP TABLE wanted
+        DROP TABLE other
         """.split(";"):
         con.execute(statement)
     return True

@@ -61,6 +61,12 @@ class Identities:
             {c: pa.array(v, pa.string()) for c, v in zip(_MAP_COLUMNS, columns, strict=True)}
         )
 
+    def map_file(self) -> str | None:
+        """The path of the ``identity_map.parquet`` the map is read from, if it is a file."""
+        if self._path is None:
+            return None
+        return os.path.join(os.fspath(self._path), "identity_map.parquet")
+
     def companies(self) -> dict[str, str | None]:
         """Each profile's company now."""
         if self.live:
