@@ -234,6 +234,9 @@ class _Events:
         row: np.ndarray,
         anchor: np.ndarray | None = None,
         data: _RowData | None = None,
+        row_nodes: np.ndarray | None = None,
+        node_kind: np.ndarray | None = None,
+        node_value: Any = None,
     ) -> None:
         self.build = build
         self.ts = ts
@@ -246,6 +249,11 @@ class _Events:
         self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
         #: per event, the traits and company the columnar lane read (none for the others)
         self.data = data
+        #: per columnar lane event (the first ones), its node in each identifier column,
+        #: the columns in kind order (-1: none); and the kind and value of every node
+        self.row_nodes = row_nodes
+        self.node_kind = node_kind
+        self.node_value = node_value
 
     def lane_data(
         self, wanted: np.ndarray
@@ -278,6 +286,73 @@ class _Events:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def decided(self, indices: np.ndarray) -> Iterator[Record]:
+        """The records of these events (an index array, in the order given) for the engine
+        that decides the conflicted components inside :func:`resolve`: the record lane's as
+        kept, and the columnar lane's made directly from what the lane read — the identifiers
+        as ``RecordBuilder._finish`` orders them (by kind: ``row_nodes`` holds the lane's
+        columns kind by kind, at most one value each), the traits and company the lane read
+        with the builder's own checks. ``Engine.apply`` reads neither ``content`` nor, beyond
+        storing it, ``fingerprint``, so those are left empty: this engine's state is read for
+        the tables and never continued (``BatchResult.graph``/``seed`` rebuild every record
+        through the builder). ``tests/test_batch_lanes.py`` checks these records against the
+        builder's, field by field."""
+        py = self.py
+        nodes = self.row_nodes
+        lane = indices[indices < (0 if nodes is None else len(nodes))]
+        built: dict[int, Record] = {}
+        if len(lane):
+            assert nodes is not None and self.node_kind is not None
+            held = nodes[lane]
+            need = np.unique(held[held >= 0])
+            values = self.node_value.take(pa.array(need)).to_pylist()
+            pair = dict(
+                zip(
+                    need.tolist(),
+                    zip(self.node_kind[need].tolist(), values, strict=True),
+                    strict=True,
+                )
+            )
+            data = self.data
+            none = np.full(len(lane), -1, dtype=np.int64)
+            tcodes = none if data is None else data.traits_code[lane]
+            ccodes = none if data is None else data.company_code[lane]
+            traits = [] if data is None else data.traits
+            company = [] if data is None else data.company
+            for i, row, etype, ts, eid, tc, cc in zip(
+                lane.tolist(),
+                held.tolist(),
+                self.etype[lane].tolist(),
+                self.ts[lane].tolist(),
+                self.eid.take(pa.array(lane)).to_pylist(),
+                tcodes.tolist(),
+                ccodes.tolist(),
+                strict=True,
+            ):
+                ids = tuple(pair[n] for n in row if n >= 0)
+                t = None if tc < 0 else traits[tc]
+                if etype == COMPANY:
+                    built[i] = Record(
+                        etype,
+                        ts,
+                        eid,
+                        ids,
+                        (),
+                        (),
+                        b"",
+                        None,
+                        None,
+                        None if cc < 0 else company[cc],
+                        t,
+                    )
+                elif etype == IDENTIFY:
+                    built[i] = Record(etype, ts, eid, ids, (), (), b"", t)
+                else:
+                    built[i] = Record(etype, ts, eid, ids, (), (), b"")
+        for i in indices.tolist():
+            rec = built.get(i)
+            yield py[i] if rec is None else rec
 
     def records(
         self, indices: Iterable[int], *, ordered: bool = True
@@ -1763,6 +1838,9 @@ def resolve(
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
         anchor,
         row_data.take(fast_rows, len(records)),
+        np.stack(row_nodes, axis=1) if row_nodes else np.zeros((nf, 0), dtype=np.int64),
+        kind_arr,
+        node_value,
     )
     t = done("classify", t)
 
@@ -1772,7 +1850,7 @@ def resolve(
     assert isinstance(store, MemoryStore)
     with store.lock:
         engine = store.engine
-        for _, rec in events.records(i for i in order.tolist() if not fast_record[i]):
+        for rec in events.decided(order[~fast_record[order]]):
             engine.apply(rec)
     t = done("engine", t)
     result = BatchResult(

@@ -20,6 +20,7 @@ from tests.test_batch import _as_text_columns, actual_tables, expected_tables, o
 
 pa = pytest.importorskip("pyarrow")
 batch = pytest.importorskip("identityres.batch")
+np = pytest.importorskip("numpy")
 
 #: values that exercise the vectorized check: whitespace at either end (normalized), blocked
 #: words in any case, quoted blocked words, long values, non-ASCII, control characters
@@ -186,3 +187,66 @@ def test_traits_called_plain_json_read_as_the_builder_reads_them(value: dict[str
     if plain:
         parsed = json.loads(text)
         assert _json_data("traits", _check_mapping("traits", parsed)) == (parsed or None)
+
+
+def _decided_fields(rec: Any) -> tuple[Any, ...]:
+    # what ``Engine.apply`` reads of a record (it stores the fingerprint, never reads it,
+    # and never reads ``content``)
+    return (
+        rec.etype,
+        rec.ts,
+        rec.event_id,
+        rec.ids,
+        rec.blocked,
+        rec.traits,
+        rec.set_once,
+        rec.company_id,
+        rec.company_traits,
+    )
+
+
+def _assert_decided_records_are_the_builders(source: Any, rules: ir.Rules) -> None:
+    try:
+        result = batch.resolve(source, rules=rules)
+    except ir.ValidationError:
+        return
+    events = result._events
+    lane = 0 if events.row_nodes is None else len(events.row_nodes)
+    every = np.arange(len(events), dtype=np.int64)
+    direct = [_decided_fields(r) for r in events.decided(every)]
+    built = [_decided_fields(r) for _, r in events.records(every.tolist())]
+    assert direct == built
+    assert lane == 0 or any(r.fingerprint == b"" for r in events.decided(every[:lane]))
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages(), patterns=st.booleans())
+def test_records_made_for_the_engine_from_the_lane_are_the_builders(
+    messages: list[dict[str, Any]], patterns: bool
+) -> None:
+    # the engine deciding the conflicted components is fed the columnar lane's rows as
+    # records made directly from the lane's columns: each must be what ``RecordBuilder``
+    # makes of the row (identifiers in the same order, the same traits and company), or
+    # the engine would decide differently from the online one
+    rules = ir.Rules(blocked_patterns=[r"^x+$"]) if patterns else ir.Rules()
+    rows = [
+        {k: v for k, v in m.items() if k in batch.COLUMNS}
+        for m in messages
+        if not isinstance(m.get("userId"), int)
+    ]
+    if rows:
+        _assert_decided_records_are_the_builders(_as_text_columns(rows), rules)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=irst.streams(users=4, companies=True), conflicted=st.booleans())
+def test_records_made_for_the_engine_from_realistic_rows_are_the_builders(
+    stream: list[Any], conflicted: bool
+) -> None:
+    from tests.test_batch import to_message
+
+    # (limits of one user id and one email make most components conflicted)
+    rules = ir.Rules(limits={"user_id": 1, "email": 1}) if conflicted else ir.Rules()
+    _assert_decided_records_are_the_builders(
+        _as_text_columns([to_message(e) for e in stream]), rules
+    )
