@@ -430,7 +430,10 @@ def _string_column(table: pa.Table, name: str) -> Any:
     """A column as one string array (``None`` when absent); other types raise ``TypeError``."""
     if name not in table.column_names:
         return None
-    col: Any = table.column(name).combine_chunks()
+    col: Any = table.column(name)
+    if pa.types.is_dictionary(col.type) and _is_text(col.type.value_type):
+        col = col.cast(pa.string())
+    col = col.combine_chunks()
     if pa.types.is_large_string(col.type):
         col = col.cast(pa.string())
     if pa.types.is_null(col.type):
@@ -438,6 +441,50 @@ def _string_column(table: pa.Table, name: str) -> Any:
     if not pa.types.is_string(col.type):
         raise TypeError(name)
     return col
+
+
+def _is_text(t: Any) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _coded(table: pa.Table, name: str) -> tuple[np.ndarray, Any] | None:
+    """A text column as codes: per row the code of its value (-1: null) and the distinct
+    values (a string array); ``None`` when absent, ``TypeError`` for other types. A
+    dictionary column (as Parquet text columns are read: ``_read_table``) is used as it
+    is, its chunks' dictionaries unified; a string column is dictionary-encoded."""
+    if name not in table.column_names:
+        return None
+    col: Any = table.column(name)
+    if pa.types.is_null(col.type):
+        return np.full(len(col), -1, dtype=np.int64), pa.array([], pa.string())
+    if pa.types.is_dictionary(col.type):
+        if not _is_text(col.type.value_type):
+            raise TypeError(name)
+        chunks = col.unify_dictionaries().chunks
+        if not chunks:
+            return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+        values: Any = chunks[0].dictionary.cast(pa.string())
+        codes = np.concatenate(
+            [
+                pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+                for c in chunks
+            ]
+        )
+        return codes, values
+    if not _is_text(col.type):
+        raise TypeError(name)
+    enc: Any = pc.dictionary_encode(col.combine_chunks().cast(pa.string()))
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, enc.dictionary
+
+
+def _lookup(codes: np.ndarray, per_value: np.ndarray, null: bool = False) -> np.ndarray:
+    """Per row, ``per_value`` of its code (``null`` for a null)."""
+    table = np.empty(len(per_value) + 1, dtype=per_value.dtype)
+    table[0] = null
+    table[1:] = per_value
+    out: np.ndarray = table[codes + 1]
+    return out
 
 
 def _valid(arr: Any, n: int) -> np.ndarray:
@@ -584,38 +631,36 @@ def _columnar(
     it."""
     n = table.num_rows
     try:
-        mtype = _string_column(table, "type")
+        mtype = _coded(table, "type")
         mid = _string_column(table, "messageId")
-        user = _string_column(table, "userId")
-        anon = _string_column(table, "anonymousId")
-        event = _string_column(table, "event")
-        props = _string_column(table, "properties")
+        user = _coded(table, "userId")
+        anon = _coded(table, "anonymousId")
+        event = _coded(table, "event")
+        props = _coded(table, "properties")
     except TypeError:
         return None
     if mtype is None or mid is None or n == 0:
         return None
-    fast = np.zeros(n, dtype=bool)
-    for t in _FAST_TYPES:
-        fast |= pc.fill_null(pc.equal(mtype, pa.scalar(t)), False).to_numpy(zero_copy_only=False)
-    is_identify = pc.fill_null(pc.equal(mtype, pa.scalar("identify")), False).to_numpy(
-        zero_copy_only=False
-    )
-    is_track = pc.fill_null(pc.equal(mtype, pa.scalar("track")), False).to_numpy(
-        zero_copy_only=False
-    )
+    type_codes, type_values = mtype
+    type_names = type_values.to_pylist()
+
+    def of_type(*names: str) -> np.ndarray:
+        return _lookup(type_codes, np.array([t in names for t in type_names], dtype=bool))
+
+    fast = of_type(*_FAST_TYPES)
+    is_identify = of_type("identify")
+    is_track = of_type("track")
     for name in ("identifiers", "set_once"):
         if name in table.column_names:
             fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
-    is_group = pc.fill_null(pc.equal(mtype, pa.scalar("group")), False).to_numpy(
-        zero_copy_only=False
-    )
+    is_group = of_type("group")
     # traits (an identify's, a group's company traits): per distinct text, by the builder's
     # own checks
     traits_code = np.full(n, -1, dtype=np.int64)
     traits: list[Any] = []
     extracted: Columns = []  # (identifiers found in an identify's traits)
     try:
-        traits_col = _string_column(table, "traits")
+        traits_col = _coded(table, "traits")
     except TypeError:  # (a struct or map column: those rows are the builder's)
         traits_col = None
         fast &= ~(
@@ -623,11 +668,9 @@ def _columnar(
             & table.column("traits").is_valid().to_numpy(zero_copy_only=False)
         )
     if traits_col is not None:
-        tenc: Any = pc.dictionary_encode(traits_col)
-        traits_code = pc.fill_null(tenc.indices, -1).to_numpy(zero_copy_only=False)
-        traits_code = traits_code.astype(np.int64)
+        traits_code, traits_values = traits_col
         extract, traits_keys = _traits_extraction(rules)
-        texts = tenc.dictionary.to_pylist()
+        texts = traits_values.to_pylist()
         # an identify's traits may hold identifiers (``traits.email``): extracted here, per
         # distinct text; a group's traits are the company's (nothing is extracted from them)
         has_traits = traits_code >= 0
@@ -635,7 +678,7 @@ def _columnar(
         for_identify[traits_code[has_traits & is_identify & fast]] = True
         for_group = np.zeros(len(texts), dtype=bool)
         for_group[traits_code[has_traits & is_group & fast]] = True
-        plain = _plain_json(tenc.dictionary)
+        plain = _plain_json(traits_values)
         good_i, traits, found = _traits_of(
             [t if w else None for t, w in zip(texts, for_identify, strict=True)],
             build,
@@ -673,27 +716,26 @@ def _columnar(
     company_code = np.full(n, -1, dtype=np.int64)
     company: list[str | None] = []
     try:
-        group_col = _string_column(table, "groupId")
+        group_col = _coded(table, "groupId")
     except TypeError:
         group_col = None
     if group_col is None:
         fast &= ~is_group
     else:
-        genc: Any = pc.dictionary_encode(group_col)
-        company_code = pc.fill_null(genc.indices, -1).to_numpy(zero_copy_only=False)
-        company_code = np.where(is_group, company_code.astype(np.int64), -1)
-        good_company = np.zeros(len(genc.dictionary) + 1, dtype=bool)
-        for j, raw in enumerate(genc.dictionary.to_pylist()):
+        group_codes, group_values = group_col
+        company_code = np.where(is_group, group_codes, -1)
+        good_company = np.zeros(len(group_values) + 1, dtype=bool)
+        for j, raw in enumerate(group_values.to_pylist()):
             cid = _builder_value(build, rules, "company_id", COMPANY_KIND, raw)
             company.append(cid)
             good_company[j + 1] = cid is not None
         fast &= ~is_group | good_company[company_code + 1]
-    has_user = _valid(user, n)
-    has_anon = _valid(anon, n)
+    has_user = np.zeros(n, dtype=bool) if user is None else user[0] >= 0
+    has_anon = np.zeros(n, dtype=bool) if anon is None else anon[0] >= 0
     fast &= np.where(is_identify, has_user, has_user | has_anon)
     if event is not None:
-        named: Any = pc.fill_null(pc.greater(pc.binary_length(event), pa.scalar(0)), False)
-        fast &= ~is_track | named.to_numpy(zero_copy_only=False)
+        named: Any = pc.fill_null(pc.greater(pc.binary_length(event[1]), pa.scalar(0)), False)
+        fast &= ~is_track | _lookup(event[0], named.to_numpy(zero_copy_only=False))
     else:
         fast &= ~is_track
     if "name" in table.column_names:  # page/screen names: any str; other types: the builder
@@ -738,14 +780,17 @@ def _columnar(
     watched, _, other_roots = _extraction_keys(rules)
     for mtype_name, root in other_roots:
         if root in table.column_names:
-            of_type = pc.fill_null(pc.equal(mtype, pa.scalar(mtype_name)), False)
             held = table.column(root).is_valid().to_numpy(zero_copy_only=False)
-            fast &= ~(of_type.to_numpy(zero_copy_only=False) & held)
+            fast &= ~(of_type(mtype_name) & held)
     # properties: JSON text of an object, checked per distinct text by the builder's own check
-    if props is not None and (fast & ~is_identify & _valid(props, n)).any():
-        penc: Any = pc.dictionary_encode(props)
-        good = np.zeros(len(penc.dictionary), dtype=bool)
-        for j, text in enumerate(penc.dictionary.to_pylist()):
+    if props is not None and (fast & ~is_identify & (props[0] >= 0)).any():
+        pcodes, pvalues = props
+        has_props = (pcodes >= 0) & ~is_identify
+        wanted = np.zeros(len(pvalues), dtype=bool)
+        wanted[pcodes[has_props & fast]] = True
+        at = np.flatnonzero(wanted)
+        good = np.zeros(len(pvalues), dtype=bool)
+        for j, text in zip(at.tolist(), pvalues.take(pa.array(at)).to_pylist(), strict=True):
             try:
                 value = json.loads(text)
                 _check_mapping("properties", value)
@@ -754,17 +799,13 @@ def _columnar(
                 good[j] = isinstance(value, dict) and watched.isdisjoint(value)
             except (ValueError, ValidationError, RecursionError):
                 good[j] = False
-        pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
-        has_props = _valid(props, n) & ~is_identify
-        fast &= ~has_props | good[pcodes]
+        fast &= ~has_props | _lookup(pcodes, good)
     etype = np.where(is_identify, IDENTIFY, np.where(is_group, COMPANY, TRACK)).astype(np.int8)
     columns: Columns = []
     for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
         if col is None:
             continue
-        cenc: Any = pc.dictionary_encode(col)
-        codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        raw_values: Any = cenc.dictionary
+        codes, raw_values = col
         used = np.zeros(len(raw_values) + 1, dtype=bool)
         used[codes[fast] + 1] = True
         used = used[1:]
@@ -1551,6 +1592,30 @@ def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
     )
 
 
+#: the Parquet text columns read as dictionaries (``_coded`` takes their codes as they are)
+_DICTIONARY_COLUMNS = (
+    "type",
+    "event",
+    "name",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "groupId",
+    "traits",
+    "properties",
+)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A Parquet file, its text identifier, type and JSON columns read as dictionaries:
+    Parquet stores them dictionary-encoded, and materializing the strings only to encode
+    them again cost most of the read (about 1.5 of 2 CPU seconds at 10^6 identifiers,
+    docs/benchmarks.md)."""
+    schema = pq.read_schema(path)
+    wanted = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS and _is_text(f.type)]
+    return pq.read_table(path, read_dictionary=wanted or None)
+
+
 def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table | _Lines | None:
     """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet), or,
     given ``rules``, JSONL files read into columns."""
@@ -1561,7 +1626,7 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
     if isinstance(source, (str, os.PathLike)):
         files = _files(Path(source), fmt)
         if all(f == "parquet" for _, f in files):
-            tables = [pq.read_table(path) for path, _ in files]
+            tables = [_read_parquet(path) for path, _ in files]
             return pa.concat_tables(tables, promote_options="permissive")
         if rules is not None and all(f != "parquet" for _, f in files):
             return _read_lines(files, rules)

@@ -250,3 +250,48 @@ def test_records_made_for_the_engine_from_realistic_rows_are_the_builders(
     _assert_decided_records_are_the_builders(
         _as_text_columns([to_message(e) for e in stream]), rules
     )
+
+
+def _as_dictionary_chunks(table: Any, cut: int) -> Any:
+    # text columns as dictionaries, in two chunks with their own dictionaries (as Parquet
+    # row groups are read: ``batch._read_parquet``)
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_string(col.type) and name != "messageId":
+            parts = [col.slice(0, cut), col.slice(cut)]
+            col = pa.chunked_array([p.dictionary_encode() for p in parts])
+        columns[name] = col
+    return pa.table(columns)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages(), cut=st.integers(0, 25))
+def test_dictionary_columns_in_chunks_equal_online(
+    messages: list[dict[str, Any]], cut: int
+) -> None:
+    rows = [
+        {k: v for k, v in m.items() if k in batch.COLUMNS}
+        for m in messages
+        if not isinstance(m.get("userId"), int)
+    ]
+    if rows:
+        table = _as_text_columns(rows)
+        _assert_same(rows, _as_dictionary_chunks(table, min(cut, table.num_rows)))
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=irst.streams(users=4, companies=True), cut=st.integers(0, 60))
+def test_parquet_read_as_dictionaries_equals_online(stream: list[Any], cut: int) -> None:
+    import pyarrow.parquet as pq
+
+    from tests.test_batch import to_message
+
+    messages = [to_message(e) for e in stream]
+    table = _as_text_columns(messages)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        # small row groups: several dictionaries per column
+        pq.write_table(table, path, row_group_size=max(1, min(cut, table.num_rows) or 1))
+        assert pa.types.is_dictionary(batch._read_parquet(path).schema.field("type").type)
+        _assert_same(messages, path)
