@@ -383,7 +383,9 @@ class _Events:
             return
         assert self.table is not None
         at = np.array(indices, dtype=np.int64)
-        rows = self.table.take(self.row[at])
+        where = self.row[at]
+        ascending = bool(np.all(where[1:] >= where[:-1]))
+        rows = _take_rows(self.table, where) if ascending else self.table.take(where)
         # A track/page/screen row of the lane is what ``from_message`` would pass to
         # ``RecordBuilder.track``: its name, ids and properties, its parsed time (the lane's
         # equals it) and nothing extracted (the lane holds no row with something to
@@ -746,13 +748,7 @@ def _columnar(
     # event ids: ASCII, non-empty, each once in the table
     ok_id: Any = pc.and_(pc.string_is_ascii(mid), pc.greater(pc.binary_length(mid), pa.scalar(0)))
     fast &= pc.fill_null(ok_id, False).to_numpy(zero_copy_only=False)
-    enc: Any = pc.dictionary_encode(mid)
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    valid_id = mid.is_valid().to_numpy(zero_copy_only=False)
-    counts = np.bincount(codes[valid_id], minlength=len(enc.dictionary))
-    once = np.zeros(n, dtype=bool)
-    once[valid_id] = counts[codes[valid_id]] == 1
-    fast &= once
+    fast &= _once(mid)
     # timestamps
     ts = np.zeros(n, dtype=np.float64)
     if "timestamp" not in table.column_names:
@@ -831,6 +827,71 @@ def _columnar(
         columns.append((kind, codes, values))
     columns.extend(extracted)
     return fast, etype, ts, columns, _RowData(traits_code, traits, company_code, company)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _once(ids: Any) -> np.ndarray:
+    """Per row of a string array: True when its value is not null and certainly occurs once
+    in the array. Ids of one length (the usual hex or UUID event ids) are told apart by a
+    64-bit hash of their bytes, computed over the Arrow buffer in numpy: equal ids hash
+    alike, so a repeated id is never called once; two distinct ids whose hashes collide
+    (about n^2 / 2^65 pairs) are both called "not once", which only sends them to the record
+    lane, where ``admit`` decides them exactly. Other arrays are dictionary-encoded (a hash
+    table of strings: ~1 s at 2.6x10^6 distinct ids, against ~0.15 s for the hash)."""
+    n = len(ids)
+    out = np.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    low, high = (x.as_py() for x in pc.min_max(pc.binary_length(ids)).values())
+    if ids.null_count or low != high or not 0 < high <= 256:
+        valid = ids.is_valid().to_numpy(zero_copy_only=False)
+        enc: Any = pc.dictionary_encode(ids)
+        codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
+        counts = np.bincount(codes[valid], minlength=len(enc.dictionary))
+        out[valid] = counts[codes[valid]] == 1
+        return out
+    width = int(high)
+    start = int(np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset])
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)[start : start + n * width]
+    hashed = np.full(n, width, dtype=np.uint64)
+    step = 1 << 18
+    for lo in range(0, n, step):  # (a chunk at a time: a padded copy stays small)
+        rows = data[lo * width : min(n, lo + step) * width].reshape(-1, width)
+        if width % 8:
+            padded = np.zeros((len(rows), -(-width // 8) * 8), dtype=np.uint8)
+            padded[:, :width] = rows
+            rows = padded
+        h = hashed[lo : lo + len(rows)]
+        for word in rows.view(np.uint64).T:
+            h ^= word
+            h *= _MIX
+            h ^= h >> np.uint64(29)
+    ordered = np.sort(hashed)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(repeated):
+        return ~out
+    again: Any = pc.is_in(pa.array(hashed), value_set=pa.array(np.unique(repeated)))
+    once: np.ndarray = ~again.to_numpy(zero_copy_only=False)
+    return once
+
+
+def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)`` for sorted ``rows``, one record batch at a time: a take over
+    chunked columns (dictionary columns above all) first combines every chunk, which cost
+    ~0.6 s for 33,000 rows of 2.6x10^6 against ~0.01 s this way."""
+    parts = []
+    start = 0
+    for chunk in table.to_batches():
+        end = start + chunk.num_rows
+        lo, hi = np.searchsorted(rows, [start, end])
+        if hi > lo:
+            parts.append(chunk.take(pa.array(rows[lo:hi] - start)))
+        start = end
+    if not parts:
+        return table.slice(0, 0)
+    return pa.Table.from_batches(parts, schema=table.schema)
 
 
 def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -1698,7 +1759,9 @@ def resolve(
         fast_rows = np.flatnonzero(fast_mask)
         slow_rows = np.flatnonzero(~fast_mask)
         inputs: Iterable[tuple[int, Any]] = zip(
-            row_position[slow_rows].tolist(), _table_messages(table.take(slow_rows)), strict=True
+            row_position[slow_rows].tolist(),
+            _table_messages(_take_rows(table, slow_rows)),
+            strict=True,
         )
     else:
         fast_rows = np.zeros(0, dtype=np.int64)

@@ -295,3 +295,39 @@ def test_parquet_read_as_dictionaries_equals_online(stream: list[Any], cut: int)
         pq.write_table(table, path, row_group_size=max(1, min(cut, table.num_rows) or 1))
         assert pa.types.is_dictionary(batch._read_parquet(path).schema.field("type").type)
         _assert_same(messages, path)
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.sampled_from(["", "a", "ab", "é"]), st.text("ab", min_size=1)),
+        max_size=40,
+    )
+    | st.integers(1, 40).flatmap(
+        lambda width: st.lists(st.text("abc", min_size=width, max_size=width), max_size=40)
+    ),
+    start=st.integers(0, 3),
+)
+def test_once_is_exactly_the_ids_that_occur_once(values: list[str | None], start: int) -> None:
+    # (a slice: the Arrow buffers start before the array)
+    arr = pa.array(["x" * 9] * start + values, pa.string()).slice(start)
+    want = [v is not None and values.count(v) == 1 for v in values]
+    assert batch._once(arr).tolist() == want
+
+
+@settings(max_examples=100)
+@given(
+    sizes=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_take_rows_is_take(sizes: list[int], data: st.DataObject) -> None:
+    values = [f"v{i}" for i in range(sum(sizes))]
+    chunks, at = [], 0
+    for size in sizes:
+        chunks.append(pa.array(values[at : at + size], pa.string()).dictionary_encode())
+        at += size
+    table = pa.table({"v": pa.chunked_array(chunks, pa.dictionary(pa.int32(), pa.string()))})
+    rows = sorted(data.draw(st.sets(st.integers(0, max(0, len(values) - 1)))))
+    rows = [r for r in rows if r < len(values)]
+    got = batch._take_rows(table, np.array(rows, dtype=np.int64))
+    assert got.column("v").to_pylist() == [values[r] for r in rows]
