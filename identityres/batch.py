@@ -1126,11 +1126,17 @@ class BatchResult:
         np.maximum.at(last_seen, node_pos, self._last_ts[fast_node_idx])
         size = np.bincount(node_pos, minlength=ncomp)
         # traits and companies (R6, R7): the same keep as the engine, per profile
+        events = self._events
+        fast = self._fast_record
+        anchor = events.anchor
+        rank = np.empty(len(self._order), dtype=np.int64)
+        rank[self._order] = np.arange(len(self._order), dtype=np.int64)
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
-        links: dict[int, dict[str, tuple[float, str, None]]] = {}
-        anchor = self._events.anchor
-        for i, rec in self._events.py.items():
-            if not rec.ids or not self._fast_record[i]:
+        link_p: list[int] = []  # (the record lane's company links: profile, company, rank)
+        link_c: list[str] = []
+        link_r: list[int] = []
+        for i, rec in events.py.items():
+            if not rec.ids or not fast[i]:
                 continue
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
                 p = int(comp_pos[comp[anchor[i]]])
@@ -1140,46 +1146,88 @@ class BatchResult:
                 for k, v in (rec.set_once or {}).items():
                     keep(best, (True, k), rec.ts, rec.event_id, v, True)
             elif rec.etype == COMPANY and rec.company_id is not None:
-                p = int(comp_pos[comp[anchor[i]]])
-                keep(links.setdefault(p, {}), rec.company_id, rec.ts, rec.event_id, None)
-        for _, etype, ts, eid, first, data, cid in self._events.lane_data(self._fast_record):
-            p = int(comp_pos[comp[first]])
-            if etype == IDENTIFY and data:
+                link_p.append(int(comp_pos[comp[anchor[i]]]))
+                link_c.append(rec.company_id)
+                link_r.append(int(rank[i]))
+        texts: dict[int, str] = {}
+        data = events.data
+        company_names: list[str | None] = list(link_c)
+        lane_p = lane_code = lane_r = np.zeros(0, dtype=np.int64)
+        if data is not None:
+            held = fast & (anchor >= 0)
+            etype = events.etype
+            # a profile whose only traits are one columnar event's has that event's traits,
+            # as keep() merges them into nothing: their text is made once per distinct
+            # traits; every other profile's traits are merged by keep(), as before
+            nonempty = np.array([bool(t) for t in data.traits] + [False], dtype=bool)
+            ti = np.flatnonzero(held & (etype == IDENTIFY) & nonempty[data.traits_code])
+            tp = comp_pos[comp[anchor[ti]]]
+            count = np.bincount(tp, minlength=ncomp)
+            if traits:
+                count[np.fromiter(traits, dtype=np.int64, count=len(traits))] += 1
+            single = count[tp] == 1
+            by_code: dict[int, str] = {}
+            for p, code in zip(
+                tp[single].tolist(), data.traits_code[ti[single]].tolist(), strict=True
+            ):
+                text = by_code.get(code)
+                if text is None:
+                    text = by_code[code] = json.dumps(data.traits[code], sort_keys=True)
+                texts[p] = text
+            multi = ti[~single]
+            for p, ts, eid, code in zip(
+                tp[~single].tolist(),
+                events.ts[multi].tolist(),
+                events.eid.take(pa.array(multi)).to_pylist(),
+                data.traits_code[multi].tolist(),
+                strict=True,
+            ):
                 best = traits.setdefault(p, {})
-                for k, v in data.items():
-                    keep(best, (False, k), ts, eid, v)
-            elif etype == COMPANY and cid is not None:
-                keep(links.setdefault(p, {}), cid, ts, eid, None)
-        # (only the profiles holding traits or companies cost Python; the rest are nulls and
-        # empty lists, made by Arrow)
-        trait_text = _sparse_text(
-            ncomp,
-            {
-                p: json.dumps(
-                    {
-                        **{k: v[2] for (once, k), v in best.items() if once},
-                        **{k: v[2] for (once, k), v in best.items() if not once},
-                    },
-                    sort_keys=True,
-                )
-                for p, best in traits.items()
-            },
-        )
-        company_id = _sparse_text(
-            ncomp,
-            {
-                p: max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
-                for p, held in links.items()
-            },
-        )
-        linked_at = sorted(links)
-        lengths = np.zeros(ncomp, dtype=np.int64)
-        lengths[linked_at] = [len(links[p]) for p in linked_at]
+                for k, v in data.traits[code].items():
+                    keep(best, (False, k), ts, str(eid), v)
+            ci = np.flatnonzero(held & (etype == COMPANY) & (data.company_code >= 0))
+            lane_p = comp_pos[comp[anchor[ci]]]
+            lane_code = data.company_code[ci] + len(link_c)
+            lane_r = rank[ci]
+            company_names += data.company
+        # (only the profiles holding traits cost Python; the rest are nulls, made by Arrow)
+        for p, best in traits.items():
+            texts[p] = json.dumps(
+                {
+                    **{k: v[2] for (once, k), v in best.items() if once},
+                    **{k: v[2] for (once, k), v in best.items() if not once},
+                },
+                sort_keys=True,
+            )
+        trait_text = _sparse_text(ncomp, texts)
+        # company links, in Arrow and numpy: a profile's company is the company of its
+        # newest link event (the greatest rank: (timestamp, event_id) order), its companies
+        # the distinct ones, sorted (two raw ids may normalize alike: by their text)
+        link_pos = np.concatenate([np.array(link_p, dtype=np.int64), lane_p])
+        link_rank = np.concatenate([np.array(link_r, dtype=np.int64), lane_r])
+        name_enc: Any = pc.dictionary_encode(pa.array(company_names, pa.string()))
+        name_code = pc.fill_null(name_enc.indices, -1).to_numpy(zero_copy_only=False)
+        link_code = name_code[
+            np.concatenate([np.arange(len(link_c), dtype=np.int64), lane_code])
+        ].astype(np.int64)
+        company_text: Any = name_enc.dictionary
+        newest = np.full(ncomp, -1, dtype=np.int64)
+        if len(link_pos):
+            by = np.lexsort((link_rank, link_pos))
+            last = np.ones(len(by), dtype=bool)
+            last[:-1] = link_pos[by][1:] != link_pos[by][:-1]
+            newest[link_pos[by][last]] = link_code[by][last]
+        company_id = company_text.take(pa.array(newest, mask=newest < 0))
+        text_order = pc.sort_indices(company_text).to_numpy(zero_copy_only=False).astype(np.int64)
+        text_pos = np.empty(len(company_text), dtype=np.int64)
+        text_pos[text_order] = np.arange(len(company_text), dtype=np.int64)
+        pairs = np.unique(link_pos * max(1, len(company_text)) + text_pos[link_code])
+        lengths = np.bincount(pairs // max(1, len(company_text)), minlength=ncomp)
         offsets = np.zeros(ncomp + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         company_ids = pa.ListArray.from_arrays(
             pa.array(offsets, pa.int32()),
-            pa.array([c for p in linked_at for c in sorted(links[p])], pa.string()),
+            company_text.take(pa.array(text_order[pairs % max(1, len(company_text))])),
         )
         fast_profiles = pa.table(
             {
