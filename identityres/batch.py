@@ -619,16 +619,18 @@ def _plain_json(texts: Any) -> np.ndarray:
 
 def _columnar(
     table: pa.Table, build: RecordBuilder, rules: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData, np.ndarray] | None:
     """The vectorized reading of a columnar source: which rows need nothing
     ``RecordBuilder`` would not do alike (plain track/page/screen/identify/group rows: a
-    unique ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    unique ASCII ``messageId`` (or the first of rows that are one event redelivered), an
+    ISO-8601 ``...Z`` or Arrow timestamp in the window, no
     identifiers/set_once, identifier values that are valid, normalized per distinct value
     by the builder itself and not blocked, properties and traits as JSON text of an object
     holding no key the extraction reads, a group's company id not blocked).
-    Returns ``(fast, etype, ts, columns, data)`` for the rows (``columns``: per identifier
-    column its kind, each row's code in it, and the normalized value of each code;
-    ``data``: the rows' traits and companies), or ``None`` when the table's column types
+    Returns ``(fast, etype, ts, columns, data, dropped)`` for the rows (``columns``: per
+    identifier column its kind, each row's code in it, and the normalized value of each
+    code; ``data``: the rows' traits and companies; ``dropped``: the later rows of a
+    redelivery group whose first row is fast), or ``None`` when the table's column types
     leave no fast rows. Every other row is read by ``RecordBuilder`` like ``ingest`` reads
     it."""
     n = table.num_rows
@@ -748,7 +750,9 @@ def _columnar(
     # event ids: ASCII, non-empty, each once in the table
     ok_id: Any = pc.and_(pc.string_is_ascii(mid), pc.greater(pc.binary_length(mid), pa.scalar(0)))
     fast &= pc.fill_null(ok_id, False).to_numpy(zero_copy_only=False)
-    fast &= _once(mid)
+    once = _once(mid)
+    first_of = _redeliveries(table, mid, once)
+    fast &= once | (first_of == np.arange(n))
     # timestamps
     ts = np.zeros(n, dtype=np.float64)
     if "timestamp" not in table.column_names:
@@ -826,7 +830,12 @@ def _columnar(
         values = pc.if_else(pa.array(ok[1:]), values, pa.scalar(None, pa.string()))
         columns.append((kind, codes, values))
     columns.extend(extracted)
-    return fast, etype, ts, columns, _RowData(traits_code, traits, company_code, company)
+    later = first_of >= 0
+    later[later] = first_of[later] != np.flatnonzero(later)
+    dropped = np.zeros(n, dtype=bool)
+    dropped[later] = fast[first_of[later]]
+    data = _RowData(traits_code, traits, company_code, company)
+    return fast, etype, ts, columns, data, dropped
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -875,6 +884,33 @@ def _once(ids: Any) -> np.ndarray:
     again: Any = pc.is_in(pa.array(hashed), value_set=pa.array(np.unique(repeated)))
     once: np.ndarray = ~again.to_numpy(zero_copy_only=False)
     return once
+
+
+def _redeliveries(table: pa.Table, ids: Any, once: np.ndarray) -> np.ndarray:
+    """Per row, the first row of its *redelivery group* (-1: none): the rows holding one
+    event id whose every column (of :data:`COLUMNS`) is the same. Such rows are one event
+    delivered several times: ``RecordBuilder`` makes them one content, so ``admit`` calls
+    every later one a duplicate of the first (R8), whatever the lane. The columnar lane reads
+    the first and counts the others as duplicates; a group whose rows differ anywhere (a
+    conflict, or another timestamp) is left to the record lane. Only rows not ``once`` are
+    looked at (a few percent), by Python; values are compared by ``repr`` (``0.0`` and
+    ``-0.0`` are other content)."""
+    n = table.num_rows
+    first_of = np.full(n, -1, dtype=np.int64)
+    maybe = np.flatnonzero(~once & ids.is_valid().to_numpy(zero_copy_only=False))
+    if not len(maybe):
+        return first_of
+    names = [c for c in table.column_names if c in COLUMNS]
+    rows = _take_rows(table.select(names), maybe)
+    cells = [rows.column(c).to_pylist() for c in names]
+    groups: dict[str, list[int]] = {}
+    for j, eid in enumerate(ids.take(pa.array(maybe)).to_pylist()):
+        groups.setdefault(eid, []).append(j)
+    for members in groups.values():
+        if len(members) > 1 and len({repr([c[j] for c in cells]) for j in members}) == 1:
+            at = maybe[members]
+            first_of[at] = at[0]
+    return first_of
 
 
 def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
@@ -1803,9 +1839,11 @@ def resolve(
     # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
     lanes = None if table is None or not columnar else _columnar(table, build, compiled)
     if lanes is not None and table is not None:
-        fast_mask, fast_etype, fast_ts, columns, row_data = lanes
+        fast_mask, fast_etype, fast_ts, columns, row_data, dropped = lanes
         fast_rows = np.flatnonzero(fast_mask)
-        slow_rows = np.flatnonzero(~fast_mask)
+        # (redeliveries of a row the columnar lane reads: duplicates, read no further)
+        slow_rows = np.flatnonzero(~fast_mask & ~dropped)
+        redelivered = int(dropped.sum())
         inputs: Iterable[tuple[int, Any]] = zip(
             row_position[slow_rows].tolist(),
             _table_messages(_take_rows(table, slow_rows)),
@@ -1816,16 +1854,41 @@ def resolve(
         columns = []
         fast_etype = fast_ts = np.zeros(0)
         row_data = _RowData(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64), [])
+        redelivered = 0
         if table is None:
             inputs = enumerate(_messages(source, format))
         else:
             inputs = zip(row_position.tolist(), _table_messages(table), strict=True)
     if other:  # (JSONL lines left as messages: in input order among the table's rows)
         inputs = heapq.merge(inputs, other, key=lambda pair: pair[0])
+    nf = len(fast_rows)
+    fast_eids: Any = pa.array([], pa.string())
+    if nf:
+        assert table is not None
+        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
+
+    def slowly() -> BatchResult:
+        # an event id of the record lane (a derived one, or a JSONL line left as a message)
+        # is a columnar row's messageId: read it all the slow way, where ``admit`` sees
+        # them together, in input order
+        return resolve(
+            source,
+            rules=rules,
+            format=format,
+            on_error=on_error,
+            clock=clock,
+            progress=progress,
+            columnar=False,
+        )
+
+    def shared(ids: Iterable[str]) -> bool:
+        wanted = pa.array(list(ids), pa.string())
+        return bool(nf and len(wanted) and pc.any(pc.is_in(fast_eids, value_set=wanted)).as_py())
+
     held: dict[str, int] = {}
     records: list[Record] = []
     errors: list[EventError] = []
-    duplicates = 0
+    duplicates = redelivered
     for index, event in inputs:
         op: Any = event
         try:
@@ -1843,6 +1906,9 @@ def resolve(
                     raise conflict(rec)
                 built.append(rec)
         except ValidationError as exc:
+            if on_error == "raise" and shared(held):
+                # (the error online raises first may be a conflict with a columnar row)
+                return slowly()
             bad_event(exc, event, index, on_error, errors, op)
             continue
         for rec in built:
@@ -1856,23 +1922,8 @@ def resolve(
                 continue
             held[eid] = len(records)
             records.append(rec)
-    nf = len(fast_rows)
-    fast_eids: Any = pa.array([], pa.string())
-    if nf:
-        assert table is not None
-        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
-        if held and pc.any(pc.is_in(fast_eids, value_set=pa.array(list(held)))).as_py():
-            # an event id of the slow lane (a derived one) is a row's messageId: read it all
-            # the slow way, where ``admit`` sees them together
-            return resolve(
-                source,
-                rules=rules,
-                format=format,
-                on_error=on_error,
-                clock=clock,
-                progress=progress,
-                columnar=False,
-            )
+    if shared(held):
+        return slowly()
     t = done("decode", t)
 
     # 2. nodes and link components (vectorized)

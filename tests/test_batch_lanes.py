@@ -372,3 +372,43 @@ def test_traits_and_company_links_of_untouched_profiles_equal_online(
     # (the profiles are untouched: one user id each; their traits and companies are what
     # the tables merge outside the engine)
     _assert_same(messages, _as_text_columns(messages))
+
+
+@st.composite
+def redelivered_messages(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Segment messages, some delivered again later: alike (a duplicate), with another
+    timestamp or other traits (a conflict, or a later key), or with ``-0.0`` for ``0.0``."""
+    plain = irst.segment_messages(hostile=False)
+    out = [dict(m) for m in draw(st.lists(plain, min_size=1, max_size=12))]
+    for i, msg in enumerate(out):
+        msg["messageId"] = f"m{i}"
+    for _ in range(draw(st.integers(0, 6))):
+        again = dict(draw(st.sampled_from(out)))
+        change = draw(st.integers(0, 5))
+        if change == 1:
+            again["timestamp"] = "2024-06-01T00:00:00Z"
+        elif change == 2:
+            again["traits"] = {"plan": "other"}
+        elif change == 3:
+            again["traits"] = {"score": 0.0}
+            out.append({**again, "traits": {"score": -0.0}})
+        out.insert(draw(st.integers(0, len(out))), again)
+    return out
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=redelivered_messages())
+def test_redelivered_rows_equal_online(messages: list[dict[str, Any]]) -> None:
+    # (hostile=False: most rows are plain, so most redeliveries are the columnar lane's)
+    rows = [{k: v for k, v in m.items() if k in batch.COLUMNS} for m in messages]
+    try:
+        duplicates = ir.IdentityGraph().ingest(rows).duplicates
+    except ir.ValidationError:
+        duplicates = None
+    _assert_same(rows, _as_text_columns(rows))
+    if duplicates is not None:
+        assert batch.resolve(_as_text_columns(rows)).stat("duplicates") == duplicates
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+        _assert_same(messages, path)
