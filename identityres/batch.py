@@ -1737,17 +1737,10 @@ def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
     )
 
 
-#: the Parquet text columns read as dictionaries (``_coded`` takes their codes as they are)
-_DICTIONARY_COLUMNS = (
-    "type",
-    "event",
-    "name",
-    "userId",
-    "anonymousId",
-    "previousId",
-    "groupId",
-    "traits",
-    "properties",
+#: the Parquet text columns read as dictionaries (``_coded`` takes their codes as they are);
+#: times and event ids, nearly all distinct, stay text
+_DICTIONARY_COLUMNS = tuple(
+    c for c in COLUMNS if c not in ("timestamp", "originalTimestamp", "messageId")
 )
 
 
