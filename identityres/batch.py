@@ -234,7 +234,7 @@ class _Events:
         row: np.ndarray,
         anchor: np.ndarray | None = None,
         data: _RowData | None = None,
-        row_nodes: np.ndarray | None = None,
+        row_nodes: list[np.ndarray] | None = None,
         node_kind: np.ndarray | None = None,
         node_value: Any = None,
     ) -> None:
@@ -249,9 +249,11 @@ class _Events:
         self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
         #: per event, the traits and company the columnar lane read (none for the others)
         self.data = data
-        #: per columnar lane event (the first ones), its node in each identifier column,
-        #: the columns in kind order (-1: none); and the kind and value of every node
+        #: per identifier column, in kind order, the node of each columnar lane event (the
+        #: first ones; -1: none); and the kind and value of every node
         self.row_nodes = row_nodes
+        #: how many events the columnar lane read (the first ones)
+        self.lane_size = len(row_nodes[0]) if row_nodes else 0
         self.node_kind = node_kind
         self.node_value = node_value
 
@@ -300,11 +302,11 @@ class _Events:
         builder's, field by field."""
         py = self.py
         nodes = self.row_nodes
-        lane = indices[indices < (0 if nodes is None else len(nodes))]
+        lane = indices[indices < self.lane_size]
         built: dict[int, Record] = {}
         if len(lane):
             assert nodes is not None and self.node_kind is not None
-            held = nodes[lane]
+            held = np.stack([column[lane] for column in nodes], axis=1)
             need = np.unique(held[held >= 0])
             values = self.node_value.take(pa.array(need)).to_pylist()
             pair = dict(
@@ -2058,7 +2060,7 @@ def resolve(
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
         anchor,
         row_data.take(fast_rows, len(records)),
-        np.stack(row_nodes, axis=1) if row_nodes else np.zeros((nf, 0), dtype=np.int64),
+        row_nodes,
         kind_arr,
         node_value,
     )

@@ -211,7 +211,7 @@ def _assert_decided_records_are_the_builders(source: Any, rules: ir.Rules) -> No
     except ir.ValidationError:
         return
     events = result._events
-    lane = 0 if events.row_nodes is None else len(events.row_nodes)
+    lane = events.lane_size
     every = np.arange(len(events), dtype=np.int64)
     direct = [_decided_fields(r) for r in events.decided(every)]
     built = [_decided_fields(r) for _, r in events.records(every.tolist())]
