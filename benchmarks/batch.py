@@ -86,16 +86,20 @@ def run_one(contender: str, directory: Path, identifiers: int) -> dict[str, Any]
 
         path = directory / ("events.parquet" if contender == "batch-parquet" else "events.jsonl")
         cpu_phases: dict[str, float] = {}
+        rss_phases: dict[str, float] = {}
         last = [time.process_time()]
 
         def progress(phase: str, _seconds: float) -> None:
             now = time.process_time()
             cpu_phases[phase] = round(now - last[0], 3)
+            # (the peak so far as each phase ends: where the memory goes)
+            rss_phases[phase] = round(_rss_mb())
             last[0] = now
 
         result = batch.resolve(path, progress=progress)
         out["phases"] = {k: round(v, 3) for k, v in result.times.items()}
         out["cpu_phases"] = cpu_phases
+        out["peak_rss_mb_after"] = rss_phases
         out["events"] = int(result.stat("events") + result.stat("duplicates"))
         out["conflicted_fraction"] = result.stat("conflicted_fraction")
         out["identifiers"] = result.identity_map.num_rows

@@ -234,6 +234,9 @@ class _Events:
         row: np.ndarray,
         anchor: np.ndarray | None = None,
         data: _RowData | None = None,
+        row_nodes: list[np.ndarray] | None = None,
+        node_kind: np.ndarray | None = None,
+        node_value: Any = None,
     ) -> None:
         self.build = build
         self.ts = ts
@@ -246,6 +249,13 @@ class _Events:
         self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
         #: per event, the traits and company the columnar lane read (none for the others)
         self.data = data
+        #: per identifier column, in kind order, the node of each columnar lane event (the
+        #: first ones; -1: none); and the kind and value of every node
+        self.row_nodes = row_nodes
+        #: how many events the columnar lane read (the first ones)
+        self.lane_size = len(row_nodes[0]) if row_nodes else 0
+        self.node_kind = node_kind
+        self.node_value = node_value
 
     def lane_data(
         self, wanted: np.ndarray
@@ -279,6 +289,73 @@ class _Events:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def decided(self, indices: np.ndarray) -> Iterator[Record]:
+        """The records of these events (an index array, in the order given) for the engine
+        that decides the conflicted components inside :func:`resolve`: the record lane's as
+        kept, and the columnar lane's made directly from what the lane read — the identifiers
+        as ``RecordBuilder._finish`` orders them (by kind: ``row_nodes`` holds the lane's
+        columns kind by kind, at most one value each), the traits and company the lane read
+        with the builder's own checks. ``Engine.apply`` reads neither ``content`` nor, beyond
+        storing it, ``fingerprint``, so those are left empty: this engine's state is read for
+        the tables and never continued (``BatchResult.graph``/``seed`` rebuild every record
+        through the builder). ``tests/test_batch_lanes.py`` checks these records against the
+        builder's, field by field."""
+        py = self.py
+        nodes = self.row_nodes
+        lane = indices[indices < self.lane_size]
+        built: dict[int, Record] = {}
+        if len(lane):
+            assert nodes is not None and self.node_kind is not None
+            held = np.stack([column[lane] for column in nodes], axis=1)
+            need = np.unique(held[held >= 0])
+            values = self.node_value.take(pa.array(need)).to_pylist()
+            pair = dict(
+                zip(
+                    need.tolist(),
+                    zip(self.node_kind[need].tolist(), values, strict=True),
+                    strict=True,
+                )
+            )
+            data = self.data
+            none = np.full(len(lane), -1, dtype=np.int64)
+            tcodes = none if data is None else data.traits_code[lane]
+            ccodes = none if data is None else data.company_code[lane]
+            traits = [] if data is None else data.traits
+            company = [] if data is None else data.company
+            for i, row, etype, ts, eid, tc, cc in zip(
+                lane.tolist(),
+                held.tolist(),
+                self.etype[lane].tolist(),
+                self.ts[lane].tolist(),
+                self.eid.take(pa.array(lane)).to_pylist(),
+                tcodes.tolist(),
+                ccodes.tolist(),
+                strict=True,
+            ):
+                ids = tuple(pair[n] for n in row if n >= 0)
+                t = None if tc < 0 else traits[tc]
+                if etype == COMPANY:
+                    built[i] = Record(
+                        etype,
+                        ts,
+                        eid,
+                        ids,
+                        (),
+                        (),
+                        b"",
+                        None,
+                        None,
+                        None if cc < 0 else company[cc],
+                        t,
+                    )
+                elif etype == IDENTIFY:
+                    built[i] = Record(etype, ts, eid, ids, (), (), b"", t)
+                else:
+                    built[i] = Record(etype, ts, eid, ids, (), (), b"")
+        for i in indices.tolist():
+            rec = built.get(i)
+            yield py[i] if rec is None else rec
+
     def records(
         self, indices: Iterable[int], *, ordered: bool = True
     ) -> Iterator[tuple[int, Record]]:
@@ -308,7 +385,9 @@ class _Events:
             return
         assert self.table is not None
         at = np.array(indices, dtype=np.int64)
-        rows = self.table.take(self.row[at])
+        where = self.row[at]
+        ascending = bool(np.all(where[1:] >= where[:-1]))
+        rows = _take_rows(self.table, where) if ascending else self.table.take(where)
         # A track/page/screen row of the lane is what ``from_message`` would pass to
         # ``RecordBuilder.track``: its name, ids and properties, its parsed time (the lane's
         # equals it) and nothing extracted (the lane holds no row with something to
@@ -355,7 +434,10 @@ def _string_column(table: pa.Table, name: str) -> Any:
     """A column as one string array (``None`` when absent); other types raise ``TypeError``."""
     if name not in table.column_names:
         return None
-    col: Any = table.column(name).combine_chunks()
+    col: Any = table.column(name)
+    if pa.types.is_dictionary(col.type) and _is_text(col.type.value_type):
+        col = col.cast(pa.string())
+    col = col.combine_chunks()
     if pa.types.is_large_string(col.type):
         col = col.cast(pa.string())
     if pa.types.is_null(col.type):
@@ -363,6 +445,50 @@ def _string_column(table: pa.Table, name: str) -> Any:
     if not pa.types.is_string(col.type):
         raise TypeError(name)
     return col
+
+
+def _is_text(t: Any) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _coded(table: pa.Table, name: str) -> tuple[np.ndarray, Any] | None:
+    """A text column as codes: per row the code of its value (-1: null) and the distinct
+    values (a string array); ``None`` when absent, ``TypeError`` for other types. A
+    dictionary column (as Parquet text columns are read: ``_read_table``) is used as it
+    is, its chunks' dictionaries unified; a string column is dictionary-encoded."""
+    if name not in table.column_names:
+        return None
+    col: Any = table.column(name)
+    if pa.types.is_null(col.type):
+        return np.full(len(col), -1, dtype=np.int64), pa.array([], pa.string())
+    if pa.types.is_dictionary(col.type):
+        if not _is_text(col.type.value_type):
+            raise TypeError(name)
+        chunks = col.unify_dictionaries().chunks
+        if not chunks:
+            return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+        values: Any = chunks[0].dictionary.cast(pa.string())
+        codes = np.concatenate(
+            [
+                pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+                for c in chunks
+            ]
+        )
+        return codes, values
+    if not _is_text(col.type):
+        raise TypeError(name)
+    enc: Any = pc.dictionary_encode(col.combine_chunks().cast(pa.string()))
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, enc.dictionary
+
+
+def _lookup(codes: np.ndarray, per_value: np.ndarray, null: bool = False) -> np.ndarray:
+    """Per row, ``per_value`` of its code (``null`` for a null)."""
+    table = np.empty(len(per_value) + 1, dtype=per_value.dtype)
+    table[0] = null
+    table[1:] = per_value
+    out: np.ndarray = table[codes + 1]
+    return out
 
 
 def _valid(arr: Any, n: int) -> np.ndarray:
@@ -495,52 +621,52 @@ def _plain_json(texts: Any) -> np.ndarray:
 
 def _columnar(
     table: pa.Table, build: RecordBuilder, rules: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Columns, _RowData, np.ndarray] | None:
     """The vectorized reading of a columnar source: which rows need nothing
     ``RecordBuilder`` would not do alike (plain track/page/screen/identify/group rows: a
-    unique ASCII ``messageId``, an ISO-8601 ``...Z`` or Arrow timestamp in the window, no
+    unique ASCII ``messageId`` (or the first of rows that are one event redelivered), an
+    ISO-8601 ``...Z`` or Arrow timestamp in the window, no
     identifiers/set_once, identifier values that are valid, normalized per distinct value
     by the builder itself and not blocked, properties and traits as JSON text of an object
     holding no key the extraction reads, a group's company id not blocked).
-    Returns ``(fast, etype, ts, columns, data)`` for the rows (``columns``: per identifier
-    column its kind, each row's code in it, and the normalized value of each code;
-    ``data``: the rows' traits and companies), or ``None`` when the table's column types
+    Returns ``(fast, etype, ts, columns, data, dropped)`` for the rows (``columns``: per
+    identifier column its kind, each row's code in it, and the normalized value of each
+    code; ``data``: the rows' traits and companies; ``dropped``: the later rows of a
+    redelivery group whose first row is fast), or ``None`` when the table's column types
     leave no fast rows. Every other row is read by ``RecordBuilder`` like ``ingest`` reads
     it."""
     n = table.num_rows
     try:
-        mtype = _string_column(table, "type")
+        mtype = _coded(table, "type")
         mid = _string_column(table, "messageId")
-        user = _string_column(table, "userId")
-        anon = _string_column(table, "anonymousId")
-        event = _string_column(table, "event")
-        props = _string_column(table, "properties")
+        user = _coded(table, "userId")
+        anon = _coded(table, "anonymousId")
+        event = _coded(table, "event")
+        props = _coded(table, "properties")
     except TypeError:
         return None
     if mtype is None or mid is None or n == 0:
         return None
-    fast = np.zeros(n, dtype=bool)
-    for t in _FAST_TYPES:
-        fast |= pc.fill_null(pc.equal(mtype, pa.scalar(t)), False).to_numpy(zero_copy_only=False)
-    is_identify = pc.fill_null(pc.equal(mtype, pa.scalar("identify")), False).to_numpy(
-        zero_copy_only=False
-    )
-    is_track = pc.fill_null(pc.equal(mtype, pa.scalar("track")), False).to_numpy(
-        zero_copy_only=False
-    )
+    type_codes, type_values = mtype
+    type_names = type_values.to_pylist()
+
+    def of_type(*names: str) -> np.ndarray:
+        return _lookup(type_codes, np.array([t in names for t in type_names], dtype=bool))
+
+    fast = of_type(*_FAST_TYPES)
+    is_identify = of_type("identify")
+    is_track = of_type("track")
     for name in ("identifiers", "set_once"):
         if name in table.column_names:
             fast &= ~table.column(name).is_valid().to_numpy(zero_copy_only=False)
-    is_group = pc.fill_null(pc.equal(mtype, pa.scalar("group")), False).to_numpy(
-        zero_copy_only=False
-    )
+    is_group = of_type("group")
     # traits (an identify's, a group's company traits): per distinct text, by the builder's
     # own checks
     traits_code = np.full(n, -1, dtype=np.int64)
     traits: list[Any] = []
     extracted: Columns = []  # (identifiers found in an identify's traits)
     try:
-        traits_col = _string_column(table, "traits")
+        traits_col = _coded(table, "traits")
     except TypeError:  # (a struct or map column: those rows are the builder's)
         traits_col = None
         fast &= ~(
@@ -548,11 +674,9 @@ def _columnar(
             & table.column("traits").is_valid().to_numpy(zero_copy_only=False)
         )
     if traits_col is not None:
-        tenc: Any = pc.dictionary_encode(traits_col)
-        traits_code = pc.fill_null(tenc.indices, -1).to_numpy(zero_copy_only=False)
-        traits_code = traits_code.astype(np.int64)
+        traits_code, traits_values = traits_col
         extract, traits_keys = _traits_extraction(rules)
-        texts = tenc.dictionary.to_pylist()
+        texts = traits_values.to_pylist()
         # an identify's traits may hold identifiers (``traits.email``): extracted here, per
         # distinct text; a group's traits are the company's (nothing is extracted from them)
         has_traits = traits_code >= 0
@@ -560,7 +684,7 @@ def _columnar(
         for_identify[traits_code[has_traits & is_identify & fast]] = True
         for_group = np.zeros(len(texts), dtype=bool)
         for_group[traits_code[has_traits & is_group & fast]] = True
-        plain = _plain_json(tenc.dictionary)
+        plain = _plain_json(traits_values)
         good_i, traits, found = _traits_of(
             [t if w else None for t, w in zip(texts, for_identify, strict=True)],
             build,
@@ -598,27 +722,26 @@ def _columnar(
     company_code = np.full(n, -1, dtype=np.int64)
     company: list[str | None] = []
     try:
-        group_col = _string_column(table, "groupId")
+        group_col = _coded(table, "groupId")
     except TypeError:
         group_col = None
     if group_col is None:
         fast &= ~is_group
     else:
-        genc: Any = pc.dictionary_encode(group_col)
-        company_code = pc.fill_null(genc.indices, -1).to_numpy(zero_copy_only=False)
-        company_code = np.where(is_group, company_code.astype(np.int64), -1)
-        good_company = np.zeros(len(genc.dictionary) + 1, dtype=bool)
-        for j, raw in enumerate(genc.dictionary.to_pylist()):
+        group_codes, group_values = group_col
+        company_code = np.where(is_group, group_codes, -1)
+        good_company = np.zeros(len(group_values) + 1, dtype=bool)
+        for j, raw in enumerate(group_values.to_pylist()):
             cid = _builder_value(build, rules, "company_id", COMPANY_KIND, raw)
             company.append(cid)
             good_company[j + 1] = cid is not None
         fast &= ~is_group | good_company[company_code + 1]
-    has_user = _valid(user, n)
-    has_anon = _valid(anon, n)
+    has_user = np.zeros(n, dtype=bool) if user is None else user[0] >= 0
+    has_anon = np.zeros(n, dtype=bool) if anon is None else anon[0] >= 0
     fast &= np.where(is_identify, has_user, has_user | has_anon)
     if event is not None:
-        named: Any = pc.fill_null(pc.greater(pc.binary_length(event), pa.scalar(0)), False)
-        fast &= ~is_track | named.to_numpy(zero_copy_only=False)
+        named: Any = pc.fill_null(pc.greater(pc.binary_length(event[1]), pa.scalar(0)), False)
+        fast &= ~is_track | _lookup(event[0], named.to_numpy(zero_copy_only=False))
     else:
         fast &= ~is_track
     if "name" in table.column_names:  # page/screen names: any str; other types: the builder
@@ -629,13 +752,9 @@ def _columnar(
     # event ids: ASCII, non-empty, each once in the table
     ok_id: Any = pc.and_(pc.string_is_ascii(mid), pc.greater(pc.binary_length(mid), pa.scalar(0)))
     fast &= pc.fill_null(ok_id, False).to_numpy(zero_copy_only=False)
-    enc: Any = pc.dictionary_encode(mid)
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    valid_id = mid.is_valid().to_numpy(zero_copy_only=False)
-    counts = np.bincount(codes[valid_id], minlength=len(enc.dictionary))
-    once = np.zeros(n, dtype=bool)
-    once[valid_id] = counts[codes[valid_id]] == 1
-    fast &= once
+    once = _once(mid)
+    first_of = _redeliveries(table, mid, once)
+    fast &= once | (first_of == np.arange(n))
     # timestamps
     ts = np.zeros(n, dtype=np.float64)
     if "timestamp" not in table.column_names:
@@ -663,14 +782,17 @@ def _columnar(
     watched, _, other_roots = _extraction_keys(rules)
     for mtype_name, root in other_roots:
         if root in table.column_names:
-            of_type = pc.fill_null(pc.equal(mtype, pa.scalar(mtype_name)), False)
             held = table.column(root).is_valid().to_numpy(zero_copy_only=False)
-            fast &= ~(of_type.to_numpy(zero_copy_only=False) & held)
+            fast &= ~(of_type(mtype_name) & held)
     # properties: JSON text of an object, checked per distinct text by the builder's own check
-    if props is not None and (fast & ~is_identify & _valid(props, n)).any():
-        penc: Any = pc.dictionary_encode(props)
-        good = np.zeros(len(penc.dictionary), dtype=bool)
-        for j, text in enumerate(penc.dictionary.to_pylist()):
+    if props is not None and (fast & ~is_identify & (props[0] >= 0)).any():
+        pcodes, pvalues = props
+        has_props = (pcodes >= 0) & ~is_identify
+        wanted = np.zeros(len(pvalues), dtype=bool)
+        wanted[pcodes[has_props & fast]] = True
+        at = np.flatnonzero(wanted)
+        good = np.zeros(len(pvalues), dtype=bool)
+        for j, text in zip(at.tolist(), pvalues.take(pa.array(at)).to_pylist(), strict=True):
             try:
                 value = json.loads(text)
                 _check_mapping("properties", value)
@@ -679,17 +801,13 @@ def _columnar(
                 good[j] = isinstance(value, dict) and watched.isdisjoint(value)
             except (ValueError, ValidationError, RecursionError):
                 good[j] = False
-        pcodes = pc.fill_null(penc.indices, 0).to_numpy(zero_copy_only=False)
-        has_props = _valid(props, n) & ~is_identify
-        fast &= ~has_props | good[pcodes]
+        fast &= ~has_props | _lookup(pcodes, good)
     etype = np.where(is_identify, IDENTIFY, np.where(is_group, COMPANY, TRACK)).astype(np.int8)
     columns: Columns = []
     for field, kind, col in (("user_id", rules.user, user), ("anonymous_id", rules.anon, anon)):
         if col is None:
             continue
-        cenc: Any = pc.dictionary_encode(col)
-        codes = pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        raw_values: Any = cenc.dictionary
+        codes, raw_values = col
         used = np.zeros(len(raw_values) + 1, dtype=bool)
         used[codes[fast] + 1] = True
         used = used[1:]
@@ -714,7 +832,104 @@ def _columnar(
         values = pc.if_else(pa.array(ok[1:]), values, pa.scalar(None, pa.string()))
         columns.append((kind, codes, values))
     columns.extend(extracted)
-    return fast, etype, ts, columns, _RowData(traits_code, traits, company_code, company)
+    later = first_of >= 0
+    later[later] = first_of[later] != np.flatnonzero(later)
+    dropped = np.zeros(n, dtype=bool)
+    dropped[later] = fast[first_of[later]]
+    data = _RowData(traits_code, traits, company_code, company)
+    return fast, etype, ts, columns, data, dropped
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _once(ids: Any) -> np.ndarray:
+    """Per row of a string array: True when its value is not null and certainly occurs once
+    in the array. Ids of one length (the usual hex or UUID event ids) are told apart by a
+    64-bit hash of their bytes, computed over the Arrow buffer in numpy: equal ids hash
+    alike, so a repeated id is never called once; two distinct ids whose hashes collide
+    (about n^2 / 2^65 pairs) are both called "not once", which only sends them to the record
+    lane, where ``admit`` decides them exactly. Other arrays are dictionary-encoded (a hash
+    table of strings: ~1 s at 2.6x10^6 distinct ids, against ~0.15 s for the hash)."""
+    n = len(ids)
+    out = np.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    low, high = (x.as_py() for x in pc.min_max(pc.binary_length(ids)).values())
+    if ids.null_count or low != high or not 0 < high <= 256:
+        valid = ids.is_valid().to_numpy(zero_copy_only=False)
+        enc: Any = pc.dictionary_encode(ids)
+        codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
+        counts = np.bincount(codes[valid], minlength=len(enc.dictionary))
+        out[valid] = counts[codes[valid]] == 1
+        return out
+    width = int(high)
+    start = int(np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset])
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)[start : start + n * width]
+    hashed = np.full(n, width, dtype=np.uint64)
+    step = 1 << 18
+    for lo in range(0, n, step):  # (a chunk at a time: a padded copy stays small)
+        rows = data[lo * width : min(n, lo + step) * width].reshape(-1, width)
+        if width % 8:
+            padded = np.zeros((len(rows), -(-width // 8) * 8), dtype=np.uint8)
+            padded[:, :width] = rows
+            rows = padded
+        h = hashed[lo : lo + len(rows)]
+        for word in rows.view(np.uint64).T:
+            h ^= word
+            h *= _MIX
+            h ^= h >> np.uint64(29)
+    ordered = np.sort(hashed)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(repeated):
+        return ~out
+    again: Any = pc.is_in(pa.array(hashed), value_set=pa.array(np.unique(repeated)))
+    once: np.ndarray = ~again.to_numpy(zero_copy_only=False)
+    return once
+
+
+def _redeliveries(table: pa.Table, ids: Any, once: np.ndarray) -> np.ndarray:
+    """Per row, the first row of its *redelivery group* (-1: none): the rows holding one
+    event id whose every column (of :data:`COLUMNS`) is the same. Such rows are one event
+    delivered several times: ``RecordBuilder`` makes them one content, so ``admit`` calls
+    every later one a duplicate of the first (R8), whatever the lane. The columnar lane reads
+    the first and counts the others as duplicates; a group whose rows differ anywhere (a
+    conflict, or another timestamp) is left to the record lane. Only rows not ``once`` are
+    looked at (a few percent), by Python; values are compared by ``repr`` (``0.0`` and
+    ``-0.0`` are other content)."""
+    n = table.num_rows
+    first_of = np.full(n, -1, dtype=np.int64)
+    maybe = np.flatnonzero(~once & ids.is_valid().to_numpy(zero_copy_only=False))
+    if not len(maybe):
+        return first_of
+    names = [c for c in table.column_names if c in COLUMNS]
+    rows = _take_rows(table.select(names), maybe)
+    cells = [rows.column(c).to_pylist() for c in names]
+    groups: dict[str, list[int]] = {}
+    for j, eid in enumerate(ids.take(pa.array(maybe)).to_pylist()):
+        groups.setdefault(eid, []).append(j)
+    for members in groups.values():
+        if len(members) > 1 and len({repr([c[j] for c in cells]) for j in members}) == 1:
+            at = maybe[members]
+            first_of[at] = at[0]
+    return first_of
+
+
+def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)`` for sorted ``rows``, one record batch at a time: a take over
+    chunked columns (dictionary columns above all) first combines every chunk, which cost
+    ~0.6 s for 33,000 rows of 2.6x10^6 against ~0.01 s this way."""
+    parts = []
+    start = 0
+    for chunk in table.to_batches():
+        end = start + chunk.num_rows
+        lo, hi = np.searchsorted(rows, [start, end])
+        if hi > lo:
+            parts.append(chunk.take(pa.array(rows[lo:hi] - start)))
+        start = end
+    if not parts:
+        return table.slice(0, 0)
+    return pa.Table.from_batches(parts, schema=table.schema)
 
 
 def _extraction_keys(rules: Any) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -949,11 +1164,17 @@ class BatchResult:
         np.maximum.at(last_seen, node_pos, self._last_ts[fast_node_idx])
         size = np.bincount(node_pos, minlength=ncomp)
         # traits and companies (R6, R7): the same keep as the engine, per profile
+        events = self._events
+        fast = self._fast_record
+        anchor = events.anchor
+        rank = np.empty(len(self._order), dtype=np.int64)
+        rank[self._order] = np.arange(len(self._order), dtype=np.int64)
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
-        links: dict[int, dict[str, tuple[float, str, None]]] = {}
-        anchor = self._events.anchor
-        for i, rec in self._events.py.items():
-            if not rec.ids or not self._fast_record[i]:
+        link_p: list[int] = []  # (the record lane's company links: profile, company, rank)
+        link_c: list[str] = []
+        link_r: list[int] = []
+        for i, rec in events.py.items():
+            if not rec.ids or not fast[i]:
                 continue
             if rec.etype == IDENTIFY and (rec.traits or rec.set_once):
                 p = int(comp_pos[comp[anchor[i]]])
@@ -963,46 +1184,88 @@ class BatchResult:
                 for k, v in (rec.set_once or {}).items():
                     keep(best, (True, k), rec.ts, rec.event_id, v, True)
             elif rec.etype == COMPANY and rec.company_id is not None:
-                p = int(comp_pos[comp[anchor[i]]])
-                keep(links.setdefault(p, {}), rec.company_id, rec.ts, rec.event_id, None)
-        for _, etype, ts, eid, first, data, cid in self._events.lane_data(self._fast_record):
-            p = int(comp_pos[comp[first]])
-            if etype == IDENTIFY and data:
+                link_p.append(int(comp_pos[comp[anchor[i]]]))
+                link_c.append(rec.company_id)
+                link_r.append(int(rank[i]))
+        texts: dict[int, str] = {}
+        data = events.data
+        company_names: list[str | None] = list(link_c)
+        lane_p = lane_code = lane_r = np.zeros(0, dtype=np.int64)
+        if data is not None:
+            held = fast & (anchor >= 0)
+            etype = events.etype
+            # a profile whose only traits are one columnar event's has that event's traits,
+            # as keep() merges them into nothing: their text is made once per distinct
+            # traits; every other profile's traits are merged by keep(), as before
+            nonempty = np.array([bool(t) for t in data.traits] + [False], dtype=bool)
+            ti = np.flatnonzero(held & (etype == IDENTIFY) & nonempty[data.traits_code])
+            tp = comp_pos[comp[anchor[ti]]]
+            count = np.bincount(tp, minlength=ncomp)
+            if traits:
+                count[np.fromiter(traits, dtype=np.int64, count=len(traits))] += 1
+            single = count[tp] == 1
+            by_code: dict[int, str] = {}
+            for p, code in zip(
+                tp[single].tolist(), data.traits_code[ti[single]].tolist(), strict=True
+            ):
+                text = by_code.get(code)
+                if text is None:
+                    text = by_code[code] = json.dumps(data.traits[code], sort_keys=True)
+                texts[p] = text
+            multi = ti[~single]
+            for p, ts, eid, code in zip(
+                tp[~single].tolist(),
+                events.ts[multi].tolist(),
+                events.eid.take(pa.array(multi)).to_pylist(),
+                data.traits_code[multi].tolist(),
+                strict=True,
+            ):
                 best = traits.setdefault(p, {})
-                for k, v in data.items():
-                    keep(best, (False, k), ts, eid, v)
-            elif etype == COMPANY and cid is not None:
-                keep(links.setdefault(p, {}), cid, ts, eid, None)
-        # (only the profiles holding traits or companies cost Python; the rest are nulls and
-        # empty lists, made by Arrow)
-        trait_text = _sparse_text(
-            ncomp,
-            {
-                p: json.dumps(
-                    {
-                        **{k: v[2] for (once, k), v in best.items() if once},
-                        **{k: v[2] for (once, k), v in best.items() if not once},
-                    },
-                    sort_keys=True,
-                )
-                for p, best in traits.items()
-            },
-        )
-        company_id = _sparse_text(
-            ncomp,
-            {
-                p: max(held.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
-                for p, held in links.items()
-            },
-        )
-        linked_at = sorted(links)
-        lengths = np.zeros(ncomp, dtype=np.int64)
-        lengths[linked_at] = [len(links[p]) for p in linked_at]
+                for k, v in data.traits[code].items():
+                    keep(best, (False, k), ts, str(eid), v)
+            ci = np.flatnonzero(held & (etype == COMPANY) & (data.company_code >= 0))
+            lane_p = comp_pos[comp[anchor[ci]]]
+            lane_code = data.company_code[ci] + len(link_c)
+            lane_r = rank[ci]
+            company_names += data.company
+        # (only the profiles holding traits cost Python; the rest are nulls, made by Arrow)
+        for p, best in traits.items():
+            texts[p] = json.dumps(
+                {
+                    **{k: v[2] for (once, k), v in best.items() if once},
+                    **{k: v[2] for (once, k), v in best.items() if not once},
+                },
+                sort_keys=True,
+            )
+        trait_text = _sparse_text(ncomp, texts)
+        # company links, in Arrow and numpy: a profile's company is the company of its
+        # newest link event (the greatest rank: (timestamp, event_id) order), its companies
+        # the distinct ones, sorted (two raw ids may normalize alike: by their text)
+        link_pos = np.concatenate([np.array(link_p, dtype=np.int64), lane_p])
+        link_rank = np.concatenate([np.array(link_r, dtype=np.int64), lane_r])
+        name_enc: Any = pc.dictionary_encode(pa.array(company_names, pa.string()))
+        name_code = pc.fill_null(name_enc.indices, -1).to_numpy(zero_copy_only=False)
+        link_code = name_code[
+            np.concatenate([np.arange(len(link_c), dtype=np.int64), lane_code])
+        ].astype(np.int64)
+        company_text: Any = name_enc.dictionary
+        newest = np.full(ncomp, -1, dtype=np.int64)
+        if len(link_pos):
+            by = np.lexsort((link_rank, link_pos))
+            last = np.ones(len(by), dtype=bool)
+            last[:-1] = link_pos[by][1:] != link_pos[by][:-1]
+            newest[link_pos[by][last]] = link_code[by][last]
+        company_id = company_text.take(pa.array(newest, mask=newest < 0))
+        text_order = pc.sort_indices(company_text).to_numpy(zero_copy_only=False).astype(np.int64)
+        text_pos = np.empty(len(company_text), dtype=np.int64)
+        text_pos[text_order] = np.arange(len(company_text), dtype=np.int64)
+        pairs = np.unique(link_pos * max(1, len(company_text)) + text_pos[link_code])
+        lengths = np.bincount(pairs // max(1, len(company_text)), minlength=ncomp)
         offsets = np.zeros(ncomp + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         company_ids = pa.ListArray.from_arrays(
             pa.array(offsets, pa.int32()),
-            pa.array([c for p in linked_at for c in sorted(links[p])], pa.string()),
+            company_text.take(pa.array(text_order[pairs % max(1, len(company_text))])),
         )
         fast_profiles = pa.table(
             {
@@ -1476,6 +1739,23 @@ def _read_lines(files: list[tuple[Path, Format]], rules: Any) -> _Lines:
     )
 
 
+#: the Parquet text columns read as dictionaries (``_coded`` takes their codes as they are);
+#: times and event ids, nearly all distinct, stay text
+_DICTIONARY_COLUMNS = tuple(
+    c for c in COLUMNS if c not in ("timestamp", "originalTimestamp", "messageId")
+)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A Parquet file, its text identifier, type and JSON columns read as dictionaries:
+    Parquet stores them dictionary-encoded, and materializing the strings only to encode
+    them again cost most of the read (about 1.5 of 2 CPU seconds at 10^6 identifiers,
+    docs/benchmarks.md)."""
+    schema = pq.read_schema(path)
+    wanted = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS and _is_text(f.type)]
+    return pq.read_table(path, read_dictionary=wanted or None)
+
+
 def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table | _Lines | None:
     """The source as one Arrow table when it is columnar (a Table, a Dataset, Parquet), or,
     given ``rules``, JSONL files read into columns."""
@@ -1486,7 +1766,7 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
     if isinstance(source, (str, os.PathLike)):
         files = _files(Path(source), fmt)
         if all(f == "parquet" for _, f in files):
-            tables = [pq.read_table(path) for path, _ in files]
+            tables = [_read_parquet(path) for path, _ in files]
             return pa.concat_tables(tables, promote_options="permissive")
         if rules is not None and all(f != "parquet" for _, f in files):
             return _read_lines(files, rules)
@@ -1554,27 +1834,56 @@ def resolve(
     # ``RecordBuilder``, as ``ingest`` reads it, with duplicates and conflicts by ``admit``.
     lanes = None if table is None or not columnar else _columnar(table, build, compiled)
     if lanes is not None and table is not None:
-        fast_mask, fast_etype, fast_ts, columns, row_data = lanes
+        fast_mask, fast_etype, fast_ts, columns, row_data, dropped = lanes
         fast_rows = np.flatnonzero(fast_mask)
-        slow_rows = np.flatnonzero(~fast_mask)
+        # (redeliveries of a row the columnar lane reads: duplicates, read no further)
+        slow_rows = np.flatnonzero(~fast_mask & ~dropped)
+        redelivered = int(dropped.sum())
         inputs: Iterable[tuple[int, Any]] = zip(
-            row_position[slow_rows].tolist(), _table_messages(table.take(slow_rows)), strict=True
+            row_position[slow_rows].tolist(),
+            _table_messages(_take_rows(table, slow_rows)),
+            strict=True,
         )
     else:
         fast_rows = np.zeros(0, dtype=np.int64)
         columns = []
         fast_etype = fast_ts = np.zeros(0)
         row_data = _RowData(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64), [])
+        redelivered = 0
         if table is None:
             inputs = enumerate(_messages(source, format))
         else:
             inputs = zip(row_position.tolist(), _table_messages(table), strict=True)
     if other:  # (JSONL lines left as messages: in input order among the table's rows)
         inputs = heapq.merge(inputs, other, key=lambda pair: pair[0])
+    nf = len(fast_rows)
+    fast_eids: Any = pa.array([], pa.string())
+    if nf:
+        assert table is not None
+        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
+
+    def slowly() -> BatchResult:
+        # an event id of the record lane (a derived one, or a JSONL line left as a message)
+        # is a columnar row's messageId: read it all the slow way, where ``admit`` sees
+        # them together, in input order
+        return resolve(
+            source,
+            rules=rules,
+            format=format,
+            on_error=on_error,
+            clock=clock,
+            progress=progress,
+            columnar=False,
+        )
+
+    def shared(ids: Iterable[str]) -> bool:
+        wanted = pa.array(list(ids), pa.string())
+        return bool(nf and len(wanted) and pc.any(pc.is_in(fast_eids, value_set=wanted)).as_py())
+
     held: dict[str, int] = {}
     records: list[Record] = []
     errors: list[EventError] = []
-    duplicates = 0
+    duplicates = redelivered
     for index, event in inputs:
         op: Any = event
         try:
@@ -1592,6 +1901,9 @@ def resolve(
                     raise conflict(rec)
                 built.append(rec)
         except ValidationError as exc:
+            if on_error == "raise" and shared(held):
+                # (the error online raises first may be a conflict with a columnar row)
+                return slowly()
             bad_event(exc, event, index, on_error, errors, op)
             continue
         for rec in built:
@@ -1605,23 +1917,8 @@ def resolve(
                 continue
             held[eid] = len(records)
             records.append(rec)
-    nf = len(fast_rows)
-    fast_eids: Any = pa.array([], pa.string())
-    if nf:
-        assert table is not None
-        fast_eids = table.column("messageId").combine_chunks().cast(pa.string()).take(fast_rows)
-        if held and pc.any(pc.is_in(fast_eids, value_set=pa.array(list(held)))).as_py():
-            # an event id of the slow lane (a derived one) is a row's messageId: read it all
-            # the slow way, where ``admit`` sees them together
-            return resolve(
-                source,
-                rules=rules,
-                format=format,
-                on_error=on_error,
-                clock=clock,
-                progress=progress,
-                columnar=False,
-            )
+    if shared(held):
+        return slowly()
     t = done("decode", t)
 
     # 2. nodes and link components (vectorized)
@@ -1763,6 +2060,9 @@ def resolve(
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
         anchor,
         row_data.take(fast_rows, len(records)),
+        row_nodes,
+        kind_arr,
+        node_value,
     )
     t = done("classify", t)
 
@@ -1772,7 +2072,7 @@ def resolve(
     assert isinstance(store, MemoryStore)
     with store.lock:
         engine = store.engine
-        for _, rec in events.records(i for i in order.tolist() if not fast_record[i]):
+        for rec in events.decided(order[~fast_record[order]]):
             engine.apply(rec)
     t = done("engine", t)
     result = BatchResult(

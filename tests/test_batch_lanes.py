@@ -20,6 +20,7 @@ from tests.test_batch import _as_text_columns, actual_tables, expected_tables, o
 
 pa = pytest.importorskip("pyarrow")
 batch = pytest.importorskip("identityres.batch")
+np = pytest.importorskip("numpy")
 
 #: values that exercise the vectorized check: whitespace at either end (normalized), blocked
 #: words in any case, quoted blocked words, long values, non-ASCII, control characters
@@ -186,3 +187,228 @@ def test_traits_called_plain_json_read_as_the_builder_reads_them(value: dict[str
     if plain:
         parsed = json.loads(text)
         assert _json_data("traits", _check_mapping("traits", parsed)) == (parsed or None)
+
+
+def _decided_fields(rec: Any) -> tuple[Any, ...]:
+    # what ``Engine.apply`` reads of a record (it stores the fingerprint, never reads it,
+    # and never reads ``content``)
+    return (
+        rec.etype,
+        rec.ts,
+        rec.event_id,
+        rec.ids,
+        rec.blocked,
+        rec.traits,
+        rec.set_once,
+        rec.company_id,
+        rec.company_traits,
+    )
+
+
+def _assert_decided_records_are_the_builders(source: Any, rules: ir.Rules) -> None:
+    try:
+        result = batch.resolve(source, rules=rules)
+    except ir.ValidationError:
+        return
+    events = result._events
+    lane = events.lane_size
+    every = np.arange(len(events), dtype=np.int64)
+    direct = [_decided_fields(r) for r in events.decided(every)]
+    built = [_decided_fields(r) for _, r in events.records(every.tolist())]
+    assert direct == built
+    assert lane == 0 or any(r.fingerprint == b"" for r in events.decided(every[:lane]))
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages(), patterns=st.booleans())
+def test_records_made_for_the_engine_from_the_lane_are_the_builders(
+    messages: list[dict[str, Any]], patterns: bool
+) -> None:
+    # the engine deciding the conflicted components is fed the columnar lane's rows as
+    # records made directly from the lane's columns: each must be what ``RecordBuilder``
+    # makes of the row (identifiers in the same order, the same traits and company), or
+    # the engine would decide differently from the online one
+    rules = ir.Rules(blocked_patterns=[r"^x+$"]) if patterns else ir.Rules()
+    rows = [
+        {k: v for k, v in m.items() if k in batch.COLUMNS}
+        for m in messages
+        if not isinstance(m.get("userId"), int)
+    ]
+    if rows:
+        _assert_decided_records_are_the_builders(_as_text_columns(rows), rules)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=irst.streams(users=4, companies=True), conflicted=st.booleans())
+def test_records_made_for_the_engine_from_realistic_rows_are_the_builders(
+    stream: list[Any], conflicted: bool
+) -> None:
+    from tests.test_batch import to_message
+
+    # (limits of one user id and one email make most components conflicted)
+    rules = ir.Rules(limits={"user_id": 1, "email": 1}) if conflicted else ir.Rules()
+    _assert_decided_records_are_the_builders(
+        _as_text_columns([to_message(e) for e in stream]), rules
+    )
+
+
+def _as_dictionary_chunks(table: Any, cut: int) -> Any:
+    # text columns as dictionaries, in two chunks with their own dictionaries (as Parquet
+    # row groups are read: ``batch._read_parquet``)
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_string(col.type) and name != "messageId":
+            parts = [col.slice(0, cut), col.slice(cut)]
+            col = pa.chunked_array([p.dictionary_encode() for p in parts])
+        columns[name] = col
+    return pa.table(columns)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages(), cut=st.integers(0, 25))
+def test_dictionary_columns_in_chunks_equal_online(
+    messages: list[dict[str, Any]], cut: int
+) -> None:
+    rows = [
+        {k: v for k, v in m.items() if k in batch.COLUMNS}
+        for m in messages
+        if not isinstance(m.get("userId"), int)
+    ]
+    if rows:
+        table = _as_text_columns(rows)
+        _assert_same(rows, _as_dictionary_chunks(table, min(cut, table.num_rows)))
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=irst.streams(users=4, companies=True), cut=st.integers(0, 60))
+def test_parquet_read_as_dictionaries_equals_online(stream: list[Any], cut: int) -> None:
+    import pyarrow.parquet as pq
+
+    from tests.test_batch import to_message
+
+    messages = [to_message(e) for e in stream]
+    table = _as_text_columns(messages)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        # small row groups: several dictionaries per column
+        pq.write_table(table, path, row_group_size=max(1, min(cut, table.num_rows) or 1))
+        assert pa.types.is_dictionary(batch._read_parquet(path).schema.field("type").type)
+        _assert_same(messages, path)
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.sampled_from(["", "a", "ab", "é"]), st.text("ab", min_size=1)),
+        max_size=40,
+    )
+    | st.integers(1, 40).flatmap(
+        lambda width: st.lists(st.text("abc", min_size=width, max_size=width), max_size=40)
+    ),
+    start=st.integers(0, 3),
+)
+def test_once_is_exactly_the_ids_that_occur_once(values: list[str | None], start: int) -> None:
+    # (a slice: the Arrow buffers start before the array)
+    arr = pa.array(["x" * 9] * start + values, pa.string()).slice(start)
+    want = [v is not None and values.count(v) == 1 for v in values]
+    assert batch._once(arr).tolist() == want
+
+
+@settings(max_examples=100)
+@given(
+    sizes=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_take_rows_is_take(sizes: list[int], data: st.DataObject) -> None:
+    values = [f"v{i}" for i in range(sum(sizes))]
+    chunks, at = [], 0
+    for size in sizes:
+        chunks.append(pa.array(values[at : at + size], pa.string()).dictionary_encode())
+        at += size
+    table = pa.table({"v": pa.chunked_array(chunks, pa.dictionary(pa.int32(), pa.string()))})
+    rows = sorted(data.draw(st.sets(st.integers(0, max(0, len(values) - 1)))))
+    rows = [r for r in rows if r < len(values)]
+    got = batch._take_rows(table, np.array(rows, dtype=np.int64))
+    assert got.column("v").to_pylist() == [values[r] for r in rows]
+
+
+@st.composite
+def profile_writes(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Identify and group calls of two users at random times: several companies per
+    profile (two raw ids of one company among them), traits written by one or several
+    events, some events read by the record lane (no messageId: a derived id)."""
+    out: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(1, 10))):
+        user = draw(st.sampled_from(["u1", "u2"]))
+        second = draw(st.integers(0, 59))
+        msg: dict[str, Any] = {
+            "userId": user,
+            "timestamp": f"2024-05-01T09:00:{second:02d}Z",
+            "messageId": f"m{i}",
+        }
+        if draw(st.booleans()):
+            msg["type"] = "group"
+            msg["groupId"] = draw(st.sampled_from(["c1", " c1", "c2", "c3"]))
+            if draw(st.booleans()):
+                msg["traits"] = {"size": draw(st.integers(0, 3))}
+        else:
+            msg["type"] = "identify"
+            keys = draw(st.lists(st.sampled_from(["plan", "name", "seats"]), max_size=2))
+            msg["traits"] = {k: draw(st.integers(0, 3)) for k in keys}
+            if draw(st.booleans()):
+                msg["anonymousId"] = f"a-{user}"
+        if not draw(st.integers(0, 3)):
+            del msg["messageId"]
+        out.append(msg)
+    return out
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=profile_writes())
+def test_traits_and_company_links_of_untouched_profiles_equal_online(
+    messages: list[dict[str, Any]],
+) -> None:
+    # (the profiles are untouched: one user id each; their traits and companies are what
+    # the tables merge outside the engine)
+    _assert_same(messages, _as_text_columns(messages))
+
+
+@st.composite
+def redelivered_messages(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Segment messages, some delivered again later: alike (a duplicate), with another
+    timestamp or other traits (a conflict, or a later key), or with ``-0.0`` for ``0.0``."""
+    plain = irst.segment_messages(hostile=False)
+    out = [dict(m) for m in draw(st.lists(plain, min_size=1, max_size=12))]
+    for i, msg in enumerate(out):
+        msg["messageId"] = f"m{i}"
+    for _ in range(draw(st.integers(0, 6))):
+        again = dict(draw(st.sampled_from(out)))
+        change = draw(st.integers(0, 5))
+        if change == 1:
+            again["timestamp"] = "2024-06-01T00:00:00Z"
+        elif change == 2:
+            again["traits"] = {"plan": "other"}
+        elif change == 3:
+            again["traits"] = {"score": 0.0}
+            out.append({**again, "traits": {"score": -0.0}})
+        out.insert(draw(st.integers(0, len(out))), again)
+    return out
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=redelivered_messages())
+def test_redelivered_rows_equal_online(messages: list[dict[str, Any]]) -> None:
+    # (hostile=False: most rows are plain, so most redeliveries are the columnar lane's)
+    rows = [{k: v for k, v in m.items() if k in batch.COLUMNS} for m in messages]
+    try:
+        duplicates = ir.IdentityGraph().ingest(rows).duplicates
+    except ir.ValidationError:
+        duplicates = None
+    _assert_same(rows, _as_text_columns(rows))
+    if duplicates is not None:
+        assert batch.resolve(_as_text_columns(rows)).stat("duplicates") == duplicates
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+        _assert_same(messages, path)
