@@ -228,6 +228,28 @@ _NODE_COLUMNS = ", ".join(NODE_NAMES)
 _LINK_COLUMNS = "event_id, ts, component, members, refused, etype, erased_kind"
 _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype, l.erased_kind"
 
+# The rows of some link components, read one component at a time through its index
+# (``nodes_by_component``, ``links_by_component``). Written as a join (``component IN
+# (...)``), the plan is the planner's choice, and without statistics (a namespace that
+# ``ANALYZE`` has not seen yet: autovacuum off, or behind a growing ingest) it guesses that one
+# component holds 0.5% of the table, so hashing the whole table looks cheaper than a few
+# hundred probes: a plan made once the tables are big scans every row of ``nodes`` and
+# ``links`` in every batch, and the server's work per batch grows with the graph
+# (docs/decisions.md, "PostgreSQL at 10^6 identifiers"). ``OFFSET 0`` keeps the ``LATERAL``
+# subquery from being flattened into that join: the only plan left is a nested loop, one index
+# probe per component. (``{{ns}}`` stays ``{ns}`` for psycopg to fill in, as below.)
+_PER_COMPONENT = (
+    "SELECT x.* FROM ({components}) AS c(component) CROSS JOIN LATERAL ("
+    "SELECT {columns} FROM {{ns}}.{table} AS t WHERE t.component = c.component OFFSET 0) AS x"
+)
+#: the distinct components holding the identifiers ``(kinds, values)``
+_WANTED_COMPONENTS = (
+    "SELECT DISTINCT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value) "
+    "JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
+)
+#: the components given as an array of refs
+_GIVEN_COMPONENTS = "SELECT DISTINCT * FROM unnest(%b::bigint[])"
+
 # The statements of a batch and of the reads; ``{ns}`` as above. One statement per kind of
 # row, whatever the number of rows: the rows travel as arrays (``unnest``).
 _STATEMENTS = {
@@ -253,22 +275,19 @@ _STATEMENTS = {
     ),
     # the rows of the components holding the wanted identifiers, as of this statement (sent
     # right after ``lock_roots``, in the same pipeline: it sees every batch that committed
-    # before the locks were granted)
-    "wanted_nodes": (
-        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component IN ("
-        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
-        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    # before the locks were granted). Each component is read by a probe of its own
+    # (``_PER_COMPONENT``), whatever the planner thinks of the table.
+    "wanted_nodes": _PER_COMPONENT.format(
+        components=_WANTED_COMPONENTS, columns=_NODE_COLUMNS, table="nodes"
     ),
-    "wanted_links": (
-        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component IN ("
-        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
-        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    "wanted_links": _PER_COMPONENT.format(
+        components=_WANTED_COMPONENTS, columns=_LINK_COLUMNS, table="links"
     ),
-    "component_nodes": (
-        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%b::bigint[])"
+    "component_nodes": _PER_COMPONENT.format(
+        components=_GIVEN_COMPONENTS, columns=_NODE_COLUMNS, table="nodes"
     ),
-    "component_links": (
-        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component = ANY(%b::bigint[])"
+    "component_links": _PER_COMPONENT.format(
+        components=_GIVEN_COMPONENTS, columns=_LINK_COLUMNS, table="links"
     ),
     "new_refs": "SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s)",
     "delete_nodes": "DELETE FROM {ns}.nodes WHERE ref = ANY(%b::bigint[])",
