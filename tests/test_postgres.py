@@ -335,7 +335,7 @@ def test_hostile_values_round_trip_and_nul_is_refused(
 def _trips(trace: Path) -> int:
     """The times the client waited for the server: the Sync and simple-Query messages it
     sent, from libpq's protocol trace."""
-    n = 40_000
+    n = 0
     for line in trace.read_text(errors="replace").splitlines():
         fields = line.split("\t")
         if len(fields) >= 3 and fields[0] == "F" and fields[2].split(" ")[0] in ("Sync", "Query"):
@@ -451,7 +451,7 @@ def test_a_batch_probes_the_indexes_for_its_components_however_big_the_tables(
         "SELECT c.relname, pg_stat_get_xact_numscans(c.oid) FROM pg_class AS c "
         "WHERE c.relnamespace = %s::regnamespace AND c.relname IN ('nodes', 'links')"
     )
-    # a new store object: new connections, whose plans are made now, on the big tables
+    # a new store object on the big tables (its own connections and plans)
     store = PostgresStore(postgres_url, namespace=name, pool_size=1)
     try:
         with store.batch() as batch:

@@ -1096,10 +1096,14 @@ class PostgresStore:
         options = (
             f"-c statement_timeout={int(self.statement_timeout * 1000)} "
             f"-c lock_timeout={int(self.lock_timeout * 1000)} "
-            # A batch's statements are prepared once per connection and planned for any
-            # number of rows (index probes, never a scan of the whole table); JIT would
+            # A batch's statements are planned for any number of rows (generic plans), and
+            # every one of them is written for the indexes: a sequential scan (or a parallel
+            # one) of a graph table is never the right plan for a few thousand keys, but the
+            # planner picks one from its guesses about tables it has no statistics for, and
+            # as they grow (docs/decisions.md, "PostgreSQL at 10^6 identifiers"). JIT would
             # compile each plan again for what is a few milliseconds of work.
-            "-c plan_cache_mode=force_generic_plan -c jit=off"
+            "-c plan_cache_mode=force_generic_plan -c jit=off "
+            "-c enable_seqscan=off -c max_parallel_workers_per_gather=0"
         )
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self._conninfo,
@@ -1447,6 +1451,8 @@ class PostgresStore:
         texts = list(dict.fromkeys((value, json.dumps(value, ensure_ascii=False)[1:-1])))
         found: dict[str, int] = {}
         with self._reading("find_value") as conn:
+            # (this one reads every row: the sessions' "no sequential scans" does not apply)
+            conn.execute("SET LOCAL enable_seqscan = on")
             columns: dict[str, list[tuple[str, str]]] = {}
             for table, column, kind in conn.execute(
                 "SELECT c.relname, a.attname, a.atttypid::regtype::text FROM pg_attribute AS a "
