@@ -102,7 +102,6 @@ from identityres._merge import winners
 from identityres._rows import (
     Changes,
     CompanyRows,
-    CompanyTraitRow,
     ComponentRows,
     Counts,
     LinkRow,
@@ -114,7 +113,7 @@ from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, StorageError, UnstorableValueError
 from identityres.storage._sql import (  # what both SQL stores do alike
     NODE_NAMES,
-    decode_json,
+    company_from_rows,
     decode_link,
     encode_json,
     profile_page,
@@ -1503,10 +1502,18 @@ class PostgresStore:
             with self._read_errors(what):
                 yield snap.conn
             return
+        with self._read_transaction(what) as conn, self._read_errors(what):
+            yield conn
+
+    @contextmanager
+    def _read_transaction(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a new ``REPEATABLE READ`` read-only transaction, committed
+        when the block exits normally, rolled back when it raises, and given back to the pool
+        either way (for ``_reading`` and ``snapshot``)."""
         conn = self._begin(what, _READ)
         try:
+            yield conn
             with self._read_errors(what):
-                yield conn
                 conn.execute("COMMIT")
         except BaseException:
             with suppress(Exception):
@@ -1538,8 +1545,7 @@ class PostgresStore:
             finally:
                 snap.depth -= 1
             return
-        conn = self._begin("snapshot", _READ)
-        try:
+        with self._read_transaction("snapshot") as conn:
             with self._read_errors("snapshot"):
                 conn.execute("SELECT 1").fetchall()  # the snapshot is taken at the first query
             snap.conn, snap.depth = conn, 1
@@ -1547,15 +1553,6 @@ class PostgresStore:
                 yield
             finally:
                 snap.conn, snap.depth = None, 0
-            with self._read_errors("snapshot"):
-                conn.execute("COMMIT")
-        except BaseException:
-            with suppress(Exception):
-                if not conn.closed:
-                    conn.execute("ROLLBACK")
-            raise
-        finally:
-            self._putconn(conn)
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
         """Node and log rows of the components holding ``identifiers`` (no lock)."""
@@ -1658,15 +1655,7 @@ class PostgresStore:
                 return None
             members = [n for (n,) in conn.execute(self._sql["company_members"], (company_id,))]
             traits = conn.execute(self._sql["company_traits"], (company_id,)).fetchall()
-        return CompanyRows(
-            tuple(
-                CompanyTraitRow(
-                    c, k, ts, e, decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
-                )
-                for c, k, ts, e, v in traits
-            ),
-            tuple(members),
-        )
+        return company_from_rows(members, traits)
 
     def counts(self) -> Counts:
         with self._reading("counts") as conn:
