@@ -62,9 +62,11 @@ lock).
 
 Round trips: a batch costs five whatever its size (six when it erases): ``seen`` (with
 ``BEGIN`` and the erasure lock), ``suppressed``, ``load``, ``save`` (each one pipeline) and
-``COMMIT``. Its statements are prepared on each connection and planned generically
-(``prepare``; see ``_open_pool``), so that they probe indexes for any number of rows; node
-refs come from the sequence in blocks kept by the store object.
+``COMMIT``. Its statements are planned generically, with sequential and parallel scans off
+(see ``_open_pool``), so that they probe indexes for any number of rows and any table size;
+they are not prepared (psycopg prepares nothing with ``prepare_threshold=None``, whatever
+``prepare`` says), so each is planned when it runs. Node refs come from the sequence in blocks
+kept by the store object.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` (``pool_size``). A connection the
 server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read that
@@ -629,9 +631,10 @@ class _PostgresBatch:
         self._roots: set[int] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        # Prepared (once per connection) and planned generically (``plan_cache_mode``, see
-        # ``_open_pool``): a plan for any number of rows, made once, that probes the indexes
-        # instead of scanning a table that the planner thinks small.
+        # Planned generically (``plan_cache_mode``, see ``_open_pool``): a plan for any
+        # number of rows, that probes the indexes instead of scanning a table that the planner
+        # thinks small. (``prepare`` asks psycopg to prepare it, which it does not do on these
+        # connections: ``prepare_threshold=None``; docs/storage.md, "Operating notes".)
         store = self._store
         return self._conn.execute(store._sql[name], params, prepare=store.prepare, binary=True)
 
@@ -952,9 +955,10 @@ class PostgresStore:
     * ``retries``: how many more times a read is tried on another connection when its
       connection turns out dead, after a growing pause (default 3; a batch is replayed
       instead);
-    * ``prepare``: whether a batch's statements are prepared on each connection and planned
-      once for any number of rows (default ``True``); ``False`` for a connection pooler that
-      cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
+    * ``prepare``: meant to prepare a batch's statements once per connection (default
+      ``True``); today it changes nothing, as the connections prepare no statement either way
+      (``prepare_threshold=None``), so ``False`` behind a pooler that cannot keep prepared
+      statements is safe but not needed.
 
     Raises :class:`~identityres.errors.ConfigurationError` for a bad option (naming it and
     its value), a missing driver (naming the extra to install) or a namespace holding another
