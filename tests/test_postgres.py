@@ -14,6 +14,7 @@ middle of an ingest (``slow``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -389,6 +390,95 @@ def test_a_batch_makes_the_same_number_of_round_trips_whatever_its_size(
     # a batch that erases also takes the erasure lock exclusively and reads its
     # identifiers' components again (docs/storage.md, "PostgreSQL"): one more
     assert trips_for(3, erase=True) == trips_for(800, erase=True) == 6
+
+
+def test_a_batch_probes_the_indexes_for_its_components_however_big_the_tables(
+    postgres_url: str, namespaces: Namespaces
+) -> None:
+    """A batch's ``load`` and ``read_components`` read the components they need through the
+    indexes, not by scanning ``nodes`` or ``links``, when the plans are made on big tables
+    that were never analyzed (docs/decisions.md, "PostgreSQL at 10^6 identifiers"). With the
+    planner's default guess that a component holds 0.5% of a table, a join of the wanted
+    components with the table hashed all of it once the tables held a few hundred thousand
+    rows, and the server's work per batch grew with the graph. Counted with the
+    transaction's own scan counters."""
+    name = namespaces.new()
+    n = 150_000  # users, each with one anonymous id: 300,000 nodes, 150,000 links
+
+    # identifiers and event ids shaped as the benchmark stream's (their width sets how many
+    # rows the planner guesses from the size of the table)
+    def user(i: int) -> str:
+        return f"user-{i:09d}"
+
+    def anon(i: int) -> str:
+        return hashlib.md5(f"a{i}".encode()).hexdigest()
+
+    def eid(i: int) -> str:
+        return hashlib.md5(f"e{i}".encode()).hexdigest()
+
+    with IdentityGraph(store=PostgresStore(postgres_url, namespace=name, pool_size=1)) as graph:
+        graph.identify(user(0), anon(0), timestamp=0, event_id=eid(0))
+    # The rows that ingesting Identify(user(i), anon(i), timestamp=i, event_id=eid(i)) writes
+    # (as the first one's above), made by the server in one statement each: a big graph in a
+    # few seconds. No ANALYZE (nor VACUUM) runs on them, whatever the server's autovacuum
+    # setting.
+    fill: list[tuple[str, tuple[Any, ...]]] = [
+        ("ALTER TABLE nodes SET (autovacuum_enabled = false)", ()),
+        ("ALTER TABLE links SET (autovacuum_enabled = false)", ()),
+        (
+            "INSERT INTO nodes (ref, kind, value, first_ts, first_event_id, last_ts, "
+            "component, profile) SELECT r, CASE r %% 2 WHEN 0 THEN 'user_id' "
+            "ELSE 'anonymous_id' END, CASE r %% 2 WHEN 0 THEN 'user-' || lpad((r / 2)::text, "
+            "9, '0') ELSE md5('a' || r / 2) END, r / 2, md5('e' || r / 2), r / 2, r - r %% 2, "
+            "r - r %% 2 FROM generate_series(2, %s) AS r",
+            (2 * n - 1,),
+        ),
+        (
+            "INSERT INTO links (event_id, ts, component, members, etype) SELECT md5('e' || i), "
+            "i, 2 * i, ARRAY[2 * i, 2 * i + 1], 'identify' FROM generate_series(1, %s) AS i",
+            (n - 1,),
+        ),
+        # every identifier seen once more, as later events do: the old row versions stay
+        # (no VACUUM), and the planner guesses the rows from the table's size
+        ("UPDATE nodes SET last_ts = last_ts + 1", ()),
+        ("SELECT setval('node_refs', %s)", (2 * n,)),
+    ]
+    for statement, params in fill:
+        _sql(postgres_url, name, statement, *params)
+    some = range(0, n, 150)
+    wanted = [("user_id", user(i)) for i in some] + [("anonymous_id", "new")]
+    count_scans = (
+        "SELECT c.relname, pg_stat_get_xact_numscans(c.oid) FROM pg_class AS c "
+        "WHERE c.relnamespace = %s::regnamespace AND c.relname IN ('nodes', 'links')"
+    )
+    # a new store object on the big tables (its own connections and plans)
+    store = PostgresStore(postgres_url, namespace=name, pool_size=1)
+    try:
+        with store.batch() as batch:
+            loaded = batch.load(wanted)
+            in_load = dict(batch._conn.execute(count_scans, (name,)).fetchall())
+        with store.snapshot():
+            read = store.read_components(wanted)
+            conn = store._thread.conn
+            assert conn is not None
+            in_read = dict(conn.execute(count_scans, (name,)).fetchall())
+        with IdentityGraph(store=store) as graph:  # (the rows are what an ingest writes)
+            graph.identify(user(n - 1), "b", timestamp=n, event_id="last")
+            assert graph.resolve(anonymous_id=anon(n - 1)) == user(n - 1)
+            assert graph.resolve(anonymous_id="b") == user(n - 1)
+    finally:
+        store.close()
+    # each wanted user with its anonymous id, and the link between them
+    assert sorted((r.kind, r.value) for r in loaded.nodes) == sorted(
+        [("user_id", user(i)) for i in some] + [("anonymous_id", anon(i)) for i in some]
+    )
+    assert sorted(link.event_id for link in loaded.links) == sorted(eid(i) for i in some)
+    assert sorted(read.nodes, key=lambda r: r.ref) == sorted(loaded.nodes, key=lambda r: r.ref)
+    assert sorted(read.links, key=lambda r: r.event_id) == sorted(
+        loaded.links, key=lambda r: r.event_id
+    )
+    assert in_load == {"nodes": 0, "links": 0}  # sequential scans in this transaction
+    assert in_read == {"nodes": 0, "links": 0}
 
 
 # --- several processes at once ------------------------------------------------------------------

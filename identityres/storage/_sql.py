@@ -13,6 +13,8 @@ from typing import Any
 
 from identityres._rows import (
     CompanyLinkRow,
+    CompanyRows,
+    CompanyTraitRow,
     LinkRow,
     NodeRow,
     ProfileRows,
@@ -150,6 +152,20 @@ def profile_rows(
             for n, k, ts, e, v, o in traits
         ),
         tuple(CompanyLinkRow(*c) for c in company_links),
+    )
+
+
+def company_from_rows(members: Iterable[int], traits: Iterable[Sequence[Any]]) -> CompanyRows:
+    """One company from its member node refs (in the order read) and its ``(company_id, key,
+    ts, event_id, value)`` trait rows."""
+    return CompanyRows(
+        tuple(
+            CompanyTraitRow(
+                c, k, ts, e, decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
+            )
+            for c, k, ts, e, v in traits
+        ),
+        tuple(members),
     )
 
 

@@ -62,9 +62,11 @@ lock).
 
 Round trips: a batch costs five whatever its size (six when it erases): ``seen`` (with
 ``BEGIN`` and the erasure lock), ``suppressed``, ``load``, ``save`` (each one pipeline) and
-``COMMIT``. Its statements are prepared on each connection and planned generically
-(``prepare``; see ``_open_pool``), so that they probe indexes for any number of rows; node
-refs come from the sequence in blocks kept by the store object.
+``COMMIT``. Its statements are planned generically, with sequential and parallel scans off
+(see ``_open_pool``), so that they probe indexes for any number of rows and any table size;
+they are not prepared (psycopg prepares nothing with ``prepare_threshold=None``, whatever
+``prepare`` says), so each is planned when it runs. Node refs come from the sequence in blocks
+kept by the store object.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` (``pool_size``). A connection the
 server dropped (``pg_terminate_backend``, a restart) is discarded and replaced: a read that
@@ -102,7 +104,6 @@ from identityres._merge import winners
 from identityres._rows import (
     Changes,
     CompanyRows,
-    CompanyTraitRow,
     ComponentRows,
     Counts,
     LinkRow,
@@ -114,7 +115,7 @@ from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, StorageError, UnstorableValueError
 from identityres.storage._sql import (  # what both SQL stores do alike
     NODE_NAMES,
-    decode_json,
+    company_from_rows,
     decode_link,
     encode_json,
     profile_page,
@@ -228,6 +229,28 @@ _NODE_COLUMNS = ", ".join(NODE_NAMES)
 _LINK_COLUMNS = "event_id, ts, component, members, refused, etype, erased_kind"
 _L_LINK_COLUMNS = "l.event_id, l.ts, l.component, l.members, l.refused, l.etype, l.erased_kind"
 
+# The rows of some link components, read one component at a time through its index
+# (``nodes_by_component``, ``links_by_component``). Written as a join (``component IN
+# (...)``), the plan is the planner's choice, and without statistics (a namespace that
+# ``ANALYZE`` has not seen yet: autovacuum off, or behind a growing ingest) it guesses that one
+# component holds 0.5% of the table, so hashing the whole table looks cheaper than a few
+# hundred probes: a plan made once the tables are big scans every row of ``nodes`` and
+# ``links`` in every batch, and the server's work per batch grows with the graph
+# (docs/decisions.md, "PostgreSQL at 10^6 identifiers"). ``OFFSET 0`` keeps the ``LATERAL``
+# subquery from being flattened into that join: the only plan left is a nested loop, one index
+# probe per component. (``{{ns}}`` stays ``{ns}`` for psycopg to fill in, as below.)
+_PER_COMPONENT = (
+    "SELECT x.* FROM ({components}) AS c(component) CROSS JOIN LATERAL ("
+    "SELECT {columns} FROM {{ns}}.{table} AS t WHERE t.component = c.component OFFSET 0) AS x"
+)
+#: the distinct components holding the identifiers ``(kinds, values)``
+_WANTED_COMPONENTS = (
+    "SELECT DISTINCT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value) "
+    "JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value"
+)
+#: the components given as an array of refs
+_GIVEN_COMPONENTS = "SELECT DISTINCT * FROM unnest(%b::bigint[])"
+
 # The statements of a batch and of the reads; ``{ns}`` as above. One statement per kind of
 # row, whatever the number of rows: the rows travel as arrays (``unnest``).
 _STATEMENTS = {
@@ -253,22 +276,19 @@ _STATEMENTS = {
     ),
     # the rows of the components holding the wanted identifiers, as of this statement (sent
     # right after ``lock_roots``, in the same pipeline: it sees every batch that committed
-    # before the locks were granted)
-    "wanted_nodes": (
-        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component IN ("
-        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
-        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    # before the locks were granted). Each component is read by a probe of its own
+    # (``_PER_COMPONENT``), whatever the planner thinks of the table.
+    "wanted_nodes": _PER_COMPONENT.format(
+        components=_WANTED_COMPONENTS, columns=_NODE_COLUMNS, table="nodes"
     ),
-    "wanted_links": (
-        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component IN ("
-        " SELECT n.component FROM unnest(%b::text[], %b::text[]) AS w(kind, value)"
-        " JOIN {ns}.nodes AS n ON n.kind = w.kind AND n.value = w.value)"
+    "wanted_links": _PER_COMPONENT.format(
+        components=_WANTED_COMPONENTS, columns=_LINK_COLUMNS, table="links"
     ),
-    "component_nodes": (
-        f"SELECT {_NODE_COLUMNS} FROM {{ns}}.nodes WHERE component = ANY(%b::bigint[])"
+    "component_nodes": _PER_COMPONENT.format(
+        components=_GIVEN_COMPONENTS, columns=_NODE_COLUMNS, table="nodes"
     ),
-    "component_links": (
-        f"SELECT {_LINK_COLUMNS} FROM {{ns}}.links WHERE component = ANY(%b::bigint[])"
+    "component_links": _PER_COMPONENT.format(
+        components=_GIVEN_COMPONENTS, columns=_LINK_COLUMNS, table="links"
     ),
     "new_refs": "SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s)",
     "delete_nodes": "DELETE FROM {ns}.nodes WHERE ref = ANY(%b::bigint[])",
@@ -611,9 +631,10 @@ class _PostgresBatch:
         self._roots: set[int] = set()
 
     def _execute(self, name: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        # Prepared (once per connection) and planned generically (``plan_cache_mode``, see
-        # ``_open_pool``): a plan for any number of rows, made once, that probes the indexes
-        # instead of scanning a table that the planner thinks small.
+        # Planned generically (``plan_cache_mode``, see ``_open_pool``): a plan for any
+        # number of rows, that probes the indexes instead of scanning a table that the planner
+        # thinks small. (``prepare`` asks psycopg to prepare it, which it does not do on these
+        # connections: ``prepare_threshold=None``; docs/storage.md, "Operating notes".)
         store = self._store
         return self._conn.execute(store._sql[name], params, prepare=store.prepare, binary=True)
 
@@ -934,9 +955,10 @@ class PostgresStore:
     * ``retries``: how many more times a read is tried on another connection when its
       connection turns out dead, after a growing pause (default 3; a batch is replayed
       instead);
-    * ``prepare``: whether a batch's statements are prepared on each connection and planned
-      once for any number of rows (default ``True``); ``False`` for a connection pooler that
-      cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
+    * ``prepare``: meant to prepare a batch's statements once per connection (default
+      ``True``); today it changes nothing, as the connections prepare no statement either way
+      (``prepare_threshold=None``), so ``False`` behind a pooler that cannot keep prepared
+      statements is safe but not needed.
 
     Raises :class:`~identityres.errors.ConfigurationError` for a bad option (naming it and
     its value), a missing driver (naming the extra to install) or a namespace holding another
@@ -1077,10 +1099,14 @@ class PostgresStore:
         options = (
             f"-c statement_timeout={int(self.statement_timeout * 1000)} "
             f"-c lock_timeout={int(self.lock_timeout * 1000)} "
-            # A batch's statements are prepared once per connection and planned for any
-            # number of rows (index probes, never a scan of the whole table); JIT would
+            # A batch's statements are planned for any number of rows (generic plans), and
+            # every one of them is written for the indexes: a sequential scan (or a parallel
+            # one) of a graph table is never the right plan for a few thousand keys, but the
+            # planner picks one from its guesses about tables it has no statistics for, and
+            # as they grow (docs/decisions.md, "PostgreSQL at 10^6 identifiers"). JIT would
             # compile each plan again for what is a few milliseconds of work.
-            "-c plan_cache_mode=force_generic_plan -c jit=off"
+            "-c plan_cache_mode=force_generic_plan -c jit=off "
+            "-c enable_seqscan=off -c max_parallel_workers_per_gather=0"
         )
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self._conninfo,
@@ -1428,6 +1454,8 @@ class PostgresStore:
         texts = list(dict.fromkeys((value, json.dumps(value, ensure_ascii=False)[1:-1])))
         found: dict[str, int] = {}
         with self._reading("find_value") as conn:
+            # (this one reads every row: the sessions' "no sequential scans" does not apply)
+            conn.execute("SET LOCAL enable_seqscan = on")
             columns: dict[str, list[tuple[str, str]]] = {}
             for table, column, kind in conn.execute(
                 "SELECT c.relname, a.attname, a.atttypid::regtype::text FROM pg_attribute AS a "
@@ -1478,10 +1506,18 @@ class PostgresStore:
             with self._read_errors(what):
                 yield snap.conn
             return
+        with self._read_transaction(what) as conn, self._read_errors(what):
+            yield conn
+
+    @contextmanager
+    def _read_transaction(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a new ``REPEATABLE READ`` read-only transaction, committed
+        when the block exits normally, rolled back when it raises, and given back to the pool
+        either way (for ``_reading`` and ``snapshot``)."""
         conn = self._begin(what, _READ)
         try:
+            yield conn
             with self._read_errors(what):
-                yield conn
                 conn.execute("COMMIT")
         except BaseException:
             with suppress(Exception):
@@ -1513,8 +1549,7 @@ class PostgresStore:
             finally:
                 snap.depth -= 1
             return
-        conn = self._begin("snapshot", _READ)
-        try:
+        with self._read_transaction("snapshot") as conn:
             with self._read_errors("snapshot"):
                 conn.execute("SELECT 1").fetchall()  # the snapshot is taken at the first query
             snap.conn, snap.depth = conn, 1
@@ -1522,15 +1557,6 @@ class PostgresStore:
                 yield
             finally:
                 snap.conn, snap.depth = None, 0
-            with self._read_errors("snapshot"):
-                conn.execute("COMMIT")
-        except BaseException:
-            with suppress(Exception):
-                if not conn.closed:
-                    conn.execute("ROLLBACK")
-            raise
-        finally:
-            self._putconn(conn)
 
     def read_components(self, identifiers: Collection[tuple[str, str]]) -> ComponentRows:
         """Node and log rows of the components holding ``identifiers`` (no lock)."""
@@ -1633,15 +1659,7 @@ class PostgresStore:
                 return None
             members = [n for (n,) in conn.execute(self._sql["company_members"], (company_id,))]
             traits = conn.execute(self._sql["company_traits"], (company_id,)).fetchall()
-        return CompanyRows(
-            tuple(
-                CompanyTraitRow(
-                    c, k, ts, e, decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
-                )
-                for c, k, ts, e, v in traits
-            ),
-            tuple(members),
-        )
+        return company_from_rows(members, traits)
 
     def counts(self) -> Counts:
         with self._reading("counts") as conn:

@@ -95,8 +95,8 @@ from identityres._rows import (
 from identityres._rules import RulesRecord
 from identityres.errors import ConfigurationError, ErasureIncompleteError, StorageError
 from identityres.storage._sql import NODE_NAMES as _NODE_NAMES
-from identityres.storage._sql import decode_json as _decode_json
 from identityres.storage._sql import (
+    company_from_rows,
     decode_link,
     profile_page,
     profile_rows,
@@ -104,6 +104,7 @@ from identityres.storage._sql import (
     sort_nodes,
     whole_components,
 )
+from identityres.storage._sql import decode_json as _decode_json
 from identityres.storage._sql import encode_json as _encode_json
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -1441,15 +1442,7 @@ class SQLiteStore:
                 "WHERE company_id = ?",
                 (company_id,),
             ).fetchall()
-        return CompanyRows(
-            tuple(
-                CompanyTraitRow(
-                    c, k, ts, e, _decode_json("company_traits", f"(company_id={c!r}, key={k!r})", v)
-                )
-                for c, k, ts, e, v in traits
-            ),
-            tuple(members),
-        )
+        return company_from_rows(members, traits)
 
     def counts(self) -> Counts:
         with self._reading("counts") as conn:
