@@ -468,12 +468,18 @@ def _coded(table: pa.Table, name: str) -> tuple[np.ndarray, Any] | None:
         if not chunks:
             return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
         values: Any = chunks[0].dictionary.cast(pa.string())
+        # (indices cast first: they may be unsigned, where -1 is no value)
         codes = np.concatenate(
             [
-                pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+                pc.fill_null(c.indices.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
                 for c in chunks
             ]
         )
+        if values.null_count:
+            # a valid index may point at a null value (Arrow allows it, Parquet never writes
+            # it): that row is a null, as the builder reads it
+            null_value = values.is_null().to_numpy(zero_copy_only=False)
+            codes[_lookup(codes, null_value)] = -1
         return codes, values
     if not _is_text(col.type):
         raise TypeError(name)
