@@ -850,13 +850,22 @@ def _answer(call: object) -> object:
         "2024-01-01T00:00:00+05:30",
         "2024-01-01 00:00:00.1234567Z",
         " 2024-01-01T00:00:00Z",
+        "1700000000",  # a number in text: ingest refuses it (a JSON number is epoch seconds)
+        "1.5e9",
     ],
 )
 def test_duckdb_reads_a_timestamp_text_as_ingest_does(
-    tmp_path: object, stamp: str, suffix: str
+    tmp_path: object, stamp: str, suffix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Text that DuckDB reads as a time and ingest refuses (or reads otherwise) is read by
-    Python: the engines answer alike, an error included."""
+    Python: the engines answer alike, an error included; plain ISO text stays SQL's."""
+    if stamp in ("2024-01-01T00:00:00+05:30", "2024-01-01 00:00:00.1234567Z"):
+        from identityres.analytics import _duckdb
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("the file was stitched in Python")
+
+        monkeypatch.setattr(_duckdb, "_stitched_in_python", refuse)
     msgs: list[dict[str, object]] = [
         {
             "type": "track",

@@ -367,11 +367,27 @@ def _stitch_in_sql(
             f"FROM read_parquet({file}, file_row_number=true) WHERE {cols['type']} IN {kinds}"
         )
     else:
+        # the times read as JSON: a JSON number is epoch seconds, a string is ISO-8601 text
+        # only (ingest refuses a number in a string; as text, DuckDB could not tell them apart)
+        stamps = ("timestamp", "originalTimestamp")
         types = ", ".join(
-            f"{name}: '{kind}'" for name, kind in _COLUMNS.items() if props or name != "properties"
+            f"{name}: '{'JSON' if name in stamps else kind}'"
+            for name, kind in _COLUMNS.items()
+            if props or name != "properties"
         )
+
+        def as_text(c: str) -> str:
+            text = f"({c}->>'$')"
+            return (
+                f"CASE json_type({c}) WHEN 'VARCHAR' THEN CASE WHEN {_iso_shaped(text)} "
+                f"OR TRY_CAST({text} AS DOUBLE) IS NULL THEN {text} END "
+                f"WHEN 'NULL' THEN NULL ELSE {c}::VARCHAR END AS {c}"
+            )
+
         read = (
-            "SELECT row_number() OVER () AS line, *"
+            "SELECT row_number() OVER () AS line, * REPLACE ("
+            + ", ".join(as_text(c) for c in stamps)
+            + ")"
             + ("" if props else ", NULL::JSON AS properties")
             + f" FROM read_json({file}, format='newline_delimited', columns={{{types}}})"
         )
