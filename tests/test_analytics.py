@@ -834,6 +834,7 @@ def _answer(call: object) -> object:
         return type(exc)
 
 
+@pytest.mark.parametrize("original", [False, True])
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
 @pytest.mark.parametrize(
     "stamp",
@@ -855,10 +856,11 @@ def _answer(call: object) -> object:
     ],
 )
 def test_duckdb_reads_a_timestamp_text_as_ingest_does(
-    tmp_path: object, stamp: str, suffix: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: object, stamp: str, suffix: str, original: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Text that DuckDB reads as a time and ingest refuses (or reads otherwise) is read by
-    Python: the engines answer alike, an error included; plain ISO text stays SQL's."""
+    Python: the engines answer alike, an error included; plain ISO text stays SQL's. With
+    an ``originalTimestamp`` too: a wrong timestamp is not replaced by it."""
     if stamp in ("2024-01-01T00:00:00+05:30", "2024-01-01 00:00:00.1234567Z"):
         from identityres.analytics import _duckdb
 
@@ -876,6 +878,8 @@ def test_duckdb_reads_a_timestamp_text_as_ingest_does(
         },
         {"type": "track", "event": "B", "userId": "u", "messageId": "2", "timestamp": stamp},
     ]
+    if original:
+        msgs[1]["originalTimestamp"] = "2024-01-02T00:00:00Z"
     path = f"{tmp_path}/events.{suffix}"
     if suffix == "parquet":
         import pyarrow as pa

@@ -368,7 +368,9 @@ def _stitch_in_sql(
         )
     else:
         # the times read as JSON: a JSON number is epoch seconds, a string is ISO-8601 text
-        # only (ingest refuses a number in a string; as text, DuckDB could not tell them apart)
+        # only (ingest refuses a number in a string; as text, DuckDB could not tell them
+        # apart). A refused one becomes '', which no time reads as, not NULL: ingest does not
+        # fall back on originalTimestamp when the timestamp is there but wrong
         stamps = ("timestamp", "originalTimestamp")
         types = ", ".join(
             f"{name}: '{'JSON' if name in stamps else kind}'"
@@ -380,7 +382,7 @@ def _stitch_in_sql(
             text = f"({c}->>'$')"
             return (
                 f"CASE json_type({c}) WHEN 'VARCHAR' THEN CASE WHEN {_iso_shaped(text)} "
-                f"OR TRY_CAST({text} AS DOUBLE) IS NULL THEN {text} END "
+                f"OR TRY_CAST({text} AS DOUBLE) IS NULL THEN {text} ELSE '' END "
                 f"WHEN 'NULL' THEN NULL ELSE {c}::VARCHAR END AS {c}"
             )
 
