@@ -885,7 +885,9 @@ def test_duckdb_reads_a_timestamp_text_as_ingest_does(
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(msgs), path)
+        # (every row's keys: from_pylist reads the first row's only)
+        keys = list(dict.fromkeys(k for m in msgs for k in m))
+        pq.write_table(pa.table({k: [m.get(k) for m in msgs] for k in keys}), path)
     else:
         write_jsonl(msgs, path)
     g = ir.IdentityGraph()

@@ -283,10 +283,11 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
             out[name] = f"NULL::{want}"
         elif name in ("timestamp", "originalTimestamp"):
             if kind == "VARCHAR":
-                # ISO-8601 text only: ingest refuses a number in text (Python raises it)
+                # ISO-8601 text only: ingest refuses a number in text (Python raises it);
+                # '' and not NULL, which coalesce() would replace by the originalTimestamp
                 out[name] = (
                     f"CASE WHEN {_iso_shaped(col)} OR TRY_CAST({col} AS DOUBLE) IS NULL "
-                    f"THEN {col} END"
+                    f"THEN {col} ELSE '' END"
                 )
             elif kind.startswith("TIMESTAMP") or kind in _INTEGER or kind == "DOUBLE":
                 # a timestamp without a zone is UTC; numbers are epoch seconds
