@@ -109,15 +109,20 @@ def test_jsonl_read_into_columns_equals_online(messages: list[dict[str, Any]]) -
         _assert_same(messages, path)
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
-@given(messages=awkward_messages())
-def test_arrow_table_of_awkward_values_equals_online(messages: list[dict[str, Any]]) -> None:
-    # (a table has only the Segment columns: what is not one is not in the table either)
-    rows = [
+def _table_rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # (a table has only the Segment columns: what is not one is not in the table either;
+    # nor can its text column hold an int userId)
+    return [
         {k: v for k, v in m.items() if k in batch.COLUMNS}
         for m in messages
         if not isinstance(m.get("userId"), int)
     ]
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages())
+def test_arrow_table_of_awkward_values_equals_online(messages: list[dict[str, Any]]) -> None:
+    rows = _table_rows(messages)
     if rows:
         _assert_same(rows, _as_text_columns(rows))
 
@@ -229,11 +234,7 @@ def test_records_made_for_the_engine_from_the_lane_are_the_builders(
     # makes of the row (identifiers in the same order, the same traits and company), or
     # the engine would decide differently from the online one
     rules = ir.Rules(blocked_patterns=[r"^x+$"]) if patterns else ir.Rules()
-    rows = [
-        {k: v for k, v in m.items() if k in batch.COLUMNS}
-        for m in messages
-        if not isinstance(m.get("userId"), int)
-    ]
+    rows = _table_rows(messages)
     if rows:
         _assert_decided_records_are_the_builders(_as_text_columns(rows), rules)
 
@@ -270,11 +271,7 @@ def _as_dictionary_chunks(table: Any, cut: int) -> Any:
 def test_dictionary_columns_in_chunks_equal_online(
     messages: list[dict[str, Any]], cut: int
 ) -> None:
-    rows = [
-        {k: v for k, v in m.items() if k in batch.COLUMNS}
-        for m in messages
-        if not isinstance(m.get("userId"), int)
-    ]
+    rows = _table_rows(messages)
     if rows:
         table = _as_text_columns(rows)
         _assert_same(rows, _as_dictionary_chunks(table, min(cut, table.num_rows)))
@@ -443,11 +440,7 @@ def _as_odd_dictionaries(table: Any, index_type: Any) -> Any:
 def test_dictionaries_with_null_values_and_unsigned_indices_equal_online(
     messages: list[dict[str, Any]], index_type: Any
 ) -> None:
-    rows = [
-        {k: v for k, v in m.items() if k in batch.COLUMNS}
-        for m in messages
-        if not isinstance(m.get("userId"), int)
-    ]
+    rows = _table_rows(messages)
     if rows:
         _assert_same(rows, _as_odd_dictionaries(_as_text_columns(rows), index_type))
 
