@@ -139,16 +139,25 @@ def _files(path: Path, fmt: Format | None) -> list[tuple[Path, Format]]:
 
 def _jsonl_messages(path: Path, gz: bool) -> Iterator[Any]:
     opener: Callable[..., Any] = gzip.open if gz else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError as exc:
-                raise InvalidEventError(
-                    "line", f"{path}:{number}", f"not a JSON object: {exc}"
-                ) from None
+    number = 0
+    try:
+        # (bytes, decoded line by line: a decoding error then names its line, where a text
+        # stream decodes blocks ahead of the lines it hands out)
+        with opener(path, "rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    yield json.loads(line)
+                except ValueError as exc:  # (UnicodeDecodeError too)
+                    raise InvalidEventError(
+                        "line", f"{path}:{number}", f"not a JSON object: {exc}"
+                    ) from None
+    except (OSError, EOFError) as exc:
+        # (not gzip, a truncated gzip stream: the line the reading stopped at, the one
+        # after the last read)
+        raise InvalidEventError("line", f"{path}:{number + 1}", f"unreadable: {exc}") from None
 
 
 def _cell(name: str, value: Any) -> Any:
@@ -194,7 +203,11 @@ def _messages(source: Any, fmt: Format | None) -> Iterable[Any]:
         def read() -> Iterator[Any]:
             for path, f in files:
                 if f == "parquet":
-                    yield from _table_messages(pq.read_table(path))
+                    try:
+                        table = pq.read_table(path)
+                    except (pa.ArrowException, OSError) as exc:
+                        raise _unreadable_parquet(path, exc) from None
+                    yield from _table_messages(table)
                 else:
                     yield from _jsonl_messages(path, f == "jsonl.gz")
 
@@ -468,12 +481,18 @@ def _coded(table: pa.Table, name: str) -> tuple[np.ndarray, Any] | None:
         if not chunks:
             return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
         values: Any = chunks[0].dictionary.cast(pa.string())
+        # (indices cast first: they may be unsigned, where -1 is no value)
         codes = np.concatenate(
             [
-                pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+                pc.fill_null(c.indices.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
                 for c in chunks
             ]
         )
+        if values.null_count:
+            # a valid index may point at a null value (Arrow allows it, Parquet never writes
+            # it): that row is a null, as the builder reads it
+            null_value = values.is_null().to_numpy(zero_copy_only=False)
+            codes[_lookup(codes, null_value)] = -1
         return codes, values
     if not _is_text(col.type):
         raise TypeError(name)
@@ -1751,9 +1770,16 @@ def _read_parquet(path: Path) -> pa.Table:
     Parquet stores them dictionary-encoded, and materializing the strings only to encode
     them again cost most of the read (about 1.5 of 2 CPU seconds at 10^6 identifiers,
     docs/benchmarks.md)."""
-    schema = pq.read_schema(path)
-    wanted = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS and _is_text(f.type)]
-    return pq.read_table(path, read_dictionary=wanted or None)
+    try:
+        schema = pq.read_schema(path)
+        wanted = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS and _is_text(f.type)]
+        return pq.read_table(path, read_dictionary=wanted or None)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_parquet(path, exc) from None
+
+
+def _unreadable_parquet(path: Path, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"source={str(path)!r}: not a readable Parquet file: {exc}")
 
 
 def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table | _Lines | None:

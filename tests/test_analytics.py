@@ -825,3 +825,77 @@ def test_duckdb_stitches_a_file_with_a_written_map_in_sql_as_the_reference(
     for by in (None, "day"):
         users = analytics.unique_users(tables, path, event=["A", "B"], by=by, engine="duckdb")
         assert users == reference_unique_users(g, kept, event=["A", "B"], by=by)
+
+
+def _answer(call: object) -> object:
+    try:
+        return call()  # type: ignore[operator]
+    except ir.ValidationError as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("original", [False, True])
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2024-01-01T00:00:00",  # no timezone
+        "2024-01-01",
+        "2024-01-01T24:00:00Z",
+        "3000-01-01T00:00:00Z",  # the window's end (excluded) and before its start
+        "1899-12-31T23:59:59Z",
+        "2999-12-31T23:59:59.999999Z",
+        "1900-01-01T00:00:00Z",
+        "infinity",
+        "nan",
+        "2024-01-01T00:00:00+05:30",
+        "2024-01-01 00:00:00.1234567Z",
+        " 2024-01-01T00:00:00Z",
+        "1700000000",  # a number in text: ingest refuses it (a JSON number is epoch seconds)
+        "1.5e9",
+    ],
+)
+def test_duckdb_reads_a_timestamp_text_as_ingest_does(
+    tmp_path: object, stamp: str, suffix: str, original: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text that DuckDB reads as a time and ingest refuses (or reads otherwise) is read by
+    Python: the engines answer alike, an error included; plain ISO text stays SQL's. With
+    an ``originalTimestamp`` too: a wrong timestamp is not replaced by it."""
+    if stamp in ("2024-01-01T00:00:00+05:30", "2024-01-01 00:00:00.1234567Z"):
+        from identityres.analytics import _duckdb
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("the file was stitched in Python")
+
+        monkeypatch.setattr(_duckdb, "_stitched_in_python", refuse)
+    msgs: list[dict[str, object]] = [
+        {
+            "type": "track",
+            "event": "A",
+            "userId": "u",
+            "messageId": "1",
+            "timestamp": "2024-01-01T00:00:00Z",
+        },
+        {"type": "track", "event": "B", "userId": "u", "messageId": "2", "timestamp": stamp},
+    ]
+    if original:
+        msgs[1]["originalTimestamp"] = "2024-01-02T00:00:00Z"
+    path = f"{tmp_path}/events.{suffix}"
+    if suffix == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # (every row's keys: from_pylist reads the first row's only)
+        keys = list(dict.fromkeys(k for m in msgs for k in m))
+        pq.write_table(pa.table({k: [m.get(k) for m in msgs] for k in keys}), path)
+    else:
+        write_jsonl(msgs, path)
+    g = ir.IdentityGraph()
+    g.ingest(msgs[:1])
+    for by in (None, "day"):
+        want = _answer(lambda b=by: analytics.unique_users(g, path, by=b, engine="python"))
+        got = _answer(lambda b=by: analytics.unique_users(g, path, by=b, engine="duckdb"))
+        assert got == want, by
+    want = _answer(lambda: analytics.funnel(g, path, steps=["A", "B"], within=DAY, engine="python"))
+    got = _answer(lambda: analytics.funnel(g, path, steps=["A", "B"], within=DAY, engine="duckdb"))
+    assert got == want

@@ -604,3 +604,30 @@ def test_batch_reads_other_platforms_messages_as_ingest_does(stream: list[Any]) 
     with pytest.raises(ir.ValidationError) as info:
         batch.resolve(bad)
     assert info.value.field == "distinct_id" and info.value.index == len(stream)
+
+
+_LINE = (
+    b'{"type": "track", "event": "e", "userId": "u", "messageId": "m1", '
+    b'"timestamp": "2024-01-01T00:00:00Z"}\n'
+)
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+@pytest.mark.parametrize(
+    ("name", "content", "error", "where"),
+    [
+        ("e.parquet", b"not parquet", ir.ConfigurationError, "e.parquet'"),
+        ("e.jsonl.gz", b"\x00\x01not gzip", ir.InvalidEventError, "e.jsonl.gz:1"),
+        ("e.jsonl.gz", gzip.compress(_LINE * 3)[:-9], ir.InvalidEventError, ".gz:"),
+        ("e.jsonl", _LINE + b'{"event": "\xff"}\n', ir.InvalidEventError, "e.jsonl:2"),
+    ],
+)
+def test_an_unreadable_file_is_an_identityres_error_naming_it(
+    tmp_path: Path, name: str, content: bytes, error: type, where: str, columnar: bool
+) -> None:
+    # (not pyarrow's ArrowInvalid, gzip's BadGzipFile, EOFError or UnicodeDecodeError)
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(error) as caught:
+        batch.resolve(path, columnar=columnar)
+    assert where in str(caught.value)

@@ -109,15 +109,20 @@ def test_jsonl_read_into_columns_equals_online(messages: list[dict[str, Any]]) -
         _assert_same(messages, path)
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
-@given(messages=awkward_messages())
-def test_arrow_table_of_awkward_values_equals_online(messages: list[dict[str, Any]]) -> None:
-    # (a table has only the Segment columns: what is not one is not in the table either)
-    rows = [
+def _table_rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # (a table has only the Segment columns: what is not one is not in the table either;
+    # nor can its text column hold an int userId)
+    return [
         {k: v for k, v in m.items() if k in batch.COLUMNS}
         for m in messages
         if not isinstance(m.get("userId"), int)
     ]
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=awkward_messages())
+def test_arrow_table_of_awkward_values_equals_online(messages: list[dict[str, Any]]) -> None:
+    rows = _table_rows(messages)
     if rows:
         _assert_same(rows, _as_text_columns(rows))
 
@@ -229,11 +234,7 @@ def test_records_made_for_the_engine_from_the_lane_are_the_builders(
     # makes of the row (identifiers in the same order, the same traits and company), or
     # the engine would decide differently from the online one
     rules = ir.Rules(blocked_patterns=[r"^x+$"]) if patterns else ir.Rules()
-    rows = [
-        {k: v for k, v in m.items() if k in batch.COLUMNS}
-        for m in messages
-        if not isinstance(m.get("userId"), int)
-    ]
+    rows = _table_rows(messages)
     if rows:
         _assert_decided_records_are_the_builders(_as_text_columns(rows), rules)
 
@@ -270,11 +271,7 @@ def _as_dictionary_chunks(table: Any, cut: int) -> Any:
 def test_dictionary_columns_in_chunks_equal_online(
     messages: list[dict[str, Any]], cut: int
 ) -> None:
-    rows = [
-        {k: v for k, v in m.items() if k in batch.COLUMNS}
-        for m in messages
-        if not isinstance(m.get("userId"), int)
-    ]
+    rows = _table_rows(messages)
     if rows:
         table = _as_text_columns(rows)
         _assert_same(rows, _as_dictionary_chunks(table, min(cut, table.num_rows)))
@@ -412,3 +409,76 @@ def test_redelivered_rows_equal_online(messages: list[dict[str, Any]]) -> None:
         path = Path(tmp) / "events.jsonl"
         path.write_text("".join(json.dumps(m) + "\n" for m in messages))
         _assert_same(messages, path)
+
+
+def _as_odd_dictionaries(table: Any, index_type: Any) -> Any:
+    # the text columns Parquet is read with as dictionaries (``batch._read_parquet``), as
+    # dictionaries Arrow allows but Parquet never writes: indices of another
+    # integer type (unsigned too), and a null *value* in the dictionary that the rows' nulls
+    # point at (a valid index), next to a null index
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_string(col.type) and name in batch._DICTIONARY_COLUMNS:
+            values = [v for v in dict.fromkeys(col.to_pylist()) if v is not None] + [None]
+            codes = [
+                values.index(v) if v is not None or i % 2 else None
+                for i, v in enumerate(col.to_pylist())
+            ]
+            col = pa.DictionaryArray.from_arrays(
+                pa.array(codes, index_type), pa.array(values, pa.string())
+            )
+        columns[name] = col
+    return pa.table(columns)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=awkward_messages(),
+    index_type=st.sampled_from([pa.int8(), pa.uint8(), pa.uint16(), pa.uint32(), pa.int64()]),
+)
+def test_dictionaries_with_null_values_and_unsigned_indices_equal_online(
+    messages: list[dict[str, Any]], index_type: Any
+) -> None:
+    rows = _table_rows(messages)
+    if rows:
+        _assert_same(rows, _as_odd_dictionaries(_as_text_columns(rows), index_type))
+
+
+def test_a_null_value_in_a_dictionary_is_a_null() -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "type": "track",
+            "event": "e",
+            "userId": "u1",
+            "messageId": "m1",
+            "timestamp": "2024-01-01T00:00:00Z",
+            "properties": {"a": 1},
+        },
+        {
+            "type": "track",
+            "event": "e",
+            "anonymousId": "a1",
+            "messageId": "m2",
+            "timestamp": "2024-01-01T00:00:01Z",
+        },
+        {
+            "type": "identify",
+            "userId": "u2",
+            "messageId": "m3",
+            "timestamp": "2024-01-01T00:00:02Z",
+            "traits": {"plan": "pro"},
+        },
+        {
+            "type": "identify",
+            "anonymousId": "a1",
+            "messageId": "m4",
+            "timestamp": "2024-01-01T00:00:03Z",
+        },
+    ]
+    table = _as_text_columns(rows)
+    for index_type in (pa.int32(), pa.uint8()):
+        odd = _as_odd_dictionaries(table, index_type)
+        # (the second row's null properties and userId are a valid index to a null value)
+        assert odd.column("properties").chunk(0).indices[1].is_valid
+        _assert_same(rows, odd)

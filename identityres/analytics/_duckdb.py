@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from identityres._events import MAX_TIMESTAMP, MIN_TIMESTAMP
 from identityres.analytics._inputs import (
     COMPANY,
     Identities,
@@ -80,9 +81,22 @@ def _iso_shaped(text: str) -> str:
     )
 
 
+#: the ISO-8601 texts SQL reads: with seconds and a zone, an hour below 24 (DuckDB reads a
+#: text without a zone, a bare date or 24:00 too; ingest refuses them, so Python reads a
+#: file holding one and says so; docs/analytics.md)
+_ISO = (
+    r"\d{4}-\d\d-\d\d[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)"
+)
+
+
 def _epoch(text: str) -> str:
-    """SQL for the epoch seconds of a timestamp in text: a number, or ISO-8601."""
-    iso = f"epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)) / 1e6"
+    """SQL for the epoch seconds of a timestamp in text: a number, or ISO-8601 of the form
+    :data:`_ISO` (``NULL`` otherwise)."""
+    iso = (
+        f"CASE WHEN regexp_full_match({text}, {_lit(_ISO)}) "
+        f"THEN epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)) / 1e6 END"
+    )
     number = f"TRY_CAST({text} AS DOUBLE)"
     return f"CASE WHEN {_iso_shaped(text)} THEN {iso} ELSE coalesce({number}, {iso}) END"
 
@@ -269,10 +283,11 @@ def _parquet_columns(con: Any, path: str, props: bool) -> dict[str, str] | None:
             out[name] = f"NULL::{want}"
         elif name in ("timestamp", "originalTimestamp"):
             if kind == "VARCHAR":
-                # ISO-8601 text only: ingest refuses a number in text (Python raises it)
+                # ISO-8601 text only: ingest refuses a number in text (Python raises it);
+                # '' and not NULL, which coalesce() would replace by the originalTimestamp
                 out[name] = (
                     f"CASE WHEN {_iso_shaped(col)} OR TRY_CAST({col} AS DOUBLE) IS NULL "
-                    f"THEN {col} END"
+                    f"THEN {col} ELSE '' END"
                 )
             elif kind.startswith("TIMESTAMP") or kind in _INTEGER or kind == "DOUBLE":
                 # a timestamp without a zone is UTC; numbers are epoch seconds
@@ -353,11 +368,29 @@ def _stitch_in_sql(
             f"FROM read_parquet({file}, file_row_number=true) WHERE {cols['type']} IN {kinds}"
         )
     else:
+        # the times read as JSON: a JSON number is epoch seconds, a string is ISO-8601 text
+        # only (ingest refuses a number in a string; as text, DuckDB could not tell them
+        # apart). A refused one becomes '', which no time reads as, not NULL: ingest does not
+        # fall back on originalTimestamp when the timestamp is there but wrong
+        stamps = ("timestamp", "originalTimestamp")
         types = ", ".join(
-            f"{name}: '{kind}'" for name, kind in _COLUMNS.items() if props or name != "properties"
+            f"{name}: '{'JSON' if name in stamps else kind}'"
+            for name, kind in _COLUMNS.items()
+            if props or name != "properties"
         )
+
+        def as_text(c: str) -> str:
+            text = f"({c}->>'$')"
+            return (
+                f"CASE json_type({c}) WHEN 'VARCHAR' THEN CASE WHEN {_iso_shaped(text)} "
+                f"OR TRY_CAST({text} AS DOUBLE) IS NULL THEN {text} ELSE '' END "
+                f"WHEN 'NULL' THEN NULL ELSE {c}::VARCHAR END AS {c}"
+            )
+
         read = (
-            "SELECT row_number() OVER () AS line, *"
+            "SELECT row_number() OVER () AS line, * REPLACE ("
+            + ", ".join(as_text(c) for c in stamps)
+            + ")"
             + ("" if props else ", NULL::JSON AS properties")
             + f" FROM read_json({file}, format='newline_delimited', columns={{{types}}})"
         )
@@ -411,7 +444,12 @@ def _stitch_in_sql(
     # a wanted message without an id or a timestamp (ingest derives or defaults them, or
     # refuses the message): Python reads the file. Such rows, dropped duplicates included,
     # get a NULL person and are counted below, instead of a pass of their own over the file.
-    bad = "(m.messageId IS NULL OR m.ts IS NULL)"
+    # (a time outside the window ingest takes, NaN included, is refused by ingest: Python
+    # reads the file and says so)
+    bad = (
+        f"(m.messageId IS NULL OR m.ts IS NULL OR NOT (m.ts >= {MIN_TIMESTAMP!r} "
+        f"AND m.ts < {MAX_TIMESTAMP!r}))"
+    )
     wanted = f"""SELECT m.* FROM ({messages}) m
         LEFT JOIN (SELECT line AS gone FROM dropped) d ON m.line = d.gone
         WHERE d.gone IS NULL OR {bad}"""
