@@ -37,6 +37,15 @@ def _size(text: str) -> int:
     return int(float(text))
 
 
+def ensure_inputs(identifiers: int, directory: Path) -> None:
+    """Write the inputs into ``directory`` unless its ``events.parquet`` is there already (a
+    kept ``--dir`` is reused across runs)."""
+    if not (directory / "events.parquet").exists():
+        t = time.perf_counter()
+        meta = write_inputs(identifiers, directory)
+        print(f"inputs: {meta} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+
 def write_inputs(identifiers: int, directory: Path) -> dict[str, Any]:
     """The workload's stream as Parquet (Segment columns, traits/properties as JSON text)
     and as JSONL."""
@@ -165,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(args.dir or tmp)
-        if not (directory / "events.parquet").exists():
-            t = time.perf_counter()
-            meta = write_inputs(args.identifiers, directory)
-            print(f"inputs: {meta} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        ensure_inputs(args.identifiers, directory)
         runs: dict[str, list[dict[str, Any]]] = {}
         for _, contender in [
             (r, c) for r in range(args.repeat) for c in CONTENDERS if c not in args.skip

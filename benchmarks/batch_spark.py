@@ -110,14 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", default="3g", help="spark.driver.memory")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
-    from batch import write_inputs  # benchmarks/batch.py: the same Parquet input
+    from batch import ensure_inputs  # benchmarks/batch.py: the same Parquet input
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(args.dir or tmp)
-        if not (directory / "events.parquet").exists():
-            t = time.perf_counter()
-            meta = write_inputs(args.identifiers, directory)
-            print(f"inputs: {meta} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        ensure_inputs(args.identifiers, directory)
         report: dict[str, Any] = {"identifiers": args.identifiers, "partitions": args.partitions}
         peak = PeakRss()
         from identityres import batch_spark
