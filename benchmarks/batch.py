@@ -65,18 +65,30 @@ def write_inputs(identifiers: int, directory: Path) -> dict[str, Any]:
         "timestamp",
         "messageId",
     ]
-    rows: dict[str, list[Any]] = {c: [] for c in cols}
     dumps = json.JSONEncoder(separators=(",", ":")).encode
-    for ev in w.events():
-        msg = to_segment(ev)
-        for c in cols:
-            v = msg.get(c)
-            rows[c].append(dumps(v) if isinstance(v, dict) else v)
-    events = len(rows["type"])
-    table = pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()})
-    del rows
-    pq.write_table(table, directory / "events.parquet")
-    del table
+    schema = pa.schema([(c, pa.string()) for c in cols])
+    # (a million rows at a time: at 10^7 identifiers the whole stream as Python lists would
+    # take ~20 GB before the first byte is written)
+    chunk = 1 << 20
+    events = 0
+    with pq.ParquetWriter(directory / "events.parquet", schema) as writer:
+        rows: dict[str, list[Any]] = {c: [] for c in cols}
+
+        def flush() -> None:
+            writer.write_table(pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()}))
+            for v in rows.values():
+                v.clear()
+
+        for ev in w.events():
+            msg = to_segment(ev)
+            for c in cols:
+                v = msg.get(c)
+                rows[c].append(dumps(v) if isinstance(v, dict) else v)
+            events += 1
+            if len(rows["type"]) >= chunk:
+                flush()
+        if rows["type"]:
+            flush()
     with open(directory / "events.jsonl", "w", encoding="utf-8") as out:
         write_jsonl(w.events(), out)
     return {"identifiers": identifiers, "events": events}
