@@ -170,6 +170,36 @@ def run_one(contender: str, directory: Path, identifiers: int) -> dict[str, Any]
     return out
 
 
+def _resident_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _run_capped(cmd: list[str], max_rss_gb: float | None) -> tuple[int, str, str]:
+    """Run one contender; with ``max_rss_gb``, kill it when its resident memory passes that
+    (polled ten times a second), rather than let the kernel's OOM killer pick a process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=os.environ.copy())
+        seen = 0.0
+        while child.poll() is None:
+            seen = max(seen, _resident_mb(child.pid))
+            if max_rss_gb is not None and seen > max_rss_gb * 1024:
+                child.kill()
+                child.wait()
+                err.write(f"\nstopped: resident memory passed {max_rss_gb} GB ({seen:.0f} MB)\n")
+                break
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        return child.returncode, out.read(), err.read()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--identifiers", type=_size, default=1_000_000)
@@ -178,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per contender, interleaved; best CPU kept"
+    )
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        help="stop a contender whose resident memory passes this (a shared machine has no swap)",
     )
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -201,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
                 "--identifiers",
                 str(args.identifiers),
             ]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-            if done.returncode:
-                print(done.stderr, file=sys.stderr)
+            code, stdout, stderr = _run_capped(cmd, args.max_rss_gb)
+            if code:
+                print(stderr, file=sys.stderr)
                 runs.setdefault(contender, []).append(
-                    {"contender": contender, "error": done.stderr[-2000:], "cpu": float("inf")}
+                    {"contender": contender, "error": stderr[-2000:], "cpu": float("inf")}
                 )
                 continue
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            figures = json.loads(stdout.strip().splitlines()[-1])
             print(json.dumps(figures), file=sys.stderr)
             runs.setdefault(contender, []).append(figures)
         results = []

@@ -151,3 +151,36 @@ def test_batch_benchmark_harness_runs(tmp_path: Path) -> None:
         assert r["events"] > 2000 and r["cpu"] > 0 and r["peak_rss_mb"] > 0
     assert 0 < by_name["batch-parquet"]["conflicted_fraction"] < 1
     assert by_name["batch-parquet"]["identifiers"] == by_name["batch-jsonl"]["identifiers"]
+
+
+def test_batch_benchmark_stops_a_contender_over_its_memory_cap(tmp_path: Path) -> None:
+    """``--max-rss-gb``: a contender passing the cap is stopped and reported as stopped, and
+    the others still run (a 10^7 run on a shared machine without swap)."""
+    out = tmp_path / "batch.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "batch.py"),
+            "--identifiers",
+            "2000",
+            "--dir",
+            str(tmp_path),
+            "--skip",
+            "online",
+            "--skip",
+            "batch-jsonl",
+            "--max-rss-gb",
+            "0.02",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    by_name = {r["contender"]: r for r in report["results"]}
+    assert set(by_name) == {"batch-parquet", "networkx"}
+    for r in by_name.values():
+        assert "stopped: resident memory passed 0.02 GB" in r["error"]
