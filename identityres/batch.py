@@ -250,13 +250,18 @@ class _Events:
         row_nodes: list[np.ndarray] | None = None,
         node_kind: np.ndarray | None = None,
         node_value: Any = None,
+        reload: Callable[[], pa.Table] | None = None,
     ) -> None:
         self.build = build
         self.ts = ts
         self.eid = eid
         self.etype = etype
         self.py = py
+        #: the source's rows (``row``: each event's), or how to read them again: a file
+        #: source is not kept in memory (a quarter of the peak at 10^6 identifiers) but
+        #: read again by ``graph()``/``seed()``, the only readers of the columnar rows
         self.table = table
+        self.reload = reload
         self.row = row
         #: per event, the node of its first identifier (-1: none)
         self.anchor = np.full(len(ts), -1, dtype=np.int64) if anchor is None else anchor
@@ -384,8 +389,11 @@ class _Events:
                 else:
                     yield i, rec
             rest.sort()
+            if not rest:
+                return
+            table = self.table if self.table is not None or self.reload is None else self.reload()
             for start in range(0, len(rest), _ROWS_PER_CHUNK):
-                yield from self._rebuilt(rest[start : start + _ROWS_PER_CHUNK])
+                yield from self._rebuilt(table, rest[start : start + _ROWS_PER_CHUNK])
             return
         wanted = list(indices)
         built = dict(self.records((i for i in wanted if i not in py), ordered=False))
@@ -393,14 +401,14 @@ class _Events:
             rec = py.get(i)
             yield i, built[i] if rec is None else rec
 
-    def _rebuilt(self, indices: list[int]) -> Iterator[tuple[int, Record]]:
+    def _rebuilt(self, table: pa.Table | None, indices: list[int]) -> Iterator[tuple[int, Record]]:
         if not indices:
             return
-        assert self.table is not None
+        assert table is not None
         at = np.array(indices, dtype=np.int64)
         where = self.row[at]
         ascending = bool(np.all(where[1:] >= where[:-1]))
-        rows = _take_rows(self.table, where) if ascending else self.table.take(where)
+        rows = _take_rows(table, where) if ascending else table.take(where)
         # A track/page/screen row of the lane is what ``from_message`` would pass to
         # ``RecordBuilder.track``: its name, ids and properties, its parsed time (the lane's
         # equals it) and nothing extracted (the lane holds no row with something to
@@ -1804,6 +1812,38 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
     return None
 
 
+def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Table] | None:
+    """How to read a file source's table again (``None``: keep the table, the caller's or
+    an iterable's). The files must be unchanged then: their sizes and modification times
+    are checked, and a changed file raises ``ConfigurationError`` rather than give rows
+    the result was not computed from."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    files = _files(Path(source), fmt)
+    stamps = [(path, _stamp(path)) for path, _ in files]
+
+    def reload() -> pa.Table:
+        for path, stamp in stamps:
+            if _stamp(path) != stamp:
+                raise ConfigurationError(
+                    f"source={str(path)!r}: changed since batch.resolve read it; resolve it again"
+                )
+        read = _read_table(source, fmt, rules)
+        table = read.table if isinstance(read, _Lines) else read
+        assert table is not None
+        return table
+
+    return reload
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def resolve(
     source: Any,
     *,
@@ -1838,6 +1878,9 @@ def resolve(
     times: dict[str, float] = {}
 
     def done(phase: str, started: float) -> float:
+        # Arrow's allocator keeps what a phase freed (the table read, above all) for Arrow
+        # alone; the next phases allocate mostly numpy arrays, so it goes back to the system
+        pa.default_memory_pool().release_unused()
         now = time.perf_counter()
         times[phase] = now - started
         if progress is not None:
@@ -1865,6 +1908,7 @@ def resolve(
         # (redeliveries of a row the columnar lane reads: duplicates, read no further)
         slow_rows = np.flatnonzero(~fast_mask & ~dropped)
         redelivered = int(dropped.sum())
+        del fast_mask, dropped
         inputs: Iterable[tuple[int, Any]] = zip(
             row_position[slow_rows].tolist(),
             _table_messages(_take_rows(table, slow_rows)),
@@ -1945,6 +1989,11 @@ def resolve(
             records.append(rec)
     if shared(held):
         return slowly()
+    # (a file source is read again when graph()/seed() need its rows, not kept: the peak
+    # is in the next phases, and at 10^7 identifiers the table is gigabytes)
+    reload = None if table is None else _reloader(source, format, compiled if columnar else None)
+    kept = table if reload is None else None
+    del read, table, lanes, held, row_position
     t = done("decode", t)
 
     # 2. nodes and link components (vectorized)
@@ -2058,6 +2107,10 @@ def resolve(
     np.minimum.at(first_rank, occ_n, rank[occ_r])
     last_ts = np.full(nn, -np.inf)
     np.maximum.at(last_ts, occ_n, ts[occ_r])
+    # (what only this phase needed goes: the peak of the run is in the next phases)
+    fast_eids = eids.slice(0, 0)  # (``shared`` holds the name; the ids are in ``eids``)
+    del columns, occ_rec_parts, occ_node_parts, edges_a, edges_b, occ_r, occ_n
+    del rank, s_rec, s_node, slow_a, slow_b, slow_occ_node, is_first, rows_idx, fast_ts
     t = done("components", t)
 
     # 3. classify: which components some rule can touch
@@ -2082,17 +2135,21 @@ def resolve(
         eids,
         etype,
         py,
-        table,
+        kept,
         np.concatenate([fast_rows, np.full(len(records), -1, dtype=np.int64)]),
         anchor,
         row_data.take(fast_rows, len(records)),
         row_nodes,
         kind_arr,
         node_value,
+        reload,
     )
     t = done("classify", t)
 
     # 4. the conflicted components, through the online engine, in key order
+    # (first, what only the phases above needed goes: the peak is in the tables, and at
+    # 10^7 identifiers these per-row arrays, the table and the lane's codes are gigabytes)
+    del row_data
     conflicted = IdentityGraph(rules)
     store = conflicted.store
     assert isinstance(store, MemoryStore)

@@ -1,0 +1,90 @@
+"""A file source is not kept in memory by ``batch.resolve``: ``graph()``/``seed()`` read its
+rows again (docs/batch.md, Continuing online). These tests check that what they read again
+gives the state online ingestion leaves, and that a changed file is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import identityres as ir
+from identityres import batch
+from identityres import strategies as irst
+from identityres.testing import snapshot, snapshot_diff
+from identityres.testing.conformance._machine import _rules_variants
+from tests.test_batch import _as_text_columns, online, to_message
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _write(messages: list[dict[str, Any]], path: Path, fmt: str) -> None:
+    if fmt == "parquet":
+        pq.write_table(_as_text_columns(messages), path)
+    else:
+        path.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="utf-8")
+
+
+@settings(
+    max_examples=20,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    stream=irst.streams(users=3),
+    rules=_rules_variants(),
+    fmt=st.sampled_from(["parquet", "jsonl"]),
+)
+def test_graph_of_a_file_source_reads_its_rows_again_and_equals_online(
+    tmp_path: Path, stream: list[Any], rules: ir.Rules, fmt: str
+) -> None:
+    messages = [to_message(e) for e in stream]
+    path = tmp_path / f"events.{fmt}"
+    _write(messages, path, fmt)
+    result = batch.resolve(path, rules=rules)
+    assert result._events.table is None  # (not kept: read again below)
+    a, b = snapshot(online(messages, rules)), snapshot(result.graph())
+    assert a == b, snapshot_diff(a, b)
+
+
+def test_a_file_changed_after_resolve_is_refused(tmp_path: Path) -> None:
+    messages = [
+        {
+            "type": "identify",
+            "userId": f"u{i}",
+            "anonymousId": f"a{i}",
+            "messageId": f"m{i}",
+            "timestamp": "2024-01-01T00:00:00Z",
+        }
+        for i in range(3)
+    ]
+    path = tmp_path / "events.parquet"
+    _write(messages, path, "parquet")
+    result = batch.resolve(path)
+    _write(messages[:2], path, "parquet")
+    os.utime(path, ns=(1, 1))  # (a rewrite within the clock's resolution: size/mtime differ)
+    with pytest.raises(ir.ConfigurationError, match="changed since batch"):
+        result.graph()
+    with pytest.raises(ir.ConfigurationError, match="changed since batch"):
+        result.seed(f"sqlite:///{tmp_path / 'ids.db'}")
+
+
+def test_a_table_source_is_kept_not_read_again() -> None:
+    messages = [
+        {
+            "type": "identify",
+            "userId": "u",
+            "anonymousId": "a",
+            "messageId": "m",
+            "timestamp": "2024-01-01T00:00:00Z",
+        }
+    ]
+    table = _as_text_columns(messages)
+    result = batch.resolve(table)
+    assert result._events.table is table
+    assert result._events.reload is None
