@@ -1573,7 +1573,9 @@ class BatchResult:
                     )
                 continue
             nodes = tuple(local[n_of[p]] for p in rec.ids)
-            if len(nodes) > 1:
+            if rec.etype == RESET:
+                _load_reset(engine, nodes[0], (rec.ts, rec.event_id))
+            elif len(nodes) > 1:
                 root = engine.lfind(nodes[0])
                 engine.log.setdefault(root, []).append((rec.ts, rec.event_id, nodes, rec.etype))
                 engine.seen_key(root, (rec.ts, rec.event_id))
@@ -1620,6 +1622,18 @@ class BatchResult:
             work = WorkingSet(self.rules.compiled, target.erasure_key())
             self._fill(work)
             batch.save(work.changes())
+
+
+def _load_reset(engine: Engine, n: int, key: tuple[float, str]) -> None:
+    """Load a reset of an untouched component as ``Engine._reset`` leaves it: an entry of
+    the component's log, its key in the newest key, and the id's earliest reset key, which
+    later online events are decided against (R4; its sighting is in first/last seen)."""
+    root = engine.lfind(n)
+    engine.log.setdefault(root, []).append((key[0], key[1], (n,), RESET))
+    engine.seen_key(root, key)
+    old = engine.resets.get(n)
+    if old is None or key < old:
+        engine.resets[n] = key
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
@@ -1802,6 +1816,33 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
     if isinstance(source, ds.Dataset):
         return source.to_table()
     return None
+
+
+def _reset_bound_nodes(
+    etype: np.ndarray,
+    anchor: np.ndarray,
+    rank: np.ndarray,
+    occ_r: np.ndarray,
+    occ_n: np.ndarray,
+    nn: int,
+) -> np.ndarray:
+    """The reset anonymous ids a reset can act on (docs/batch.md, Classify): those carried
+    by a link event (two or more identifiers) ranked after the id's earliest reset. A reset
+    retires its id only for later events (R4), and only a link event's decision reads
+    ``resets``; every other reset leaves the fold what plain union makes it."""
+    resets = np.flatnonzero((etype == RESET) & (anchor >= 0))
+    if not len(resets):
+        return np.zeros(0, dtype=np.int64)
+    # per node: the rank of its earliest reset (len(rank), past every event: none)
+    first_reset = np.full(nn, len(rank), dtype=np.int64)
+    np.minimum.at(first_reset, anchor[resets], rank[resets])
+    # occurrences in link events (an event with two or more identifiers; counting a
+    # repeated identifier twice only calls more events links)
+    linked = (np.bincount(occ_r, minlength=len(rank)) >= 2)[occ_r]
+    lr = occ_r[linked]
+    ln = occ_n[linked]
+    bound: np.ndarray = ln[rank[lr] > first_reset[ln]]
+    return bound
 
 
 def resolve(
@@ -2063,7 +2104,12 @@ def resolve(
     # 3. classify: which components some rule can touch
     touched = np.zeros(nn, dtype=bool)
     if nn:
-        touched[comp[np.array(operator_nodes, dtype=np.int64)]] = True
+        # A forced merge, a split or an erasure touches its component; a reset only when a
+        # link event after it carries its id (docs/batch.md, Classify): any other reset
+        # leaves the component's fold what plain union makes it.
+        op_type = etype[is_operator & (anchor >= 0)]  # (the events operator_nodes are of)
+        touched[comp[operator_nodes[op_type != RESET]]] = True
+        touched[comp[_reset_bound_nodes(etype, anchor, rank, occ_r, occ_n, nn)]] = True
         size = np.bincount(comp, minlength=nn)
         if compiled.max_profile_size is not None:
             touched |= size > compiled.max_profile_size
