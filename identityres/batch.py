@@ -1826,22 +1826,26 @@ def _reset_bound_nodes(
     occ_n: np.ndarray,
     nn: int,
 ) -> np.ndarray:
-    """The reset anonymous ids a reset can act on (docs/batch.md, Classify): those carried
-    by a link event (two or more identifiers) ranked after the id's earliest reset. A reset
-    retires its id only for later events (R4), and only a link event's decision reads
-    ``resets``; every other reset leaves the fold what plain union makes it."""
+    """The anonymous ids whose reset is felt (docs/batch.md, Classify): carried by a link
+    event (two or more identifiers) ranked after the id's earliest reset. A reset retires
+    its id only for later events (R4), and only a link event's decision reads ``resets``;
+    every other reset leaves the fold what plain union makes it."""
     resets = np.flatnonzero((etype == RESET) & (anchor >= 0))
     if not len(resets):
         return np.zeros(0, dtype=np.int64)
     # per node: the rank of its earliest reset (len(rank), past every event: none)
     first_reset = np.full(nn, len(rank), dtype=np.int64)
     np.minimum.at(first_reset, anchor[resets], rank[resets])
-    # occurrences in link events (an event with two or more identifiers; counting a
-    # repeated identifier twice only calls more events links)
-    linked = (np.bincount(occ_r, minlength=len(rank)) >= 2)[occ_r]
-    lr = occ_r[linked]
-    ln = occ_n[linked]
-    bound: np.ndarray = ln[rank[lr] > first_reset[ln]]
+    # the occurrences of reset ids (few), those of them in events ranked after the id's
+    # earliest reset, and of these the ones in link events (a repeated identifier counted
+    # twice would only call more events links)
+    mine = np.flatnonzero((first_reset < len(rank))[occ_n])
+    r = occ_r[mine]
+    n = occ_n[mine]
+    later = rank[r] > first_reset[n]
+    r = r[later]
+    n = n[later]
+    bound: np.ndarray = n[np.bincount(occ_r, minlength=len(rank))[r] >= 2]
     return bound
 
 
