@@ -127,7 +127,7 @@ def reset_streams(draw: st.DrawFn) -> list[Any]:
 
 
 _SETTINGS = settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -173,7 +173,7 @@ def test_reset_rich_streams_continue_online_after_graph(
 
 
 @settings(
-    max_examples=20,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
