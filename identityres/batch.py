@@ -1581,7 +1581,9 @@ class BatchResult:
                     )
                 continue
             nodes = tuple(local[n_of[p]] for p in rec.ids)
-            if len(nodes) > 1:
+            if rec.etype == RESET:
+                _load_reset(engine, nodes[0], (rec.ts, rec.event_id))
+            elif len(nodes) > 1:
                 root = engine.lfind(nodes[0])
                 engine.log.setdefault(root, []).append((rec.ts, rec.event_id, nodes, rec.etype))
                 engine.seen_key(root, (rec.ts, rec.event_id))
@@ -1628,6 +1630,18 @@ class BatchResult:
             work = WorkingSet(self.rules.compiled, target.erasure_key())
             self._fill(work)
             batch.save(work.changes())
+
+
+def _load_reset(engine: Engine, n: int, key: tuple[float, str]) -> None:
+    """Load a reset of an untouched component as ``Engine._reset`` leaves it: an entry of
+    the component's log, its key in the newest key, and the id's earliest reset key, which
+    later online events are decided against (R4; its sighting is in first/last seen)."""
+    root = engine.lfind(n)
+    engine.log.setdefault(root, []).append((key[0], key[1], (n,), RESET))
+    engine.seen_key(root, key)
+    old = engine.resets.get(n)
+    if old is None or key < old:
+        engine.resets[n] = key
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
@@ -1842,6 +1856,37 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def _reset_bound_nodes(
+    etype: np.ndarray,
+    anchor: np.ndarray,
+    rank: np.ndarray,
+    occ_r: np.ndarray,
+    occ_n: np.ndarray,
+    nn: int,
+) -> np.ndarray:
+    """The anonymous ids whose reset is felt (docs/batch.md, Classify): carried by a link
+    event (two or more identifiers) ranked after the id's earliest reset. A reset retires
+    its id only for later events (R4), and only a link event's decision reads ``resets``;
+    every other reset leaves the fold what plain union makes it."""
+    resets = np.flatnonzero((etype == RESET) & (anchor >= 0))
+    if not len(resets):
+        return np.zeros(0, dtype=np.int64)
+    # per node: the rank of its earliest reset (len(rank), past every event: none)
+    first_reset = np.full(nn, len(rank), dtype=np.int64)
+    np.minimum.at(first_reset, anchor[resets], rank[resets])
+    # the occurrences of reset ids (few), those of them in events ranked after the id's
+    # earliest reset, and of these the ones in link events (a repeated identifier counted
+    # twice would only call more events links)
+    mine = np.flatnonzero((first_reset < len(rank))[occ_n])
+    r = occ_r[mine]
+    n = occ_n[mine]
+    later = rank[r] > first_reset[n]
+    r = r[later]
+    n = n[later]
+    bound: np.ndarray = n[np.bincount(occ_r, minlength=len(rank))[r] >= 2]
+    return bound
 
 
 def resolve(
@@ -2109,14 +2154,19 @@ def resolve(
     np.maximum.at(last_ts, occ_n, ts[occ_r])
     # (what only this phase needed goes: the peak of the run is in the next phases)
     fast_eids = eids.slice(0, 0)  # (``shared`` holds the name; the ids are in ``eids``)
-    del columns, occ_rec_parts, occ_node_parts, edges_a, edges_b, occ_r, occ_n
-    del rank, s_rec, s_node, slow_a, slow_b, slow_occ_node, is_first, rows_idx, fast_ts
+    del columns, occ_rec_parts, occ_node_parts, edges_a, edges_b
+    del s_rec, s_node, slow_a, slow_b, slow_occ_node, is_first, rows_idx, fast_ts
     t = done("components", t)
 
     # 3. classify: which components some rule can touch
     touched = np.zeros(nn, dtype=bool)
     if nn:
-        touched[comp[np.array(operator_nodes, dtype=np.int64)]] = True
+        # A forced merge, a split or an erasure touches its component; a reset only when a
+        # link event after it carries its id (docs/batch.md, Classify): any other reset
+        # leaves the component's fold what plain union makes it.
+        op_type = etype[is_operator & (anchor >= 0)]  # (the events operator_nodes are of)
+        touched[comp[operator_nodes[op_type != RESET]]] = True
+        touched[comp[_reset_bound_nodes(etype, anchor, rank, occ_r, occ_n, nn)]] = True
         size = np.bincount(comp, minlength=nn)
         if compiled.max_profile_size is not None:
             touched |= size > compiled.max_profile_size
@@ -2125,6 +2175,7 @@ def resolve(
             assert lim is not None
             count = np.bincount(comp[kind_arr == k], minlength=nn)
             touched |= count > lim
+    del occ_r, occ_n, rank  # (the occurrences: read by this phase last)
     # an event is fast when its component is untouched (an event of no identifiers is fast)
     fast_record = np.ones(nr, dtype=bool)
     has_ids = anchor >= 0
