@@ -1817,6 +1817,28 @@ class BatchResult:
             batch.save(work.changes())
 
 
+def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
+    """Epoch seconds as UTC microsecond timestamps, rounded as ``datetime.fromtimestamp``
+    rounds them (``Profile.first_seen``): the fraction, half to even."""
+    frac, whole = np.modf(np.asarray(seconds, dtype=np.float64))
+    us = np.round(frac * 1e6)
+    whole = np.where(us >= 1e6, whole + 1, np.where(us < 0, whole - 1, whole))
+    us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us))
+    micros = whole.astype(np.int64) * 1_000_000 + us.astype(np.int64)
+    return pa.array(micros, pa.timestamp("us", tz="UTC"))
+
+
+def _sparse_text(n: int, held: dict[int, str]) -> Any:
+    """A string array of ``n`` nulls but at the positions ``held`` gives."""
+    if not held:
+        return pa.nulls(n, pa.string())
+    at = np.full(n, -1, dtype=np.int64)
+    keys = np.fromiter(held, dtype=np.int64, count=len(held))
+    at[keys] = np.arange(len(held), dtype=np.int64)
+    where: Any = pa.array(at, mask=at < 0)
+    return pa.array(list(held.values()), pa.string()).take(where)
+
+
 #: JSON text of traits as ``json.dumps(traits, sort_keys=True)`` writes it (the same
 #: encoder, made once: ``dumps`` makes one per call, half the cost of a small dict)
 _text: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
@@ -1869,28 +1891,6 @@ def _key_order(
         pa.table(columns), sort_keys=[(c, "ascending") for c in columns]
     ).to_numpy(zero_copy_only=False)
     return order
-
-
-def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
-    """Epoch seconds as UTC microsecond timestamps, rounded as ``datetime.fromtimestamp``
-    rounds them (``Profile.first_seen``): the fraction, half to even."""
-    frac, whole = np.modf(np.asarray(seconds, dtype=np.float64))
-    us = np.round(frac * 1e6)
-    whole = np.where(us >= 1e6, whole + 1, np.where(us < 0, whole - 1, whole))
-    us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us))
-    micros = whole.astype(np.int64) * 1_000_000 + us.astype(np.int64)
-    return pa.array(micros, pa.timestamp("us", tz="UTC"))
-
-
-def _sparse_text(n: int, held: dict[int, str]) -> Any:
-    """A string array of ``n`` nulls but at the positions ``held`` gives."""
-    if not held:
-        return pa.nulls(n, pa.string())
-    at = np.full(n, -1, dtype=np.int64)
-    keys = np.fromiter(held, dtype=np.int64, count=len(held))
-    at[keys] = np.arange(len(held), dtype=np.int64)
-    where: Any = pa.array(at, mask=at < 0)
-    return pa.array(list(held.values()), pa.string()).take(where)
 
 
 def _flat(table: pa.Table) -> pa.Table:
