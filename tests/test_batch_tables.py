@@ -92,13 +92,13 @@ def test_timestamps_round_as_profile_first_seen(seconds: list[float]) -> None:
 def test_ties_on_the_first_event_are_broken_by_the_value() -> None:
     # Two identifiers of one kind first seen in one event: the same (kind, first key), so
     # R5 takes the smaller value. Untouched (the limit allows two user ids), the smaller
-    # value first and second, and conflicted (a reset puts the component in the engine).
+    # value first and second, and conflicted (a forced merge puts the component in the engine).
     events: list[Any] = [
         ir.Alias(user_id="u-b", previous_id=("user_id", "u-a"), timestamp=10, event_id="e1"),
         ir.Alias(user_id="u-e", previous_id=("user_id", "u-f"), timestamp=11, event_id="e5"),
         ir.Alias(user_id="u-d", previous_id=("user_id", "u-c"), timestamp=12, event_id="e2"),
         ir.Identify(user_id="u-d", anonymous_id="a-9", timestamp=13, event_id="e3"),
-        ir.Reset(anonymous_id="a-9", timestamp=14, event_id="e4"),
+        ir.Merge(a=("user_id", "u-d"), b=("anonymous_id", "a-9"), timestamp=14, event_id="e4"),
     ]
     result = _same(events, ir.Rules(limits={"user_id": 2}))
     ids = {r["value"]: r["profile_id"] for r in result.identity_map.to_pylist()}
@@ -113,7 +113,7 @@ def test_conflicted_ties_on_the_timestamp_are_broken_by_the_event_id() -> None:
     events: list[Any] = [
         ir.Identify(user_id="u-z", anonymous_id="a-1", timestamp=5, event_id="e1"),
         ir.Identify(user_id="u-a", anonymous_id="a-1", timestamp=5, event_id="e2"),
-        ir.Reset(anonymous_id="a-1", timestamp=9, event_id="e3"),
+        ir.Merge(a=("user_id", "u-z"), b=("anonymous_id", "a-1"), timestamp=9, event_id="e3"),
     ]
     result = _same(events, ir.Rules(limits={"user_id": 2}))
     (row,) = result.profiles.to_pylist()
