@@ -65,7 +65,6 @@ from identityres._events import (
 from identityres._formats import translate
 from identityres._graph import EventError, IdentityGraph, bad_event
 from identityres._merge import keep
-from identityres._model import profile_id
 from identityres._rules import Rules, strip_whitespace
 from identityres._working_set import WorkingSet
 from identityres._writers import CONFLICT, admit, conflict
@@ -1121,60 +1120,33 @@ class BatchResult:
         comp = self._comp
         kind = self._node_kind
         n = len(kind)
-        fast_node = np.zeros(n, dtype=bool)
         fast_node_idx = np.flatnonzero(self._fast_node_mask())
-        fast_node[fast_node_idx] = True
-        # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
-        # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id).
+        f_comp = comp[fast_node_idx]
+        f_kind = kind[fast_node_idx]
+        f_rank = self._first_rank[fast_node_idx]
         values = self._node_values().take(pa.array(fast_node_idx))
-        t = pa.table(
-            {
-                "comp": pa.array(comp[fast_node_idx]),
-                "kind": pa.array(kind[fast_node_idx]),
-                "rank": pa.array(self._first_rank[fast_node_idx]),
-                "value": values,
-            }
-        )
-        idx = pc.sort_indices(
-            t,
-            sort_keys=[
-                ("comp", "ascending"),
-                ("kind", "ascending"),
-                ("rank", "ascending"),
-                ("value", "ascending"),
-            ],
-        ).to_numpy()
-        s_comp = comp[fast_node_idx][idx]
-        head = np.ones(len(idx), dtype=bool)
-        head[1:] = s_comp[1:] != s_comp[:-1]
-        canon_local = idx[head]  # positions (in fast_node_idx) of each component's canonical
-        comps = s_comp[head]
-        # identified user: smallest (first key, value) among the user_id nodes
-        user = rules.user
-        is_user = kind[fast_node_idx] == user
-        u_pos = np.flatnonzero(is_user)
-        ut = t.take(u_pos)
-        uidx = pc.sort_indices(
-            ut, sort_keys=[("comp", "ascending"), ("rank", "ascending"), ("value", "ascending")]
-        ).to_numpy()
-        u_sorted = u_pos[uidx]
-        u_comp = comp[fast_node_idx][u_sorted]
-        uhead = np.ones(len(u_sorted), dtype=bool)
-        uhead[1:] = u_comp[1:] != u_comp[:-1]
+        # Canonical id per fast component (R5): smallest (kind, first key, value). Ranks of
+        # first keys are the event order, so (kind, first_rank) is (kind, ts, event_id);
+        # the identified user is the smallest (first key, value) user id, the same order
+        # restricted to one kind.
+        canon_local = _smallest(f_comp, f_kind * (len(self._order) + 1) + f_rank, values)
+        comps = f_comp[canon_local]
+        u_at = np.flatnonzero(f_kind == rules.user)
+        u_at = u_at[_smallest(f_comp[u_at], f_rank[u_at], values.take(pa.array(u_at)))]
         # per fast node: its component's position; per component: its position (-1: none)
-        node_pos = np.searchsorted(comps, comp[fast_node_idx]).astype(np.int64)
         comp_pos = np.full(n, -1, dtype=np.int64)
         comp_pos[comps] = np.arange(len(comps), dtype=np.int64)
+        node_pos = comp_pos[f_comp]
         ident_at = np.full(len(comps), -1, dtype=np.int64)
-        ident_at[comp_pos[u_comp[uhead]]] = u_sorted[uhead]
+        ident_at[comp_pos[f_comp[u_at]]] = u_at
         kind_names = pa.array(list(names), pa.string())
-        canon_kinds: Any = kind_names.take(kind[fast_node_idx][canon_local])
+        canon_kinds: Any = kind_names.take(f_kind[canon_local])
         uid_arr: Any = values.take(pa.array(canon_local))
         pid_arr: Any = pc.binary_join_element_wise(canon_kinds, uid_arr, ":")  # (profile_id)
         ident_arr: Any = values.take(pa.array(ident_at, mask=ident_at < 0))
         fast_map = pa.table(
             {
-                "kind": kind_names.take(kind[fast_node_idx]),
+                "kind": kind_names.take(f_kind),
                 "value": values,
                 "profile_id": pid_arr.take(node_pos),
                 "user_id": uid_arr.take(node_pos),
@@ -1183,7 +1155,7 @@ class BatchResult:
         )
         # first/last seen, sizes
         ts_sorted = self._events.ts[self._order]
-        first_ts_node = ts_sorted[self._first_rank[fast_node_idx]] if n else np.zeros(0)
+        first_ts_node = ts_sorted[f_rank] if n else np.zeros(0)
         ncomp = len(comps)
         first_seen = np.full(ncomp, np.inf)
         np.minimum.at(first_seen, node_pos, first_ts_node)
@@ -1224,32 +1196,54 @@ class BatchResult:
             # a profile whose only traits are one columnar event's has that event's traits,
             # as keep() merges them into nothing: their text is made once per distinct
             # traits; every other profile's traits are merged by keep(), as before
-            nonempty = np.array([bool(t) for t in data.traits] + [False], dtype=bool)
+            nonempty = np.zeros(len(data.traits) + 1, dtype=bool)  # (code -1: none)
+            nonempty[:-1] = np.fromiter(map(bool, data.traits), dtype=bool, count=len(data.traits))
             ti = np.flatnonzero(held & (etype == IDENTIFY) & nonempty[data.traits_code])
             tp = comp_pos[comp[anchor[ti]]]
             count = np.bincount(tp, minlength=ncomp)
             if traits:
                 count[np.fromiter(traits, dtype=np.int64, count=len(traits))] += 1
             single = count[tp] == 1
-            by_code: dict[int, str] = {}
-            for p, code in zip(
-                tp[single].tolist(), data.traits_code[ti[single]].tolist(), strict=True
-            ):
-                text = by_code.get(code)
-                if text is None:
-                    text = by_code[code] = json.dumps(data.traits[code], sort_keys=True)
-                texts[p] = text
+            # (one text per distinct traits)
+            s_pos = tp[single]
+            s_code = data.traits_code[ti[single]]
+            codes = np.unique(s_code)
+            code_text = [_text(data.traits[c]) for c in codes.tolist()]
+            at = np.searchsorted(codes, s_code)
+            texts.update(zip(s_pos.tolist(), (code_text[a] for a in at.tolist()), strict=True))
+            # a profile holding several events' traits, all columnar: the newest write of
+            # each key wins (R6), so merging them oldest first by dict.update is keep() over
+            # them in (timestamp, event_id) order, rank order; a profile holding traits of
+            # the record lane too is merged by keep(), with those
             multi = ti[~single]
+            m_pos = tp[~single]
+            with_records = np.zeros(ncomp, dtype=bool)
+            if traits:
+                with_records[np.fromiter(traits, dtype=np.int64, count=len(traits))] = True
+            kept = multi[with_records[m_pos]]
             for p, ts, eid, code in zip(
-                tp[~single].tolist(),
-                events.ts[multi].tolist(),
-                events.eid.take(pa.array(multi)).to_pylist(),
-                data.traits_code[multi].tolist(),
+                m_pos[with_records[m_pos]].tolist(),
+                events.ts[kept].tolist(),
+                events.eid.take(pa.array(kept)).to_pylist(),
+                data.traits_code[kept].tolist(),
                 strict=True,
             ):
-                best = traits.setdefault(p, {})
+                best = traits[p]
                 for k, v in data.traits[code].items():
                     keep(best, (False, k), ts, str(eid), v)
+            plain = multi[~with_records[m_pos]]
+            by = np.lexsort((rank[plain], comp_pos[comp[anchor[plain]]]))
+            union: dict[int, dict[str, Any]] = {}
+            for p, code in zip(
+                comp_pos[comp[anchor[plain[by]]]].tolist(),
+                data.traits_code[plain[by]].tolist(),
+                strict=True,
+            ):
+                into = union.get(p)
+                if into is None:
+                    into = union[p] = {}
+                into.update(data.traits[code])
+            texts.update((p, _text(into)) for p, into in union.items())
             ci = np.flatnonzero(held & (etype == COMPANY) & (data.company_code >= 0))
             lane_p = comp_pos[comp[anchor[ci]]]
             lane_code = data.company_code[ci] + len(link_c)
@@ -1257,12 +1251,11 @@ class BatchResult:
             company_names += data.company
         # (only the profiles holding traits cost Python; the rest are nulls, made by Arrow)
         for p, best in traits.items():
-            texts[p] = json.dumps(
+            texts[p] = _text(
                 {
                     **{k: v[2] for (once, k), v in best.items() if once},
                     **{k: v[2] for (once, k), v in best.items() if not once},
-                },
-                sort_keys=True,
+                }
             )
         trait_text = _sparse_text(ncomp, texts)
         # company links, in Arrow and numpy: a profile's company is the company of its
@@ -1308,65 +1301,216 @@ class BatchResult:
                 "traits": trait_text,
             }
         )
-        # the conflicted part, from the online engine
-        g = self._conflicted
-        slow_map_rows: dict[str, list[Any]] = {c: [] for c in fast_map.column_names}
-        slow_profiles: dict[str, list[Any]] = {c: [] for c in fast_profiles.column_names}
-        for prof in g.profiles():
-            pid = prof.id
-            for ident in sorted(prof.all_identifiers(), key=lambda i: (i.kind, i.value)):
-                slow_map_rows["kind"].append(ident.kind)
-                slow_map_rows["value"].append(ident.value)
-                slow_map_rows["profile_id"].append(pid)
-                slow_map_rows["user_id"].append(prof.user_id)
-                slow_map_rows["identified_user_id"].append(prof.identified_user_id)
-            slow_profiles["profile_id"].append(pid)
-            slow_profiles["user_id"].append(prof.user_id)
-            slow_profiles["user_id_kind"].append(prof.user_id_kind)
-            slow_profiles["identified_user_id"].append(prof.identified_user_id)
-            slow_profiles["identifiers"].append(sum(len(v) for v in prof.identifiers.values()))
-            slow_profiles["first_seen"].append(prof.first_seen)
-            slow_profiles["last_seen"].append(prof.last_seen)
-            slow_profiles["company_id"].append(prof.company_id)
-            slow_profiles["company_ids"].append(sorted(prof.company_ids))
-            slow_profiles["traits"].append(
-                json.dumps(dict(prof.traits), sort_keys=True) if prof.traits else None
-            )
-        slow_columns: dict[str, Any] = dict(slow_profiles)
-        for col in ("first_seen", "last_seen"):
-            slow_columns[col] = pa.array(slow_profiles[col], pa.timestamp("us", tz="UTC"))
-        self.identity_map: pa.Table = pa.concat_tables(
-            [fast_map, pa.table(slow_map_rows, schema=fast_map.schema)]
-        )
-        self.profiles: pa.Table = pa.concat_tables(
-            [fast_profiles, pa.table(slow_columns, schema=fast_profiles.schema)]
-        )
-        refusals = list(g.refusals())
-        self.refusals: pa.Table = pa.table(
-            {
-                "event_id": pa.array([r.event_id for r in refusals], pa.string()),
-                "kind": pa.array([r.identifier.kind for r in refusals], pa.string()),
-                "value": pa.array([r.identifier.value for r in refusals], pa.string()),
-                "anchor_kind": pa.array([r.anchor.kind for r in refusals], pa.string()),
-                "anchor_value": pa.array([r.anchor.value for r in refusals], pa.string()),
-                "reason": pa.array([str(r.reason) for r in refusals], pa.string()),
-                "limit_kind": pa.array([r.kind for r in refusals], pa.string()),
-            }
-        )
+        # the conflicted part, read from the online engine's state
+        slow_map, slow_profiles, self._slow_pos, self._slow_pids = self._conflicted_tables()
+        self.identity_map: pa.Table = pa.concat_tables([fast_map, slow_map])
+        self.profiles: pa.Table = pa.concat_tables([fast_profiles, slow_profiles])
+        self.refusals: pa.Table = self._refusal_table()
         self._fast_pids = pid_arr
         self._fast_comp_pos = comp_pos
         self._build_companies(comp_pos, pid_arr)
         self._build_stats()
 
+    @staticmethod
+    def _engine_profiles(engine: Engine, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's profiles, from its arrays in bulk: per node the position of its
+        profile (-1: an erased node), the profiles in the order ``IdentityGraph.profiles()``
+        gives them (their roots ascending, as ``MemoryStore.iter_profiles`` walks them);
+        and per profile its canonical node (R5: ``canonical_row``'s smallest ``(kind,
+        first_ts, first_eid, value)``). ``values``: the nodes' values, in Arrow."""
+        nn = len(engine.value)
+        # (copies: a view of an ``array`` would stop the engine from growing)
+        root = np.array(engine.parent, dtype=np.int64)
+        while True:  # (find() of every node, by pointer jumping)
+            up = root[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+        dead = np.zeros(nn, dtype=bool)
+        if engine.dead:
+            dead[np.fromiter(engine.dead, dtype=np.int64, count=len(engine.dead))] = True
+        live = ~dead & ~dead[root]
+        roots = np.flatnonzero(live & (root == np.arange(nn, dtype=np.int64)))
+        at = np.full(nn, -1, dtype=np.int64)
+        at[roots] = np.arange(len(roots), dtype=np.int64)
+        pos: np.ndarray = np.where(live, at[root], -1)
+        nodes = np.flatnonzero(live)
+        by = nodes[_key_order(engine, pos, nodes, values, with_kind=True)]
+        head = np.ones(len(by), dtype=bool)
+        head[1:] = pos[by][1:] != pos[by][:-1]
+        canon: np.ndarray = by[head]
+        return pos, canon
+
+    def _conflicted_tables(self) -> tuple[pa.Table, pa.Table, np.ndarray, Any]:
+        """The identity-map and profile rows of the conflicted components, as
+        ``IdentityGraph.profiles()`` presents the engine's profiles (``profile_rows`` then
+        ``build_profile``, docs/batch.md, Tables), read in bulk: one row per profile in the
+        engine's order, its identifiers sorted by ``(kind, value)`` as the profile's
+        ``all_identifiers()`` sort. Only the nodes holding traits or company links cost
+        Python, merged by the same ``keep`` as ``winners``."""
+        engine = self._conflicted_engine
+        rules = engine.rules
+        names = rules.kind_names
+        values: Any = pa.array(engine.value, pa.string())
+        pos, canon = self._engine_profiles(engine, values)
+        np_ = len(canon)
+        kind = np.array(engine.kind, dtype=np.int64)
+        kind_names = pa.array(list(names), pa.string())
+        nodes = np.flatnonzero(pos >= 0)
+        # canonical id (R5) and identified user: the smallest (first_ts, first_eid, value)
+        # user id (``build_profile``)
+        uid_arr: Any = values.take(pa.array(canon))
+        canon_kinds: Any = kind_names.take(pa.array(kind[canon]))
+        pid_arr: Any = pc.binary_join_element_wise(canon_kinds, uid_arr, ":")
+        users = nodes[kind[nodes] == rules.user]
+        ident_at = np.full(np_, -1, dtype=np.int64)
+        if len(users):
+            u_order = _key_order(engine, pos, users, values, with_kind=False)
+            u_by = users[u_order]
+            u_head = np.ones(len(u_by), dtype=bool)
+            u_head[1:] = pos[u_by][1:] != pos[u_by][:-1]
+            ident_at[pos[u_by][u_head]] = u_by[u_head]
+        ident_arr: Any = values.take(pa.array(ident_at, mask=ident_at < 0))
+        # first/last seen, sizes
+        first_seen = np.full(np_, np.inf)
+        np.minimum.at(first_seen, pos[nodes], np.array(engine.first_ts, dtype=np.float64)[nodes])
+        last_seen = np.full(np_, -np.inf)
+        np.maximum.at(last_seen, pos[nodes], np.array(engine.last_ts, dtype=np.float64)[nodes])
+        size = np.bincount(pos[nodes], minlength=np_)
+        # traits (R6): regular writes beat set_once, the earliest set_once wins
+        best_of: dict[int, dict[tuple[bool, str], tuple[float, str, Any]]] = {}
+        for once, held in ((False, engine.traits), (True, engine.traits_once)):
+            for node, mine in held.items():
+                p = int(pos[node])
+                if p < 0:
+                    continue
+                best = best_of.setdefault(p, {})
+                for k, (ts, eid, v) in mine.items():
+                    keep(best, (once, k), ts, eid, v, once)
+        texts: dict[int, str] = {}
+        for p, best in best_of.items():
+            merged = {k: t[2] for (once, k), t in best.items() if once}
+            merged.update((k, t[2]) for (once, k), t in best.items() if not once)
+            if merged:
+                texts[p] = _text(merged)
+        # companies (R7): the newest link's company, and every linked one
+        latest: dict[int, tuple[float, str, str]] = {}
+        linked: dict[int, set[str]] = {}
+        for node, links in engine.company_links.items():
+            p = int(pos[node])
+            if p < 0:
+                continue
+            for cid, (ts, eid, _) in links.items():
+                keep(latest, p, ts, eid, cid)
+                linked.setdefault(p, set()).add(cid)
+        newest = {p: t[2] for p, t in latest.items()}
+        # identity map: per profile (in order), its identifiers by (kind name, value)
+        name_rank = np.empty(len(names), dtype=np.int64)
+        name_rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        m_order = pc.sort_indices(
+            pa.table(
+                {
+                    "profile": pa.array(pos[nodes]),
+                    "kind": pa.array(name_rank[kind[nodes]]),
+                    "value": values.take(pa.array(nodes)),
+                }
+            ),
+            sort_keys=[("profile", "ascending"), ("kind", "ascending"), ("value", "ascending")],
+        ).to_numpy(zero_copy_only=False)
+        m_nodes = nodes[m_order]
+        m_pos = pos[m_nodes]
+        slow_map = pa.table(
+            {
+                "kind": kind_names.take(pa.array(kind[m_nodes])),
+                "value": values.take(pa.array(m_nodes)),
+                "profile_id": pid_arr.take(pa.array(m_pos)),
+                "user_id": uid_arr.take(pa.array(m_pos)),
+                "identified_user_id": ident_arr.take(pa.array(m_pos)),
+            }
+        )
+        slow_profiles = pa.table(
+            {
+                "profile_id": pid_arr,
+                "user_id": uid_arr,
+                "user_id_kind": canon_kinds,
+                "identified_user_id": ident_arr,
+                "identifiers": pa.array(size, pa.int64()),
+                "first_seen": _timestamps(first_seen),
+                "last_seen": _timestamps(last_seen),
+                "company_id": _sparse_text(np_, newest),
+                "company_ids": pa.array(
+                    [sorted(linked.get(p, ())) for p in range(np_)], pa.list_(pa.string())
+                ),
+                "traits": _sparse_text(np_, texts),
+            }
+        )
+        return slow_map, slow_profiles, pos, pid_arr
+
+    def _refusal_table(self) -> pa.Table:
+        """The refusals in effect, as ``IdentityGraph.refusals()`` lists them, read from the
+        engine: each refused event's link entry (the first in its component's log with its
+        event id, as ``refused_link_rows`` finds it), by ``(ts, event_id)``; its anchor is
+        its first identifier not split off after it."""
+        engine = self._conflicted_engine
+        names = engine.rules.kind_names
+        splits = engine.splits
+        kind = engine.kind
+        value = engine.value
+        lroot = np.array(engine.lparent, dtype=np.int64)
+        while True:  # (lfind() of every node, without path halving)
+            up = lroot[lroot]
+            if np.array_equal(up, lroot):
+                break
+            lroot = up
+        wanted: dict[int, set[str]] = {}
+        for eid, (_, nodes, _) in engine.refusals.items():
+            wanted.setdefault(int(lroot[nodes[0]]), set()).add(eid)
+        entries: list[tuple[float, str, tuple[int, ...], int]] = []
+        for root, eids in wanted.items():
+            for entry in engine.log.get(root, ()):
+                if entry[1] in eids:
+                    eids.discard(entry[1])
+                    entries.append(entry)
+        entries.sort(key=lambda e: (e[0], e[1]))
+        cols: dict[str, list[Any]] = {
+            c: [] for c in ("event_id", "kind", "value", "anchor_kind", "anchor_value")
+        }
+        reasons: list[str] = []
+        limit_kinds: list[str | None] = []
+        for ts, eid, members, _ in entries:
+            key = (ts, eid)
+            anchor = next(
+                m for m in members if (s := splits.get(m)) is None or not key < (s[0], s[1] or "")
+            )
+            for x, reason, lk in engine.refusals[eid][2]:
+                cols["event_id"].append(eid)
+                cols["kind"].append(names[kind[x]])
+                cols["value"].append(value[x])
+                cols["anchor_kind"].append(names[kind[anchor]])
+                cols["anchor_value"].append(value[anchor])
+                reasons.append(str(reason))
+                limit_kinds.append(None if lk is None else names[lk])
+        return pa.table(
+            {
+                **{c: pa.array(v, pa.string()) for c, v in cols.items()},
+                "reason": pa.array(reasons, pa.string()),
+                "limit_kind": pa.array(limit_kinds, pa.string()),
+            }
+        )
+
     def _build_companies(self, comp_pos: np.ndarray, pids: Any) -> None:
         """The companies table; ``comp_pos``: each untouched component's position in
         ``pids`` (the ``Profile.id`` of each, an Arrow string array)."""
         comp = self._comp
-        anchor = self._events.anchor
-        linked: list[tuple[str, int]] = []  # (company, position of an untouched profile)
+        events = self._events
+        anchor = events.anchor
         traits: dict[str, dict[str, tuple[float, str, Any]]] = {}
-        profiles: dict[str, set[str]] = {}
-        for i, rec in self._events.py.items():
+        # (company, Profile.id) of every link, as Arrow arrays and Python lists
+        held_c: list[Any] = []
+        held_p: list[Any] = []
+        link_c: list[str] = []
+        link_p: list[int] = []
+        for i, rec in events.py.items():
             if (
                 rec.etype == COMPANY
                 and rec.company_id is not None
@@ -1379,7 +1523,6 @@ class BatchResult:
                 best = traits.setdefault(rec.company_id, {})
                 for k, v in (rec.company_traits or {}).items():
                     keep(best, k, rec.ts, rec.event_id, v)
-                profiles.setdefault(rec.company_id, set())
                 continue
             if (
                 not self._fast_record[i]
@@ -1392,44 +1535,96 @@ class BatchResult:
             best = traits.setdefault(cid, {})
             for k, v in (rec.company_traits or {}).items():
                 keep(best, k, rec.ts, rec.event_id, v)
-            linked.append((cid, int(comp_pos[comp[anchor[i]]])))
-        for _, etype, ts, eid, first, data, lane_cid in self._events.lane_data(self._fast_record):
-            if etype != COMPANY or lane_cid is None:
-                continue
-            best = traits.setdefault(lane_cid, {})
-            for k, v in (data or {}).items():
-                keep(best, k, ts, eid, v)
-            linked.append((lane_cid, int(comp_pos[comp[first]])))
-        if linked:
-            held_pids = pids.take(pa.array([p for _, p in linked])).to_pylist()
-            for (cid, _), pid in zip(linked, held_pids, strict=True):
-                profiles.setdefault(cid, set()).add(pid)
+            link_c.append(cid)
+            link_p.append(int(comp_pos[comp[anchor[i]]]))
+        held_c.append(pa.array(link_c, pa.string()))
+        held_p.append(pids.take(pa.array(link_p, pa.int64())))
+        data = events.data
+        if data is not None:
+            # the columnar lane's company events, vectorized: two raw ids may normalize
+            # alike (one company, by its text); a company's traits from one distinct traits
+            # value are those of its newest event carrying it (the same dict: keep() over
+            # the others changes nothing), so keep() runs once per (company, traits)
+            name_enc: Any = pc.dictionary_encode(pa.array(data.company, pa.string()))
+            name_code = pc.fill_null(name_enc.indices, -1).to_numpy(zero_copy_only=False)
+            ci = np.flatnonzero(
+                self._fast_record
+                & (events.etype == COMPANY)
+                & (data.company_code >= 0)
+                & (anchor >= 0)
+            )
+            code = name_code[data.company_code[ci]].astype(np.int64)
+            ci, code = ci[code >= 0], code[code >= 0]
+            company_text = name_enc.dictionary.to_pylist()
+            for cid in np.unique(code).tolist():
+                traits.setdefault(company_text[cid], {})
+            pairs = np.unique(code * max(1, len(comp_pos)) + comp_pos[comp[anchor[ci]]])
+            held_c.append(name_enc.dictionary.take(pa.array(pairs // max(1, len(comp_pos)))))
+            held_p.append(pids.take(pa.array(pairs % max(1, len(comp_pos)))))
+            tcode = data.traits_code[ci]
+            ci, code, tcode = ci[tcode >= 0], code[tcode >= 0], tcode[tcode >= 0]
+            rank = np.empty(len(self._order), dtype=np.int64)
+            rank[self._order] = np.arange(len(self._order), dtype=np.int64)
+            pair = code * (len(data.traits) + 1) + tcode
+            by = np.lexsort((rank[ci], pair))
+            last = np.ones(len(by), dtype=bool)
+            last[:-1] = pair[by][1:] != pair[by][:-1]
+            newest = by[last]
+            for cid, ts, eid, tc in zip(
+                code[newest].tolist(),
+                events.ts[ci[newest]].tolist(),
+                events.eid.take(pa.array(ci[newest])).to_pylist(),
+                tcode[newest].tolist(),
+                strict=True,
+            ):
+                best = traits[company_text[cid]]
+                for k, v in (data.traits[tc] or {}).items():
+                    keep(best, k, ts, str(eid), v)
         engine = self._conflicted_engine
         # the conflicted part's companies (their traits as the engine keeps them; the
         # profiles by Profile.id of the engine's profiles)
+        pos = self._slow_pos
+        slow_pids = self._slow_pids
+        member_c: list[str] = []
+        member_p: list[int] = []
         for cid, members in engine.company_members.items():
             best = traits.setdefault(cid, {})
             for k, (ts, eid, v) in engine.company_traits.get(cid, {}).items():
                 keep(best, k, ts, eid, v)
-            held = profiles.setdefault(cid, set())
             for m in members:
-                c = engine.canonical(engine.find(m))
-                held.add(profile_id(engine.rules.kind_names[engine.kind[c]], engine.value[c]))
+                member_c.append(cid)
+                member_p.append(int(pos[m]))
+        held_c.append(pa.array(member_c, pa.string()))
+        held_p.append(slow_pids.take(pa.array(member_p, pa.int64())))
         ids = sorted(traits)
+        id_arr = pa.array(ids, pa.string())
+        # profile_ids: the distinct Profile.ids of each company, sorted (by their text)
+        all_c: Any = pa.concat_arrays(held_c)
+        p_enc: Any = pc.dictionary_encode(pa.concat_arrays(held_p))
+        p_text = p_enc.dictionary
+        p_order = pc.sort_indices(p_text).to_numpy(zero_copy_only=False).astype(np.int64)
+        p_rank = np.empty(len(p_text), dtype=np.int64)
+        p_rank[p_order] = np.arange(len(p_text), dtype=np.int64)
+        at = pc.index_in(all_c, value_set=id_arr).to_numpy(zero_copy_only=False)
+        width = max(1, len(p_text))
+        key = np.unique(
+            at.astype(np.int64) * width
+            + p_rank[p_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+        )
+        offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(key // width, minlength=len(ids)), out=offsets[1:])
         self.companies: pa.Table = pa.table(
             {
-                "company_id": pa.array(ids, pa.string()),
+                "company_id": id_arr,
                 "traits": pa.array(
                     [
-                        json.dumps({k: v[2] for k, v in traits[c].items()}, sort_keys=True)
-                        if traits[c]
-                        else None
+                        _text({k: v[2] for k, v in traits[c].items()}) if traits[c] else None
                         for c in ids
                     ],
                     pa.string(),
                 ),
-                "profile_ids": pa.array(
-                    [sorted(profiles.get(c, ())) for c in ids], pa.list_(pa.string())
+                "profile_ids": pa.ListArray.from_arrays(
+                    pa.array(offsets, pa.int32()), p_text.take(pa.array(p_order[key % width]))
                 ),
             }
         )
@@ -1664,6 +1859,60 @@ def _sparse_text(n: int, held: dict[int, str]) -> Any:
     at[keys] = np.arange(len(held), dtype=np.int64)
     where: Any = pa.array(at, mask=at < 0)
     return pa.array(list(held.values()), pa.string()).take(where)
+
+
+#: JSON text of traits as ``json.dumps(traits, sort_keys=True)`` writes it (the same
+#: encoder, made once: ``dumps`` makes one per call, half the cost of a small dict)
+_text: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
+
+
+def _smallest(group: np.ndarray, key: np.ndarray, values: Any) -> np.ndarray:
+    """Per group (ascending), the position of its smallest ``(key, value)`` row (``group``:
+    nodes; ``key``: integers; ``values``: Arrow strings, whose order is Python's: UTF-8
+    bytes in code point order). A group-wise minimum of the key in numpy, then the values
+    compared only where two rows of a group tie on its minimum (two identifiers of one kind
+    first seen in one event): no sort over every node."""
+    if len(group) == 0:
+        return np.zeros(0, dtype=np.int64)
+    size = int(group.max()) + 1
+    low = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(low, group, key)
+    cand = np.flatnonzero(key == low[group])
+    g = group[cand]
+    win = np.full(size, -1, dtype=np.int64)
+    win[g] = cand  # (a tied group's winner is chosen below)
+    tied = np.bincount(g, minlength=size)[g] > 1
+    if tied.any():
+        rows, gs = cand[tied], g[tied]
+        o = pc.sort_indices(
+            pa.table({"group": pa.array(gs), "value": values.take(pa.array(rows))}),
+            sort_keys=[("group", "ascending"), ("value", "ascending")],
+        ).to_numpy(zero_copy_only=False)
+        rows, gs = rows[o], gs[o]
+        head = np.ones(len(gs), dtype=bool)
+        head[1:] = gs[1:] != gs[:-1]
+        win[gs[head]] = rows[head]
+    out: np.ndarray = win[win >= 0]
+    return out
+
+
+def _key_order(
+    engine: Engine, pos: np.ndarray, nodes: np.ndarray, values: Any, *, with_kind: bool
+) -> np.ndarray:
+    """The order of an engine's ``nodes`` by ``(profile, kind, first_ts, first_eid, value)``
+    (R5, ``canonical_row``), or without the kind (an identified user, ``build_profile``),
+    sorted by Arrow (its string order is Python's). ``pos``: each node's profile."""
+    columns: dict[str, Any] = {"profile": pa.array(pos[nodes])}
+    if with_kind:
+        columns["kind"] = pa.array(np.array(engine.kind, dtype=np.int64)[nodes])
+    # (+ 0.0: -0.0 and 0.0 are one key, as Python compares them)
+    columns["first_ts"] = pa.array(np.array(engine.first_ts, dtype=np.float64)[nodes] + 0.0)
+    columns["first_eid"] = pa.array(engine.first_eid, pa.string()).take(pa.array(nodes))
+    columns["value"] = values.take(pa.array(nodes))
+    order: np.ndarray = pc.sort_indices(
+        pa.table(columns), sort_keys=[(c, "ascending") for c in columns]
+    ).to_numpy(zero_copy_only=False)
+    return order
 
 
 def _flat(table: pa.Table) -> pa.Table:
