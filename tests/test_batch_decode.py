@@ -1,0 +1,235 @@
+"""The fast paths of batch.resolve's decode phase give exactly what the slower readings they
+replace give (docs/batch.md, The method; docs/decisions.md): dictionary chunks unified over
+their distinct dictionaries, traits texts read by one ``json.loads`` of their array, and
+identifiers found in traits checked vectorized before the builder is asked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import identityres as ir
+from tests.test_batch_lanes import AWKWARD, JSON
+
+pa = pytest.importorskip("pyarrow")
+batch = pytest.importorskip("identityres.batch")
+np = pytest.importorskip("numpy")
+
+
+def _unified_codes(col: Any) -> tuple[Any, Any]:
+    """What ``_coded`` gave before: ``unify_dictionaries`` over every chunk."""
+    chunks = col.unify_dictionaries().chunks
+    values = chunks[0].dictionary.cast(pa.string())
+    codes = np.concatenate(
+        [pc_fill(c.indices.cast(pa.int64())).to_numpy(zero_copy_only=False) for c in chunks]
+    )
+    null_value = np.append(values.is_null().to_numpy(zero_copy_only=False), False)
+    codes[null_value[codes]] = -1
+    return codes, values
+
+
+def pc_fill(indices: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(indices, -1)
+
+
+DICTIONARIES = st.lists(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "é", ""]) | st.none(), min_size=1, max_size=5),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=200)
+@given(
+    dictionaries=DICTIONARIES,
+    layout=st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(-1, 4), max_size=6))),
+)
+def test_dictionary_codes_are_unify_dictionaries_codes(
+    dictionaries: list[list[str | None]], layout: list[tuple[int, list[int]]]
+) -> None:
+    # chunks sharing one dictionary object (as the Parquet reader hands a row group's
+    # batches), others with their own (equal or not, of equal lengths or not), null indices
+    # and null dictionary entries
+    shared = [pa.array(d, pa.string()) for d in dictionaries]
+    chunks = []
+    sources: set[int] = set()  # (which dictionary objects the chunks hold)
+    for j, (which, indices) in enumerate(layout):
+        if which >= len(shared):  # (a copy of an equal dictionary: other buffers)
+            d = pa.array(shared[0].to_pylist(), pa.string())
+            sources.add(-1 - j)
+        else:
+            d = shared[which]
+            sources.add(which)
+        idx = [None if i < 0 else i % len(d) for i in indices]
+        chunks.append(pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d))
+    if not chunks:
+        return
+    col = pa.chunked_array(chunks)
+    try:
+        want_codes, want_values = _unified_codes(col)
+    except pa.ArrowInvalid:  # ("cannot yet unify dictionaries with nulls": so does _coded)
+        if len(sources) > 1:
+            with pytest.raises(pa.ArrowInvalid):
+                batch._coded(pa.table({"userId": col}), "userId")
+            return
+        want_codes = want_values = None
+    codes, values = batch._coded(pa.table({"userId": col}), "userId")
+    assert [None if c < 0 else values[c].as_py() for c in codes] == col.to_pylist()
+    if want_values is not None and all(len(set(d)) == len(d) for d in dictionaries):
+        # (a dictionary repeating a value, which Parquet never writes, may keep it twice
+        # where unify_dictionaries merged it: the rows' values are the same)
+        assert values.equals(want_values)
+        assert codes.tolist() == want_codes.tolist()
+
+
+def test_chunks_with_other_dictionaries_of_one_length_are_not_confused() -> None:
+    one = pa.array(["a", "b"], pa.string())
+    other = pa.array(["c", "d"], pa.string())
+    col = pa.chunked_array(
+        [
+            pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), one),
+            pa.DictionaryArray.from_arrays(pa.array([1, 0], pa.int32()), other),
+            pa.DictionaryArray.from_arrays(pa.array([1, None], pa.int32()), one),
+            pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), other.slice(1)),
+        ]
+    )
+    codes, values = batch._coded(pa.table({"userId": col}), "userId")
+    assert values.to_pylist() == ["a", "b", "c", "d"]
+    assert [None if c < 0 else values[c].as_py() for c in codes] == [
+        "a",
+        "b",
+        "d",
+        "c",
+        "b",
+        None,
+        "d",
+    ]
+
+
+#: texts that a loose check would call one object, but which are not, or not alone
+NOT_ONE_OBJECT = [
+    "{},{}",
+    '{"a":"},{"b":1}',
+    '{"a":1},{"b":2}',
+    '{"a":[1,2]}',
+    '{"a":{"b":1}}',
+    '{"a":1,}',
+    '{"a":01}',
+    '{"a":NaN}',
+    '{"a":"\x01"}',
+    '\ufeff{"a":1}',
+    '{"a":1}x',
+    '{"a":1} {"b":2}',
+    '{"a" 1}',
+    "",
+    "[1",
+    "2]",
+]
+
+
+@pytest.mark.parametrize("text", NOT_ONE_OBJECT)
+def test_texts_that_are_not_one_flat_object_are_read_alone(text: str) -> None:
+    assert not batch._flat_json(pa.array([text], pa.string())).any()
+
+
+FLAT = st.dictionaries(
+    st.text(max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    max_size=4,
+)
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(FLAT | JSON, min_size=1, max_size=6),
+    indent=st.sampled_from([None, 1]),
+    pieces=st.lists(st.sampled_from(NOT_ONE_OBJECT), max_size=3),
+)
+def test_flat_texts_joined_read_as_each_alone(
+    values: list[Any], indent: int | None, pieces: list[str]
+) -> None:
+    texts = [json.dumps(v, indent=indent) for v in values] + pieces
+    flat = batch._flat_json(pa.array(texts, pa.string()))
+    chosen = [t for t, f in zip(texts, flat.tolist(), strict=True) if f]
+    for t in chosen:
+        assert isinstance(json.loads(t), dict)
+    joined = json.loads("[" + ",".join(chosen) + "]")
+    assert repr(joined) == repr([json.loads(t) for t in chosen])
+    # (the benchmark's traits: flat objects, read together)
+    assert batch._flat_json(pa.array(['{"plan":"pro","seats":3,"email":"u@x.io"}'])).all()
+
+
+TRAITS = st.dictionaries(
+    st.sampled_from(["email", "phone", "plan", "x"]),
+    AWKWARD | st.integers(-3, 3) | st.booleans() | st.none() | JSON,
+    max_size=3,
+)
+
+
+def _reading(texts: list[str | None], rules: Any, fast: bool) -> Any:
+    from identityres._events import RecordBuilder
+
+    build = RecordBuilder(rules, lambda: 0.0)
+    extract, keys = batch._traits_extraction(rules)
+    arr = pa.array(texts, pa.string())
+    wanted = np.array([t is not None for t in texts], dtype=bool)
+    plain = batch._plain_json(arr) if fast else None
+    flat = batch._flat_json(arr) if fast else None
+    good, out, found = batch._traits_of(texts, wanted, build, rules, extract, keys, plain, flat)
+    return good.tolist(), repr(out), found
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(TRAITS, max_size=6),
+    raw=st.lists(st.sampled_from([*NOT_ONE_OBJECT, "null", "[]", '"x"']), max_size=2),
+    rules_variant=st.sampled_from(["default", "patterns", "normalizer", "blocked"]),
+)
+def test_traits_read_fast_as_one_at_a_time_through_the_builder(
+    values: list[dict[str, Any]], raw: list[str], rules_variant: str
+) -> None:
+    rules = {
+        "default": ir.Rules(),
+        "patterns": ir.Rules(blocked_patterns=[r"^x+$"]),
+        "normalizer": ir.Rules(normalizers={"email": ir.normalize_email}),
+        "blocked": ir.Rules(blocked_values=["u1", "0"]),
+    }[rules_variant].compiled
+    texts: list[str | None] = [json.dumps(v) for v in values] + raw + [None]
+    assert _reading(texts, rules, True) == _reading(texts, rules, False)
+    # one text at a time, as the builder reads it: whatever is found is what it extracts
+    from identityres._events import RecordBuilder
+
+    build = RecordBuilder(rules, lambda: 0.0)
+    good, _, found = _reading(texts, rules, True)
+    for text, ok, pairs in zip(texts, good, found, strict=True):
+        if not ok:
+            continue
+        assert text is not None
+        message = {"type": "identify", "userId": "u", "traits": json.loads(text)}
+        message.update(timestamp="2024-01-01T00:00:00Z", messageId="m")
+        rec = build.from_message(message)
+        names = rules.kind_names
+        assert sorted((names[k], v) for k, v in pairs) == sorted(
+            (names[k], v) for k, v in rec.ids if names[k] not in ("user_id",)
+        )
+
+
+def test_values_found_in_traits_are_normalized_as_the_builder_normalizes_them() -> None:
+    from identityres._events import RecordBuilder
+
+    rules = ir.Rules().compiled
+    build = RecordBuilder(rules, lambda: 0.0)
+    email = rules.kind_names.index("email")
+    raws = ["u@x.io", " u@x.io ", "null", '"guest"', "x" * 401, "é@x.io", "\ud800", 7]
+    paths = {(email, r): "traits.email" for r in raws}
+    got = batch._normalized(paths, build, rules)
+    assert got == {
+        (email, r): batch._builder_value(build, rules, "traits.email", email, r) for r in raws
+    }
+    assert got[email, " u@x.io "] == "u@x.io" and got[email, "null"] is None
