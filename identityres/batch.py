@@ -529,11 +529,8 @@ def _unified(chunks: list[Any]) -> tuple[Any, list[np.ndarray], list[int]]:
     if len(distinct) == 1:  # (one dictionary: its codes are the unified ones)
         values: Any = distinct[0].cast(pa.string())
         return values, [np.append(np.arange(len(values), dtype=np.int64), -1)], which
-    whole = [
-        pa.DictionaryArray.from_arrays(pa.array(np.arange(len(d), dtype=np.int64)), d)
-        for d in distinct
-    ]
-    unified = pa.chunked_array(whole).unify_dictionaries().chunks
+    whole = [pa.DictionaryArray.from_arrays(np.arange(len(d), dtype=np.int64), d) for d in distinct]
+    unified: list[Any] = pa.chunked_array(whole).unify_dictionaries().chunks
     values = unified[0].dictionary.cast(pa.string())
     maps = [
         np.append(u.indices.cast(pa.int64()).to_numpy(zero_copy_only=False), -1) for u in unified
@@ -642,7 +639,7 @@ def _traits_of(
         together = [j for j in at if flat[j]]
         if together:
             try:
-                read = json.loads("[" + ",".join([texts[j] for j in together]) + "]")  # type: ignore[misc]
+                read = json.loads("[" + ",".join([texts[j] or "" for j in together]) + "]")
             except (ValueError, RecursionError):  # (cannot happen: then each on its own)
                 read = None
             if isinstance(read, list) and len(read) == len(together):
@@ -654,7 +651,7 @@ def _traits_of(
         try:
             value = parsed.get(j)
             if value is None:
-                value = loads(texts[j])  # type: ignore[arg-type]
+                value = loads(texts[j] or "")
             if not isinstance(value, dict) or not keys.isdisjoint(value):
                 continue
             if extract:
