@@ -443,6 +443,46 @@ _ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
 _FAST_TYPES = ("identify", "track", "page", "screen", "group")
 
 
+#: per length of an ISO-8601 ``...Z`` text _ISO matches, what each byte must be: a digit
+#: (``None``) or that character
+_ISO_FORMS = {
+    length: [None if ch == "d" else ord(ch) for ch in form]
+    for form in ["dddd-dd-ddTdd:dd:ddZ"] + [f"dddd-dd-ddTdd:dd:dd.{'d' * k}Z" for k in range(1, 7)]
+    for length in [len(form)]
+}
+
+
+def _iso_times(texts: Any) -> np.ndarray:
+    """Per text (a string array): whether it matches :data:`_ISO` (False for a null). When
+    every text is valid and of one length, the check is made on the bytes in numpy, a chunk
+    of rows at a time (the texts' bytes as a matrix, one row per text: each position must be
+    a digit or the form's character, which is what the pattern says of a text of that
+    length); else by Arrow's regex."""
+    n = len(texts)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    low, high = (x.as_py() for x in pc.min_max(pc.binary_length(texts)).values())
+    form = _ISO_FORMS.get(high)
+    if texts.null_count or low != high or form is None:
+        iso: Any = pc.fill_null(pc.match_substring_regex(texts, _ISO), False)
+        out: np.ndarray = iso.to_numpy(zero_copy_only=False)
+        return out
+    width = int(high)
+    start = int(np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset])
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[start : start + n * width]
+    digit = [i for i, c in enumerate(form) if c is None]
+    fixed = [i for i, c in enumerate(form) if c is not None]
+    chars = np.array([form[i] for i in fixed], dtype=np.uint8)
+    out = np.empty(n, dtype=bool)
+    step = 1 << 18
+    for lo in range(0, n, step):
+        rows = data[lo * width : min(n, lo + step) * width].reshape(-1, width)
+        out[lo : lo + len(rows)] = ((rows[:, digit] - np.uint8(48)) < 10).all(axis=1) & (
+            rows[:, fixed] == chars
+        ).all(axis=1)
+    return out
+
+
 def _string_column(table: pa.Table, name: str) -> Any:
     """A column as one string array (``None`` when absent); other types raise ``TypeError``."""
     if name not in table.column_names:
@@ -905,8 +945,7 @@ def _columnar(
         ts = pc.fill_null(micros, 0).to_numpy(zero_copy_only=False) / 1e6
     elif pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
         tcol = tcol.cast(pa.string())
-        iso: Any = pc.fill_null(pc.match_substring_regex(tcol, _ISO), False)
-        fast &= iso.to_numpy(zero_copy_only=False)
+        fast &= _iso_times(tcol)
         text: Any = pc.if_else(pa.array(fast), tcol, pa.scalar("1970-01-01T00:00:00Z"))
         try:
             parsed: Any = pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64())
@@ -1034,7 +1073,9 @@ def _redeliveries(table: pa.Table, ids: Any, once: np.ndarray) -> np.ndarray:
     every later one a duplicate of the first (R8), whatever the lane. The columnar lane reads
     the first and counts the others as duplicates; a group whose rows differ anywhere (a
     conflict, or another timestamp) is left to the record lane. Only rows not ``once`` are
-    looked at (a few percent), by Python; values are compared by ``repr`` (``0.0`` and
+    looked at (a few percent). When every column is text (or a dictionary of text), rows are
+    compared by Arrow, each with the one before it in id order (text is alike exactly when
+    equal, or both null); otherwise by Python, values compared by ``repr`` (``0.0`` and
     ``-0.0`` are other content)."""
     n = table.num_rows
     first_of = np.full(n, -1, dtype=np.int64)
@@ -1043,6 +1084,11 @@ def _redeliveries(table: pa.Table, ids: Any, once: np.ndarray) -> np.ndarray:
         return first_of
     names = [c for c in table.column_names if c in COLUMNS]
     rows = _take_rows(table.select(names), maybe)
+    if all(
+        _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))
+        for t in (rows.schema.field(c).type for c in names)
+    ):
+        return _text_redeliveries(rows, names, ids.take(pa.array(maybe)), maybe, first_of)
     cells = [rows.column(c).to_pylist() for c in names]
     groups: dict[str, list[int]] = {}
     for j, eid in enumerate(ids.take(pa.array(maybe)).to_pylist()):
@@ -1051,6 +1097,44 @@ def _redeliveries(table: pa.Table, ids: Any, once: np.ndarray) -> np.ndarray:
         if len(members) > 1 and len({repr([c[j] for c in cells]) for j in members}) == 1:
             at = maybe[members]
             first_of[at] = at[0]
+    return first_of
+
+
+def _text_redeliveries(
+    rows: pa.Table, names: list[str], eids: Any, maybe: np.ndarray, first_of: np.ndarray
+) -> np.ndarray:
+    """:func:`_redeliveries` over text columns, by Arrow: the rows sorted by event id (ties
+    in row order), each compared with the one before it; a group is alike when every row
+    after its first equals the one before it in every column."""
+    order = pc.sort_indices(eids).to_numpy()  # (a stable sort: ties keep row order)
+    m = len(order)
+    if m < 2:
+        return first_of
+    sorted_ids: Any = eids.take(pa.array(order))
+    same_id = pc.equal(sorted_ids[1:], sorted_ids[:-1]).to_numpy(zero_copy_only=False)
+    alike = same_id.copy()
+    for c in names:
+        col: Any = rows.column(c)
+        if pa.types.is_dictionary(col.type):  # (chunk by chunk: no dictionary unified)
+            col = col.cast(col.type.value_type)
+        col = col.combine_chunks().take(pa.array(order))
+        a, b = col[1:], col[:-1]
+        equal = pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
+        both_null = (~a.is_valid().to_numpy(zero_copy_only=False)) & (
+            ~b.is_valid().to_numpy(zero_copy_only=False)
+        )
+        alike &= equal | both_null
+    # groups: runs of one id; a group of two or more rows whose every link is alike
+    start = np.ones(m, dtype=bool)
+    start[1:] = ~same_id
+    group = np.cumsum(start) - 1
+    size = np.bincount(group)
+    broken = np.zeros(len(size), dtype=bool)
+    broken[group[1:][same_id & ~alike]] = True
+    keep = (size[group] > 1) & ~broken[group]
+    at = maybe[order]
+    first = np.minimum.reduceat(at, np.flatnonzero(start))  # (each group's first row)
+    first_of[at[keep]] = first[group[keep]]
     return first_of
 
 

@@ -236,3 +236,108 @@ def test_values_found_in_traits_are_normalized_as_the_builder_normalizes_them() 
         (email, r): batch._builder_value(build, rules, "traits.email", email, r) for r in raws
     }
     assert got[email, " u@x.io "] == "u@x.io" and got[email, "null"] is None
+
+
+def _redeliveries_by_python(table: Any, ids: Any, once: Any) -> list[int]:
+    """What ``_redeliveries`` gave before (and still gives for other column types): rows
+    grouped by id in Python, compared by the ``repr`` of their cells."""
+    first_of = np.full(table.num_rows, -1, dtype=np.int64)
+    maybe = np.flatnonzero(~once & ids.is_valid().to_numpy(zero_copy_only=False))
+    names = [c for c in table.column_names if c in batch.COLUMNS]
+    rows = table.select(names).take(pa.array(maybe, pa.int64()))
+    cells = [rows.column(c).to_pylist() for c in names]
+    groups: dict[str, list[int]] = {}
+    for j, eid in enumerate(ids.take(pa.array(maybe, pa.int64())).to_pylist()):
+        groups.setdefault(eid, []).append(j)
+    for members in groups.values():
+        if len(members) > 1 and len({repr([c[j] for c in cells]) for j in members}) == 1:
+            at = maybe[members]
+            first_of[at] = at[0]
+    return first_of.tolist()
+
+
+@settings(max_examples=200)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["m1", "m2", "m3", "m4"]),
+            st.sampled_from(["a", "b", None]),
+            st.sampled_from(["x", "", None]),
+        ),
+        max_size=12,
+    ),
+    dictionary=st.booleans(),
+    chunks=st.integers(1, 3),
+)
+def test_text_redeliveries_are_the_python_comparison(
+    rows: list[tuple[str, str | None, str | None]], dictionary: bool, chunks: int
+) -> None:
+    ids = pa.array([r[0] for r in rows], pa.string())
+    user = pa.array([r[1] for r in rows], pa.string())
+    traits = pa.array([r[2] for r in rows], pa.string())
+    if dictionary:
+        user = user.dictionary_encode()
+    table = pa.table({"messageId": ids, "userId": user, "traits": traits, "other": ids})
+    if len(rows) > 1 and chunks > 1:  # (several record batches, as a read file has)
+        cut = len(rows) // chunks
+        table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+    once = batch._once(ids)
+    got = batch._redeliveries(table, ids, once).tolist()
+    assert got == _redeliveries_by_python(table, ids, once)
+
+
+def test_redelivered_rows_differing_in_one_cell_are_not_one_event() -> None:
+    ids = pa.array(["m1", "m2", "m1", "m2", "m1"], pa.string())
+    user = pa.array(["u", "v", "u", None, "u"], pa.string())
+    table = pa.table({"messageId": ids, "userId": user})
+    got = batch._redeliveries(table, ids, np.zeros(5, dtype=bool)).tolist()
+    assert got == [0, -1, 0, -1, 0]
+
+
+ISO_TEXTS = st.sampled_from(
+    [
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00.1Z",
+        "2024-01-01T00:00:00.123456Z",
+        "2024-01-01T00:00:00.1234567Z",
+        "2024-01-01 00:00:00.123Z",
+        "2024-01-01T00:00:00.123+00",
+        "2024-01-01T00:00:0a.123Z",
+        "2024-01-01T00:00:00.12éZ",
+        "2024-1-01T00:00:00.1234Z",
+        "20240101T000000.123456Z",
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(
+    texts=st.lists(ISO_TEXTS | st.text(alphabet="0123456789-T:.Z ", max_size=27), max_size=6),
+    one_length=st.booleans(),
+)
+def test_iso_check_on_bytes_is_the_pattern(texts: list[str], one_length: bool) -> None:
+    import pyarrow.compute as pc
+
+    if one_length and texts:  # (the byte check: every text of one length)
+        texts = [t for t in texts if len(t.encode()) == len(texts[0].encode())]
+    arr = pa.array(texts, pa.string())
+    want = pc.fill_null(pc.match_substring_regex(arr, batch._ISO), False).to_pylist()
+    assert batch._iso_times(arr).tolist() == want
+    sliced = pa.array(["x", *texts], pa.string()).slice(1)  # (an offset into the buffers)
+    assert batch._iso_times(sliced).tolist() == want
+
+
+@pytest.mark.parametrize("fraction", range(7))
+def test_iso_check_on_bytes_refuses_any_one_wrong_byte(fraction: int) -> None:
+    import pyarrow.compute as pc
+
+    valid = "2024-05-01T09:01:02" + ("." + "123456"[:fraction] if fraction else "") + "Z"
+    texts = [valid]
+    for at in range(len(valid)):
+        for wrong in ("x", "5", "-", "Z", "/"):
+            if wrong != valid[at]:
+                texts.append(valid[:at] + wrong + valid[at + 1 :])
+    arr = pa.array(texts, pa.string())
+    want = pc.fill_null(pc.match_substring_regex(arr, batch._ISO), False).to_pylist()
+    assert want[0] and not all(want)
+    assert batch._iso_times(arr).tolist() == want
