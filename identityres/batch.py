@@ -1973,11 +1973,15 @@ def _read_parquet(path: Path) -> pa.Table:
     """A Parquet file, its text identifier, type and JSON columns read as dictionaries:
     Parquet stores them dictionary-encoded, and materializing the strings only to encode
     them again cost most of the read (about 1.5 of 2 CPU seconds at 10^6 identifiers,
-    docs/benchmarks.md)."""
+    docs/benchmarks.md). Read by ``ParquetFile`` rather than ``read_table``: the same
+    table, one chunk per row group instead of one per batch of the dataset reader, and
+    without importing ``pyarrow.dataset`` (which imports pandas): ~0.8 CPU seconds less
+    at 10^6 identifiers in a fresh process."""
     try:
         schema = pq.read_schema(path)
         wanted = [f.name for f in schema if f.name in _DICTIONARY_COLUMNS and _is_text(f.type)]
-        return pq.read_table(path, read_dictionary=wanted or None)
+        with pq.ParquetFile(path, read_dictionary=wanted or None) as file:
+            return file.read()
     except (pa.ArrowException, OSError) as exc:
         raise _unreadable_parquet(path, exc) from None
 

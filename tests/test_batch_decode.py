@@ -341,3 +341,22 @@ def test_iso_check_on_bytes_refuses_any_one_wrong_byte(fraction: int) -> None:
     want = pc.fill_null(pc.match_substring_regex(arr, batch._ISO), False).to_pylist()
     assert want[0] and not all(want)
     assert batch._iso_times(arr).tolist() == want
+
+
+def test_a_parquet_file_reads_as_read_table_reads_it(tmp_path: Any) -> None:
+    import pyarrow.parquet as pq
+
+    rows = {
+        "type": ["track", "identify", "group", "track"] * 5,
+        "userId": [None, "u1", "u2", "u1"] * 5,
+        "timestamp": ["2024-01-01T00:00:00Z"] * 20,
+        "messageId": [f"m{i}" for i in range(20)],
+        "seats": list(range(20)),
+    }
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table(rows), path, row_group_size=6)
+    got = batch._read_parquet(path)
+    wanted = [c for c in batch._DICTIONARY_COLUMNS if c in rows]
+    assert got.equals(pq.read_table(path, read_dictionary=wanted))
+    assert pa.types.is_dictionary(got.schema.field("userId").type)
+    assert got.column("userId").num_chunks == 4  # (one per row group)
