@@ -315,59 +315,64 @@ class _Events:
         builder's, field by field."""
         py = self.py
         nodes = self.row_nodes
-        lane = indices[indices < self.lane_size]
-        built: dict[int, Record] = {}
+        in_lane = indices < self.lane_size
+        lane = indices[in_lane]
+        made: list[Record] = []
         if len(lane):
             assert nodes is not None and self.node_kind is not None
-            held = np.stack([column[lane] for column in nodes], axis=1)
-            need = np.unique(held[held >= 0])
-            values = self.node_value.take(pa.array(need)).to_pylist()
-            pair = dict(
-                zip(
-                    need.tolist(),
-                    zip(self.node_kind[need].tolist(), values, strict=True),
-                    strict=True,
-                )
-            )
-            data = self.data
-            none = np.full(len(lane), -1, dtype=np.int64)
-            tcodes = none if data is None else data.traits_code[lane]
-            ccodes = none if data is None else data.company_code[lane]
-            traits = [] if data is None else data.traits
-            company = [] if data is None else data.company
-            for i, row, etype, ts, eid, tc, cc in zip(
-                lane.tolist(),
-                held.tolist(),
-                self.etype[lane].tolist(),
-                self.ts[lane].tolist(),
-                self.eid.take(pa.array(lane)).to_pylist(),
-                tcodes.tolist(),
-                ccodes.tolist(),
-                strict=True,
-            ):
-                ids = tuple(pair[n] for n in row if n >= 0)
-                t = None if tc < 0 else traits[tc]
-                if etype == COMPANY:
-                    built[i] = Record(
-                        etype,
-                        ts,
-                        eid,
-                        ids,
-                        (),
-                        (),
-                        b"",
-                        None,
-                        None,
-                        None if cc < 0 else company[cc],
-                        t,
-                    )
-                elif etype == IDENTIFY:
-                    built[i] = Record(etype, ts, eid, ids, (), (), b"", t)
-                else:
-                    built[i] = Record(etype, ts, eid, ids, (), (), b"")
-        for i in indices.tolist():
-            rec = built.get(i)
-            yield py[i] if rec is None else rec
+            made = self._lane_records(lane, nodes)
+        # (the lane's records in ``lane`` order, which is their order among ``indices``)
+        next_made = iter(made).__next__
+        for i, own in zip(indices.tolist(), in_lane.tolist(), strict=True):
+            yield next_made() if own else py[i]
+
+    def _lane_records(self, lane: np.ndarray, nodes: list[np.ndarray]) -> list[Record]:
+        """The records of these columnar lane events, in order (see :meth:`decided`). Rows
+        are grouped by which identifier columns they hold (a handful of combinations), so
+        that each group's ``ids`` tuples are zipped from whole columns of ``(kind, value)``
+        pairs, kinds in column order (kind order), as the per-row filter gave them."""
+        assert self.node_kind is not None
+        held = np.stack([column[lane] for column in nodes], axis=1)
+        need = np.unique(held[held >= 0])
+        values = self.node_value.take(pa.array(need)).to_pylist()
+        pairs = list(zip(self.node_kind[need].tolist(), values, strict=True))
+        present = held >= 0
+        # per row, which columns it holds, as bits
+        signature = (present * (1 << np.arange(held.shape[1], dtype=np.int64))).sum(axis=1)
+        ids: list[Any] = [()] * len(lane)
+        for sig in np.unique(signature).tolist():
+            rows = np.flatnonzero(signature == sig)
+            columns = [
+                [pairs[p] for p in np.searchsorted(need, held[rows, c]).tolist()]
+                for c in range(held.shape[1])
+                if sig >> c & 1
+            ]
+            got = list(zip(*columns, strict=True)) if columns else [()] * len(rows)
+            for r, t in zip(rows.tolist(), got, strict=True):
+                ids[r] = t
+        data = self.data
+        etypes = self.etype[lane].tolist()
+        tss = self.ts[lane].tolist()
+        eids: list[Any] = self.eid.take(pa.array(lane)).to_pylist()
+        if data is None:
+            return [
+                Record(etype, ts, eid, t, (), (), b"")
+                for etype, ts, eid, t in zip(etypes, tss, eids, ids, strict=True)
+            ]
+        traits: list[Any] = [*data.traits, None]  # (code -1: none)
+        company: list[Any] = [*data.company, None]
+        tcodes = data.traits_code[lane].tolist()
+        ccodes = data.company_code[lane].tolist()
+        out: list[Record] = []
+        append = out.append
+        for etype, ts, eid, t, tc, cc in zip(etypes, tss, eids, ids, tcodes, ccodes, strict=True):
+            if etype == IDENTIFY:
+                append(Record(etype, ts, eid, t, (), (), b"", traits[tc]))
+            elif etype == COMPANY:
+                append(Record(etype, ts, eid, t, (), (), b"", None, None, company[cc], traits[tc]))
+            else:
+                append(Record(etype, ts, eid, t, (), (), b""))
+        return out
 
     def records(
         self, indices: Iterable[int], *, ordered: bool = True

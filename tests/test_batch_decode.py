@@ -360,3 +360,32 @@ def test_a_parquet_file_reads_as_read_table_reads_it(tmp_path: Any) -> None:
     assert got.equals(pq.read_table(path, read_dictionary=wanted))
     assert pa.types.is_dictionary(got.schema.field("userId").type)
     assert got.column("userId").num_chunks == 4  # (one per row group)
+
+
+def test_lane_records_of_every_combination_of_identifier_columns_are_the_builders() -> None:
+    from tests.test_batch import _as_text_columns
+    from tests.test_batch_lanes import _decided_fields
+
+    ts = "2024-01-01T00:00:0{}Z"
+    messages: list[dict[str, Any]] = [
+        {"type": "track", "event": "A", "anonymousId": "a1"},
+        {"type": "track", "event": "A", "userId": "u1"},
+        {"type": "track", "event": "A", "userId": "u1", "anonymousId": "a2"},
+        {"type": "identify", "userId": "u2", "traits": {"email": "e@x.io", "plan": 1}},
+        {"type": "identify", "userId": "u2", "anonymousId": "a1", "traits": {"phone": "5"}},
+        {"type": "identify", "userId": "u3", "traits": {"email": "e@x.io", "phone": "6"}},
+        {"type": "page", "name": "Home", "anonymousId": "a3"},
+        {"type": "group", "userId": "u1", "groupId": "c1", "traits": {"name": "C"}},
+        {"type": "group", "anonymousId": "a3", "groupId": "c2"},
+    ]
+    for i, m in enumerate(messages):
+        m.update(timestamp=ts.format(i), messageId=f"m{i}")
+    rules = ir.Rules(limits={"user_id": 1, "email": 1})
+    result = batch.resolve(_as_text_columns(messages), rules=rules)
+    events = result._events
+    assert events.lane_size == len(messages)  # (every row read by the lane)
+    every = np.arange(len(events), dtype=np.int64)
+    for order in (every, every[::-1], every[[4, 0, 8, 2, 6, 1, 3, 5, 7]]):
+        direct = [_decided_fields(r) for r in events.decided(order)]
+        built = [_decided_fields(r) for _, r in events.records(order.tolist())]
+        assert direct == built
