@@ -768,7 +768,10 @@ def _normalized(
     for pair, path in paths.items():
         if pair not in normal:
             kind, raw = pair
-            normal[pair] = _builder_value(build, rules, path, kind, raw)
+            try:
+                normal[pair] = _builder_value(build, rules, path, kind, raw)
+            except (ValueError, RecursionError):  # (a normalizer's: as the text's reading)
+                normal[pair] = None
     return normal
 
 

@@ -389,3 +389,18 @@ def test_lane_records_of_every_combination_of_identifier_columns_are_the_builder
         direct = [_decided_fields(r) for r in events.decided(order)]
         built = [_decided_fields(r) for _, r in events.records(order.tolist())]
         assert direct == built
+
+
+def _refusing(value: str) -> str:
+    if "@" not in value:
+        raise ValueError("not an address")
+    return value.strip()
+
+
+def test_a_value_a_normalizer_raises_on_leaves_its_text_to_the_builder() -> None:
+    # (the text by text reading caught it as an unreadable text; so does this one)
+    rules = ir.Rules(normalizers={"email": _refusing}).compiled
+    texts: list[str | None] = ['{"email":"x"}', '{"email":"u@x.io"}']
+    good, out, found = _reading(texts, rules, True)
+    assert good == [False, True] and out == [None, {"email": "u@x.io"}]
+    assert list(found.values()) == [[None, "u@x.io"]]
