@@ -954,11 +954,21 @@ def _columnar(
     elif pa.types.is_string(tcol.type) or pa.types.is_large_string(tcol.type):
         tcol = tcol.cast(pa.string())
         fast &= _iso_times(tcol)
-        text: Any = pc.if_else(pa.array(fast), tcol, pa.scalar("1970-01-01T00:00:00Z"))
-        try:
-            parsed: Any = pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
+        parsed: Any = None
+        if not tcol.null_count:
+            # every text as it is, when Arrow reads them all (only the fast rows' times are
+            # used, and a time is read alike whatever the others are); else only the fast
+            # rows', the others replaced, as a text Arrow cannot read must not fail the cast
+            try:
+                parsed = pc.cast(tcol, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                parsed = None
+        if parsed is None:
+            text: Any = pc.if_else(pa.array(fast), tcol, pa.scalar("1970-01-01T00:00:00Z"))
+            try:
+                parsed = pc.cast(text, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
         ts = parsed.to_numpy(zero_copy_only=False) / 1e6
     else:
         return None

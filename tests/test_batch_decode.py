@@ -404,3 +404,23 @@ def test_a_value_a_normalizer_raises_on_leaves_its_text_to_the_builder() -> None
     good, out, found = _reading(texts, rules, True)
     assert good == [False, True] and out == [None, {"email": "u@x.io"}]
     assert list(found.values()) == [[None, "u@x.io"]]
+
+
+@pytest.mark.parametrize("bad", ["2024-13-01T00:00:00Z", None])
+def test_a_time_arrow_cannot_read_leaves_the_other_rows_in_the_lane(bad: str | None) -> None:
+    from tests.test_batch import _as_text_columns, actual_tables, expected_tables
+
+    messages: list[dict[str, Any]] = [
+        {"type": "track", "event": "A", "anonymousId": f"a{i}", "userId": f"u{i % 2}"}
+        for i in range(4)
+    ]
+    for i, m in enumerate(messages):
+        m.update(timestamp=f"2024-05-01T09:00:0{i}.5Z", messageId=f"m{i}")
+    # (an alias, never the lane's, at a month 13 or with no time: the clock's)
+    messages[2] = {"type": "alias", "previousId": "a2", "userId": "u9", "timestamp": bad}
+    g = ir.IdentityGraph(clock=lambda: 1.7e9)
+    g.ingest(messages, on_error="skip")
+    result = batch.resolve(_as_text_columns(messages), on_error="skip", clock=lambda: 1.7e9)
+    assert actual_tables(result) == expected_tables(g)
+    assert result._events.lane_size == 3  # (the other rows: read by the lane)
+    assert sorted(result._events.ts[:3].tolist()) == [1714554000.5, 1714554001.5, 1714554003.5]
