@@ -1509,19 +1509,17 @@ class BatchResult:
             pa.array(offsets, pa.int32()),
             company_text.take(pa.array(text_order[pairs % max(1, len(company_text))])),
         )
-        fast_profiles = pa.table(
-            {
-                "profile_id": pid_arr,
-                "user_id": uid_arr,
-                "user_id_kind": canon_kinds,
-                "identified_user_id": ident_arr,
-                "identifiers": pa.array(size, pa.int64()),
-                "first_seen": _timestamps(first_seen),
-                "last_seen": _timestamps(last_seen),
-                "company_id": company_id,
-                "company_ids": company_ids,
-                "traits": trait_text,
-            }
+        fast_profiles = _profiles_table(
+            pid_arr,
+            uid_arr,
+            canon_kinds,
+            ident_arr,
+            size,
+            first_seen,
+            last_seen,
+            company_id,
+            company_ids,
+            trait_text,
         )
         # the conflicted part, read from the online engine's state
         slow_map, slow_profiles, self._slow_pos, self._slow_pids = self._conflicted_tables()
@@ -1650,21 +1648,17 @@ class BatchResult:
                 "identified_user_id": ident_arr.take(pa.array(m_pos)),
             }
         )
-        slow_profiles = pa.table(
-            {
-                "profile_id": pid_arr,
-                "user_id": uid_arr,
-                "user_id_kind": canon_kinds,
-                "identified_user_id": ident_arr,
-                "identifiers": pa.array(size, pa.int64()),
-                "first_seen": _timestamps(first_seen),
-                "last_seen": _timestamps(last_seen),
-                "company_id": _sparse_text(np_, newest),
-                "company_ids": pa.array(
-                    [sorted(linked.get(p, ())) for p in range(np_)], pa.list_(pa.string())
-                ),
-                "traits": _sparse_text(np_, texts),
-            }
+        slow_profiles = _profiles_table(
+            pid_arr,
+            uid_arr,
+            canon_kinds,
+            ident_arr,
+            size,
+            first_seen,
+            last_seen,
+            _sparse_text(np_, newest),
+            pa.array([sorted(linked.get(p, ())) for p in range(np_)], pa.list_(pa.string())),
+            _sparse_text(np_, texts),
         )
         return slow_map, slow_profiles, pos, pid_arr
 
@@ -2059,6 +2053,36 @@ def _load_reset(engine: Engine, n: int, key: tuple[float, str]) -> None:
     old = engine.resets.get(n)
     if old is None or key < old:
         engine.resets[n] = key
+
+
+def _profiles_table(
+    profile_id: Any,
+    user_id: Any,
+    user_id_kind: Any,
+    identified_user_id: Any,
+    identifiers: np.ndarray,
+    first_seen: np.ndarray,
+    last_seen: np.ndarray,
+    company_id: Any,
+    company_ids: Any,
+    traits: Any,
+) -> pa.Table:
+    """The ``profiles`` table's columns, in its order (the untouched and the conflicted
+    parts are made apart and concatenated: one schema for both)."""
+    return pa.table(
+        {
+            "profile_id": profile_id,
+            "user_id": user_id,
+            "user_id_kind": user_id_kind,
+            "identified_user_id": identified_user_id,
+            "identifiers": pa.array(identifiers, pa.int64()),
+            "first_seen": _timestamps(first_seen),
+            "last_seen": _timestamps(last_seen),
+            "company_id": company_id,
+            "company_ids": company_ids,
+            "traits": traits,
+        }
+    )
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array[Any]:
