@@ -2327,20 +2327,31 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
 
 def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Table] | None:
     """How to read a file source's table again (``None``: keep the table, the caller's or
-    an iterable's). The files must be unchanged then: their sizes and modification times
-    are checked, and a changed file raises ``ConfigurationError`` rather than give rows
-    the result was not computed from."""
+    an iterable's). Made before the source is read, so that a file rewritten while it is
+    read is refused too. The files must be unchanged then: the same files (a file added to
+    a directory would shift or add rows), their sizes and modification times the same; a
+    change raises ``ConfigurationError`` rather than give rows the result was not computed
+    from."""
     if not isinstance(source, (str, os.PathLike)):
         return None
     files = _files(Path(source), fmt)
     stamps = [(path, _stamp(path)) for path, _ in files]
 
     def reload() -> pa.Table:
+        def changed(what: Any) -> ConfigurationError:
+            return ConfigurationError(
+                f"source={str(what)!r}: changed since batch.resolve read it; resolve it again"
+            )
+
         for path, stamp in stamps:
             if _stamp(path) != stamp:
-                raise ConfigurationError(
-                    f"source={str(path)!r}: changed since batch.resolve read it; resolve it again"
-                )
+                raise changed(path)
+        try:
+            now = [path for path, _ in _files(Path(source), fmt)]
+        except ConfigurationError:
+            now = []
+        if now != [path for path, _ in files]:
+            raise changed(source)
         read = _read_table(source, fmt, rules)
         table = read.table if isinstance(read, _Lines) else read
         assert table is not None
@@ -2432,6 +2443,7 @@ def resolve(
         return now
 
     t = time.perf_counter()
+    reader = _reloader(source, format, compiled if columnar else None)
     read = _read_table(source, format, compiled if columnar else None)
     other: list[tuple[int, Any]] = []
     if isinstance(read, _Lines):
@@ -2535,7 +2547,7 @@ def resolve(
         return slowly()
     # (a file source is read again when graph()/seed() need its rows, not kept: the peak
     # is in the next phases, and at 10^7 identifiers the table is gigabytes)
-    reload = None if table is None else _reloader(source, format, compiled if columnar else None)
+    reload = None if table is None else reader
     kept = table if reload is None else None
     del read, table, lanes, held, row_position
     t = done("decode", t)

@@ -88,3 +88,56 @@ def test_a_table_source_is_kept_not_read_again() -> None:
     result = batch.resolve(table)
     assert result._events.table is table
     assert result._events.reload is None
+
+
+@pytest.mark.parametrize("name", ["a.parquet", "z.parquet"])
+def test_a_file_added_to_a_directory_after_resolve_is_refused(tmp_path: Path, name: str) -> None:
+    # (the new file sorted before the old one shifts every row read again; after it, the
+    # rows read are right but the source is no longer the one resolved)
+    def messages(prefix: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "identify",
+                "userId": f"{prefix}u{i}",
+                "anonymousId": f"{prefix}a{i}",
+                "messageId": f"{prefix}m{i}",
+                "timestamp": "2024-01-01T00:00:00Z",
+            }
+            for i in range(3)
+        ]
+
+    _write(messages("m"), tmp_path / "m.parquet", "parquet")
+    result = batch.resolve(tmp_path)
+    _write(messages("x"), tmp_path / name, "parquet")
+    with pytest.raises(ir.ConfigurationError, match="changed since batch"):
+        result.graph()
+    (tmp_path / name).unlink()
+    a, b = snapshot(online(messages("m"), ir.Rules())), snapshot(result.graph())
+    assert a == b, snapshot_diff(a, b)
+
+
+def test_a_file_changed_while_resolve_reads_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [
+        {
+            "type": "identify",
+            "userId": "u",
+            "anonymousId": "a",
+            "messageId": "m",
+            "timestamp": "2024-01-01T00:00:00Z",
+        }
+    ]
+    path = tmp_path / "events.parquet"
+    _write(messages, path, "parquet")
+    read = batch._read_parquet
+
+    def read_then_rewrite(p: Path) -> Any:
+        table = read(p)
+        os.utime(p, ns=(1, 1))  # (rewritten after its rows were read)
+        return table
+
+    monkeypatch.setattr(batch, "_read_parquet", read_then_rewrite)
+    result = batch.resolve(path)
+    with pytest.raises(ir.ConfigurationError, match="changed since batch"):
+        result.graph()
