@@ -561,8 +561,8 @@ def _unified(chunks: list[Any]) -> tuple[Any, list[np.ndarray], list[int]]:
     row group the same dictionary (one buffer), so 21 chunks of 2.6x10^6 rows hold 3;
     ``unify_dictionaries`` over all 21 cost ~1 s at 10^6 identifiers, over the 3 ~0.3 s.
     Dictionaries are told apart by their buffers (same buffers, offset and length: same
-    values); the order is unify_dictionaries' own (it is called on one chunk per distinct
-    dictionary, indexing each dictionary in order), so values and codes are the same."""
+    values); the order is unify_dictionaries' own (first appearance, dictionary after
+    dictionary), so values and codes are the same."""
     seen: dict[tuple[Any, ...], int] = {}
     which: list[int] = []
     distinct: list[Any] = []
@@ -581,13 +581,15 @@ def _unified(chunks: list[Any]) -> tuple[Any, list[np.ndarray], list[int]]:
     if len(distinct) == 1:  # (one dictionary: its codes are the unified ones)
         values: Any = distinct[0].cast(pa.string())
         return values, [np.append(np.arange(len(values), dtype=np.int64), -1)], which
-    whole = [pa.DictionaryArray.from_arrays(np.arange(len(d), dtype=np.int64), d) for d in distinct]
-    unified: list[Any] = pa.chunked_array(whole).unify_dictionaries().chunks
-    values = unified[0].dictionary.cast(pa.string())
-    maps = [
-        np.append(u.indices.cast(pa.int64()).to_numpy(zero_copy_only=False), -1) for u in unified
-    ]
-    return values, maps, which
+    # (the distinct dictionaries end to end, dictionary-encoded: values in order of first
+    # appearance, as unify_dictionaries adds them, and a null entry a null code, where
+    # unify_dictionaries refuses a dictionary holding one: "cannot yet unify dictionaries
+    # with nulls", which Arrow allows and the builder reads as a null row)
+    enc: Any = pc.dictionary_encode(pa.concat_arrays([d.cast(pa.string()) for d in distinct]))
+    codes = pc.fill_null(enc.indices.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
+    ends = np.cumsum([len(d) for d in distinct])[:-1]
+    maps = [np.append(part, -1) for part in np.split(codes, ends)]
+    return enc.dictionary, maps, which
 
 
 def _lookup(codes: np.ndarray, per_value: np.ndarray, null: bool = False) -> np.ndarray:
