@@ -1541,13 +1541,7 @@ class BatchResult:
         and per profile its canonical node (R5: ``canonical_row``'s smallest ``(kind,
         first_ts, first_eid, value)``). ``values``: the nodes' values, in Arrow."""
         nn = len(engine.value)
-        # (copies: a view of an ``array`` would stop the engine from growing)
-        root = np.array(engine.parent, dtype=np.int64)
-        while True:  # (find() of every node, by pointer jumping)
-            up = root[root]
-            if np.array_equal(up, root):
-                break
-            root = up
+        root = _roots(engine.parent)  # (find() of every node)
         dead = np.zeros(nn, dtype=bool)
         if engine.dead:
             dead[np.fromiter(engine.dead, dtype=np.int64, count=len(engine.dead))] = True
@@ -1674,12 +1668,7 @@ class BatchResult:
         splits = engine.splits
         kind = engine.kind
         value = engine.value
-        lroot = np.array(engine.lparent, dtype=np.int64)
-        while True:  # (lfind() of every node, without path halving)
-            up = lroot[lroot]
-            if np.array_equal(up, lroot):
-                break
-            lroot = up
+        lroot = _roots(engine.lparent)  # (lfind() of every node, without path halving)
         wanted: dict[int, set[str]] = {}
         for eid, (_, nodes, _) in engine.refusals.items():
             wanted.setdefault(int(lroot[nodes[0]]), set()).add(eid)
@@ -2055,6 +2044,17 @@ def _load_reset(engine: Engine, n: int, key: tuple[float, str]) -> None:
     old = engine.resets.get(n)
     if old is None or key < old:
         engine.resets[n] = key
+
+
+def _roots(parent: Any) -> np.ndarray:
+    """Per node, the root of its tree in a union-find's ``parent`` array (an ``array``
+    copied, not viewed: a view would stop the engine from growing), by pointer jumping."""
+    root = np.array(parent, dtype=np.int64)
+    while True:
+        up = root[root]
+        if np.array_equal(up, root):
+            return root
+        root = up
 
 
 def _profiles_table(
