@@ -31,6 +31,20 @@ def _write(messages: list[dict[str, Any]], path: Path, fmt: str) -> None:
         path.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="utf-8")
 
 
+def _identifies(n: int, prefix: str = "") -> list[dict[str, Any]]:
+    """``n`` identify messages, each linking its own user and anonymous id."""
+    return [
+        {
+            "type": "identify",
+            "userId": f"{prefix}u{i}",
+            "anonymousId": f"{prefix}a{i}",
+            "messageId": f"{prefix}m{i}",
+            "timestamp": "2024-01-01T00:00:00Z",
+        }
+        for i in range(n)
+    ]
+
+
 @settings(
     max_examples=20,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -53,16 +67,7 @@ def test_graph_of_a_file_source_reads_its_rows_again_and_equals_online(
 
 
 def test_a_file_changed_after_resolve_is_refused(tmp_path: Path) -> None:
-    messages = [
-        {
-            "type": "identify",
-            "userId": f"u{i}",
-            "anonymousId": f"a{i}",
-            "messageId": f"m{i}",
-            "timestamp": "2024-01-01T00:00:00Z",
-        }
-        for i in range(3)
-    ]
+    messages = _identifies(3)
     path = tmp_path / "events.parquet"
     _write(messages, path, "parquet")
     result = batch.resolve(path)
@@ -75,15 +80,7 @@ def test_a_file_changed_after_resolve_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_table_source_is_kept_not_read_again() -> None:
-    messages = [
-        {
-            "type": "identify",
-            "userId": "u",
-            "anonymousId": "a",
-            "messageId": "m",
-            "timestamp": "2024-01-01T00:00:00Z",
-        }
-    ]
+    messages = _identifies(1)
     table = _as_text_columns(messages)
     result = batch.resolve(table)
     assert result._events.table is table
@@ -94,40 +91,20 @@ def test_a_table_source_is_kept_not_read_again() -> None:
 def test_a_file_added_to_a_directory_after_resolve_is_refused(tmp_path: Path, name: str) -> None:
     # (the new file sorted before the old one shifts every row read again; after it, the
     # rows read are right but the source is no longer the one resolved)
-    def messages(prefix: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "type": "identify",
-                "userId": f"{prefix}u{i}",
-                "anonymousId": f"{prefix}a{i}",
-                "messageId": f"{prefix}m{i}",
-                "timestamp": "2024-01-01T00:00:00Z",
-            }
-            for i in range(3)
-        ]
-
-    _write(messages("m"), tmp_path / "m.parquet", "parquet")
+    _write(_identifies(3, "m"), tmp_path / "m.parquet", "parquet")
     result = batch.resolve(tmp_path)
-    _write(messages("x"), tmp_path / name, "parquet")
+    _write(_identifies(3, "x"), tmp_path / name, "parquet")
     with pytest.raises(ir.ConfigurationError, match="changed since batch"):
         result.graph()
     (tmp_path / name).unlink()
-    a, b = snapshot(online(messages("m"), ir.Rules())), snapshot(result.graph())
+    a, b = snapshot(online(_identifies(3, "m"), ir.Rules())), snapshot(result.graph())
     assert a == b, snapshot_diff(a, b)
 
 
 def test_a_file_changed_while_resolve_reads_it_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    messages = [
-        {
-            "type": "identify",
-            "userId": "u",
-            "anonymousId": "a",
-            "messageId": "m",
-            "timestamp": "2024-01-01T00:00:00Z",
-        }
-    ]
+    messages = _identifies(1)
     path = tmp_path / "events.parquet"
     _write(messages, path, "parquet")
     read = batch._read_parquet
