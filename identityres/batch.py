@@ -378,11 +378,31 @@ class _Events:
                 append(Record(etype, ts, eid, t, (), (), b""))
         return out
 
+    def rows(self) -> Callable[[], pa.Table | None]:
+        """The source's rows, read (a file source: read again) at the first call only, so
+        that one caller's several :meth:`records` read a file source once."""
+        held: list[pa.Table | None] = []
+
+        def rows() -> pa.Table | None:
+            if not held:
+                held.append(
+                    self.table if self.table is not None or self.reload is None else self.reload()
+                )
+            return held[0]
+
+        return rows
+
     def records(
-        self, indices: Iterable[int], *, ordered: bool = True
+        self,
+        indices: Iterable[int],
+        *,
+        ordered: bool = True,
+        rows: Callable[[], pa.Table | None] | None = None,
     ) -> Iterator[tuple[int, Record]]:
         """``(index, record)`` for these events: in the order given, or (``ordered=False``)
-        the kept ones first and the rebuilt ones a chunk at a time, in index order."""
+        the kept ones first and the rebuilt ones a chunk at a time, in index order. The
+        rebuilt ones are read from ``rows()`` (:meth:`rows`; by default a reading of their
+        own)."""
         py = self.py
         if not ordered:
             rest: list[int] = []
@@ -395,12 +415,12 @@ class _Events:
             rest.sort()
             if not rest:
                 return
-            table = self.table if self.table is not None or self.reload is None else self.reload()
+            table = (self.rows() if rows is None else rows)()
             for start in range(0, len(rest), _ROWS_PER_CHUNK):
                 yield from self._rebuilt(table, rest[start : start + _ROWS_PER_CHUNK])
             return
         wanted = list(indices)
-        built = dict(self.records((i for i in wanted if i not in py), ordered=False))
+        built = dict(self.records((i for i in wanted if i not in py), ordered=False, rows=rows))
         for i in wanted:
             rec = py.get(i)
             yield i, built[i] if rec is None else rec
@@ -1944,7 +1964,8 @@ class BatchResult:
         events = self._events
         fast = self._fast_record
         order = self._order
-        for _, rec in events.records(i for i in order.tolist() if not fast[i]):
+        rows = events.rows()  # (a file source read once, for both lanes)
+        for _, rec in events.records((i for i in order.tolist() if not fast[i]), rows=rows):
             engine.apply(rec)
         n_of = self._node_index()
         local: dict[int, int] = {}
@@ -1971,7 +1992,7 @@ class BatchResult:
             engine.size[root] = len(members)
             for k, arr in engine.counts.items():
                 arr[root] = sum(1 for m in members if engine.kind[m] == k)
-        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False):
+        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False, rows=rows):
             engine.seen[rec.event_id] = rec.fingerprint
             if rec.blocked:
                 engine._count_blocked(rec.blocked)

@@ -118,3 +118,36 @@ def test_a_file_changed_while_resolve_reads_it_is_refused(
     result = batch.resolve(path)
     with pytest.raises(ir.ConfigurationError, match="changed since batch"):
         result.graph()
+
+
+def test_graph_reads_a_file_source_once(tmp_path: Path) -> None:
+    # (both lanes' events are rebuilt: the conflicted ones, decided first, and the
+    # untouched ones; each re-read is a whole file, ~1 s at 10^6 identifiers)
+    # (a reset of a0 felt by a later link: a0's component conflicted, the others untouched)
+    messages = [
+        *_identifies(3),
+        {
+            "type": "reset",
+            "anonymousId": "a0",
+            "messageId": "r",
+            "timestamp": "2024-01-01T00:00:01Z",
+        },
+        *_identifies(1, "later"),
+    ]
+    messages[-1].update(anonymousId="a0", timestamp="2024-01-01T00:00:02Z")
+    path = tmp_path / "events.parquet"
+    _write(messages, path, "parquet")
+    result = batch.resolve(path)
+    assert not result._fast_record.all() and result._fast_record.any()
+    reload = result._events.reload
+    assert reload is not None
+    calls: list[int] = []
+
+    def counted() -> Any:
+        calls.append(1)
+        return reload()
+
+    result._events.reload = counted
+    a, b = snapshot(online(messages, ir.Rules())), snapshot(result.graph())
+    assert a == b, snapshot_diff(a, b)
+    assert len(calls) == 1
