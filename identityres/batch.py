@@ -2383,12 +2383,15 @@ def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Ta
     return reload
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What tells a file changed: its size and modification time, and its inode and change
+    time, which a copy keeping times (``cp -p``, ``rsync -t``) or a replacing rename does
+    not keep (no call sets the change time)."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _reset_bound_nodes(

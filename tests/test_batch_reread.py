@@ -151,3 +151,17 @@ def test_graph_reads_a_file_source_once(tmp_path: Path) -> None:
     a, b = snapshot(online(messages, ir.Rules())), snapshot(result.graph())
     assert a == b, snapshot_diff(a, b)
     assert len(calls) == 1
+
+
+def test_a_file_rewritten_with_its_size_and_mtime_kept_is_refused(tmp_path: Path) -> None:
+    # (a copy that keeps times, ``cp -p`` or ``rsync -t``, of another file of one size:
+    # only the change time, which no one can set, tells)
+    path = tmp_path / "events.jsonl"
+    _write(_identifies(3, "a"), path, "jsonl")
+    result = batch.resolve(path)
+    before = path.stat()
+    _write(_identifies(3, "b"), path, "jsonl")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    with pytest.raises(ir.ConfigurationError, match="changed since batch"):
+        result.graph()
