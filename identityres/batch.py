@@ -2357,7 +2357,8 @@ def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Ta
     from."""
     if not isinstance(source, (str, os.PathLike)):
         return None
-    files = _files(Path(source), fmt)
+    where = Path(source).absolute()  # (the same files, whatever the working directory is then)
+    files = _files(where, fmt)
     stamps = [(path, _stamp(path)) for path, _ in files]
 
     def reload() -> pa.Table:
@@ -2370,12 +2371,12 @@ def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Ta
             if _stamp(path) != stamp:
                 raise changed(path)
         try:
-            now = [path for path, _ in _files(Path(source), fmt)]
+            now = [path for path, _ in _files(where, fmt)]
         except ConfigurationError:
             now = []
         if now != [path for path, _ in files]:
-            raise changed(source)
-        read = _read_table(source, fmt, rules)
+            raise changed(where)
+        read = _read_table(where, fmt, rules)
         table = read.table if isinstance(read, _Lines) else read
         assert table is not None
         return table

@@ -165,3 +165,17 @@ def test_a_file_rewritten_with_its_size_and_mtime_kept_is_refused(tmp_path: Path
     assert path.stat().st_size == before.st_size
     with pytest.raises(ir.ConfigurationError, match="changed since batch"):
         result.graph()
+
+
+def test_a_relative_path_is_read_again_where_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    messages = _identifies(3)
+    _write(messages, tmp_path / "one" / "events.parquet", "parquet")
+    monkeypatch.chdir(tmp_path / "one")
+    result = batch.resolve("events.parquet")
+    monkeypatch.chdir(tmp_path / "two")  # (where no such file is)
+    a, b = snapshot(online(messages, ir.Rules())), snapshot(result.graph())
+    assert a == b, snapshot_diff(a, b)
