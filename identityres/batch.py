@@ -274,35 +274,6 @@ class _Events:
         self.node_kind = node_kind
         self.node_value = node_value
 
-    def lane_data(
-        self, wanted: np.ndarray
-    ) -> Iterator[tuple[int, int, float, str, int, dict[str, Any] | None, str | None]]:
-        """``(index, etype, ts, event_id, anchor, traits, company_id)`` of the columnar
-        lane's events holding traits or a company, among the ``wanted`` ones (a mask)."""
-        data = self.data
-        if data is None:
-            return
-        held = np.flatnonzero(wanted & ((data.traits_code >= 0) | (data.company_code >= 0)))
-        if not len(held):
-            return
-        eids = self.eid.take(held).to_pylist()
-        for i, eid, tc, cc in zip(
-            held.tolist(),
-            eids,
-            data.traits_code[held].tolist(),
-            data.company_code[held].tolist(),
-            strict=True,
-        ):
-            yield (
-                i,
-                int(self.etype[i]),
-                float(self.ts[i]),
-                str(eid),
-                int(self.anchor[i]),
-                None if tc < 0 else data.traits[tc],
-                None if cc < 0 else data.company[cc],
-            )
-
     def __len__(self) -> int:
         return len(self.ts)
 
