@@ -274,35 +274,6 @@ class _Events:
         self.node_kind = node_kind
         self.node_value = node_value
 
-    def lane_data(
-        self, wanted: np.ndarray
-    ) -> Iterator[tuple[int, int, float, str, int, dict[str, Any] | None, str | None]]:
-        """``(index, etype, ts, event_id, anchor, traits, company_id)`` of the columnar
-        lane's events holding traits or a company, among the ``wanted`` ones (a mask)."""
-        data = self.data
-        if data is None:
-            return
-        held = np.flatnonzero(wanted & ((data.traits_code >= 0) | (data.company_code >= 0)))
-        if not len(held):
-            return
-        eids = self.eid.take(held).to_pylist()
-        for i, eid, tc, cc in zip(
-            held.tolist(),
-            eids,
-            data.traits_code[held].tolist(),
-            data.company_code[held].tolist(),
-            strict=True,
-        ):
-            yield (
-                i,
-                int(self.etype[i]),
-                float(self.ts[i]),
-                str(eid),
-                int(self.anchor[i]),
-                None if tc < 0 else data.traits[tc],
-                None if cc < 0 else data.company[cc],
-            )
-
     def __len__(self) -> int:
         return len(self.ts)
 
@@ -378,11 +349,31 @@ class _Events:
                 append(Record(etype, ts, eid, t, (), (), b""))
         return out
 
+    def rows(self) -> Callable[[], pa.Table | None]:
+        """The source's rows, read (a file source: read again) at the first call only, so
+        that one caller's several :meth:`records` read a file source once."""
+        held: list[pa.Table | None] = []
+
+        def rows() -> pa.Table | None:
+            if not held:
+                held.append(
+                    self.table if self.table is not None or self.reload is None else self.reload()
+                )
+            return held[0]
+
+        return rows
+
     def records(
-        self, indices: Iterable[int], *, ordered: bool = True
+        self,
+        indices: Iterable[int],
+        *,
+        ordered: bool = True,
+        rows: Callable[[], pa.Table | None] | None = None,
     ) -> Iterator[tuple[int, Record]]:
         """``(index, record)`` for these events: in the order given, or (``ordered=False``)
-        the kept ones first and the rebuilt ones a chunk at a time, in index order."""
+        the kept ones first and the rebuilt ones a chunk at a time, in index order. The
+        rebuilt ones are read from ``rows()`` (:meth:`rows`; by default a reading of their
+        own)."""
         py = self.py
         if not ordered:
             rest: list[int] = []
@@ -395,12 +386,12 @@ class _Events:
             rest.sort()
             if not rest:
                 return
-            table = self.table if self.table is not None or self.reload is None else self.reload()
+            table = (self.rows() if rows is None else rows)()
             for start in range(0, len(rest), _ROWS_PER_CHUNK):
                 yield from self._rebuilt(table, rest[start : start + _ROWS_PER_CHUNK])
             return
         wanted = list(indices)
-        built = dict(self.records((i for i in wanted if i not in py), ordered=False))
+        built = dict(self.records((i for i in wanted if i not in py), ordered=False, rows=rows))
         for i in wanted:
             rec = py.get(i)
             yield i, built[i] if rec is None else rec
@@ -561,8 +552,8 @@ def _unified(chunks: list[Any]) -> tuple[Any, list[np.ndarray], list[int]]:
     row group the same dictionary (one buffer), so 21 chunks of 2.6x10^6 rows hold 3;
     ``unify_dictionaries`` over all 21 cost ~1 s at 10^6 identifiers, over the 3 ~0.3 s.
     Dictionaries are told apart by their buffers (same buffers, offset and length: same
-    values); the order is unify_dictionaries' own (it is called on one chunk per distinct
-    dictionary, indexing each dictionary in order), so values and codes are the same."""
+    values); the order is unify_dictionaries' own (first appearance, dictionary after
+    dictionary), so values and codes are the same."""
     seen: dict[tuple[Any, ...], int] = {}
     which: list[int] = []
     distinct: list[Any] = []
@@ -581,13 +572,15 @@ def _unified(chunks: list[Any]) -> tuple[Any, list[np.ndarray], list[int]]:
     if len(distinct) == 1:  # (one dictionary: its codes are the unified ones)
         values: Any = distinct[0].cast(pa.string())
         return values, [np.append(np.arange(len(values), dtype=np.int64), -1)], which
-    whole = [pa.DictionaryArray.from_arrays(np.arange(len(d), dtype=np.int64), d) for d in distinct]
-    unified: list[Any] = pa.chunked_array(whole).unify_dictionaries().chunks
-    values = unified[0].dictionary.cast(pa.string())
-    maps = [
-        np.append(u.indices.cast(pa.int64()).to_numpy(zero_copy_only=False), -1) for u in unified
-    ]
-    return values, maps, which
+    # (the distinct dictionaries end to end, dictionary-encoded: values in order of first
+    # appearance, as unify_dictionaries adds them, and a null entry a null code, where
+    # unify_dictionaries refuses a dictionary holding one: "cannot yet unify dictionaries
+    # with nulls", which Arrow allows and the builder reads as a null row)
+    enc: Any = pc.dictionary_encode(pa.concat_arrays([d.cast(pa.string()) for d in distinct]))
+    codes = pc.fill_null(enc.indices.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
+    ends = np.cumsum([len(d) for d in distinct])[:-1]
+    maps = [np.append(part, -1) for part in np.split(codes, ends)]
+    return enc.dictionary, maps, which
 
 
 def _lookup(codes: np.ndarray, per_value: np.ndarray, null: bool = False) -> np.ndarray:
@@ -1539,13 +1532,7 @@ class BatchResult:
         and per profile its canonical node (R5: ``canonical_row``'s smallest ``(kind,
         first_ts, first_eid, value)``). ``values``: the nodes' values, in Arrow."""
         nn = len(engine.value)
-        # (copies: a view of an ``array`` would stop the engine from growing)
-        root = np.array(engine.parent, dtype=np.int64)
-        while True:  # (find() of every node, by pointer jumping)
-            up = root[root]
-            if np.array_equal(up, root):
-                break
-            root = up
+        root = _roots(engine.parent)  # (find() of every node)
         dead = np.zeros(nn, dtype=bool)
         if engine.dead:
             dead[np.fromiter(engine.dead, dtype=np.int64, count=len(engine.dead))] = True
@@ -1672,12 +1659,7 @@ class BatchResult:
         splits = engine.splits
         kind = engine.kind
         value = engine.value
-        lroot = np.array(engine.lparent, dtype=np.int64)
-        while True:  # (lfind() of every node, without path halving)
-            up = lroot[lroot]
-            if np.array_equal(up, lroot):
-                break
-            lroot = up
+        lroot = _roots(engine.lparent)  # (lfind() of every node, without path halving)
         wanted: dict[int, set[str]] = {}
         for eid, (_, nodes, _) in engine.refusals.items():
             wanted.setdefault(int(lroot[nodes[0]]), set()).add(eid)
@@ -1953,7 +1935,8 @@ class BatchResult:
         events = self._events
         fast = self._fast_record
         order = self._order
-        for _, rec in events.records(i for i in order.tolist() if not fast[i]):
+        rows = events.rows()  # (a file source read once, for both lanes)
+        for _, rec in events.records((i for i in order.tolist() if not fast[i]), rows=rows):
             engine.apply(rec)
         n_of = self._node_index()
         local: dict[int, int] = {}
@@ -1980,7 +1963,7 @@ class BatchResult:
             engine.size[root] = len(members)
             for k, arr in engine.counts.items():
                 arr[root] = sum(1 for m in members if engine.kind[m] == k)
-        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False):
+        for _, rec in events.records(np.flatnonzero(fast).tolist(), ordered=False, rows=rows):
             engine.seen[rec.event_id] = rec.fingerprint
             if rec.blocked:
                 engine._count_blocked(rec.blocked)
@@ -2053,6 +2036,17 @@ def _load_reset(engine: Engine, n: int, key: tuple[float, str]) -> None:
     old = engine.resets.get(n)
     if old is None or key < old:
         engine.resets[n] = key
+
+
+def _roots(parent: Any) -> np.ndarray:
+    """Per node, the root of its tree in a union-find's ``parent`` array (an ``array``
+    copied, not viewed: a view would stop the engine from growing), by pointer jumping."""
+    root = np.array(parent, dtype=np.int64)
+    while True:
+        up = root[root]
+        if np.array_equal(up, root):
+            return root
+        root = up
 
 
 def _profiles_table(
@@ -2327,21 +2321,33 @@ def _read_table(source: Any, fmt: Format | None, rules: Any = None) -> pa.Table 
 
 def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Table] | None:
     """How to read a file source's table again (``None``: keep the table, the caller's or
-    an iterable's). The files must be unchanged then: their sizes and modification times
-    are checked, and a changed file raises ``ConfigurationError`` rather than give rows
-    the result was not computed from."""
+    an iterable's). Made before the source is read, so that a file rewritten while it is
+    read is refused too. The files must be unchanged then: the same files (a file added to
+    a directory would shift or add rows), their sizes and modification times the same; a
+    change raises ``ConfigurationError`` rather than give rows the result was not computed
+    from."""
     if not isinstance(source, (str, os.PathLike)):
         return None
-    files = _files(Path(source), fmt)
+    where = Path(source).absolute()  # (the same files, whatever the working directory is then)
+    files = _files(where, fmt)
     stamps = [(path, _stamp(path)) for path, _ in files]
 
     def reload() -> pa.Table:
+        def changed(what: Any) -> ConfigurationError:
+            return ConfigurationError(
+                f"source={str(what)!r}: changed since batch.resolve read it; resolve it again"
+            )
+
         for path, stamp in stamps:
             if _stamp(path) != stamp:
-                raise ConfigurationError(
-                    f"source={str(path)!r}: changed since batch.resolve read it; resolve it again"
-                )
-        read = _read_table(source, fmt, rules)
+                raise changed(path)
+        try:
+            now = [path for path, _ in _files(where, fmt)]
+        except ConfigurationError:
+            now = []
+        if now != [path for path, _ in files]:
+            raise changed(where)
+        read = _read_table(where, fmt, rules)
         table = read.table if isinstance(read, _Lines) else read
         assert table is not None
         return table
@@ -2349,12 +2355,15 @@ def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Ta
     return reload
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What tells a file changed: its size and modification time, and its inode and change
+    time, which a copy keeping times (``cp -p``, ``rsync -t``) or a replacing rename does
+    not keep (no call sets the change time)."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _reset_bound_nodes(
@@ -2432,6 +2441,7 @@ def resolve(
         return now
 
     t = time.perf_counter()
+    reader = _reloader(source, format, compiled if columnar else None)
     read = _read_table(source, format, compiled if columnar else None)
     other: list[tuple[int, Any]] = []
     if isinstance(read, _Lines):
@@ -2535,7 +2545,7 @@ def resolve(
         return slowly()
     # (a file source is read again when graph()/seed() need its rows, not kept: the peak
     # is in the next phases, and at 10^7 identifiers the table is gigabytes)
-    reload = None if table is None else _reloader(source, format, compiled if columnar else None)
+    reload = None if table is None else reader
     kept = table if reload is None else None
     del read, table, lanes, held, row_position
     t = done("decode", t)
