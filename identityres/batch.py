@@ -165,7 +165,12 @@ def _cell(name: str, value: Any) -> Any:
         return None
     if name in _JSON_COLUMNS:
         if isinstance(value, str):
-            return json.loads(value)
+            try:
+                return json.loads(value)
+            except (ValueError, RecursionError):
+                # (not JSON text: the text itself goes to the builder, which refuses it naming
+                # the column, so ``on_error="skip"`` skips just this row)
+                return value
         if isinstance(value, dict):
             # a struct: its null fields are absent (Parquet cannot tell null from absent)
             return {k: v for k, v in value.items() if v is not None}

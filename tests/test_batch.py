@@ -631,3 +631,29 @@ def test_an_unreadable_file_is_an_identityres_error_naming_it(
     with pytest.raises(error) as caught:
         batch.resolve(path, columnar=columnar)
     assert where in str(caught.value)
+
+
+@pytest.mark.parametrize("column", ["traits", "properties", "identifiers", "set_once"])
+def test_a_table_cell_that_is_not_json_text_is_an_invalid_event(column: str) -> None:
+    """A JSON column's cell that is not JSON text (cut short, a BOM, a 5000-digit number) is
+    refused with an identityres error naming the column, as any bad event is, and
+    ``on_error="skip"`` skips that row alone."""
+    good = {
+        "type": "identify",
+        "userId": "u1",
+        "anonymousId": "a1",
+        "messageId": "m1",
+        "timestamp": "2024-01-01T00:00:00Z",
+    }
+    bad = {**good, "userId": "u2", "anonymousId": "a2", "messageId": "m2"}
+    if column == "properties":
+        good.update(type="track", event="Clicked")
+        bad.update(type="track", event="Clicked")
+    for text in ('{"plan": "pro"', "\ufeff{}", "[" * 100_000):
+        # (the good row holds the column too: from_pylist takes the schema from the first row)
+        table = pa.Table.from_pylist([{**good, column: None}, {**bad, column: text}])
+        with pytest.raises(ir.InvalidEventError, match=column):
+            batch.resolve(table)
+        result = batch.resolve(table, on_error="skip")
+        assert [e.index for e in result.errors] == [1]
+        assert sorted(result.identity_map.column("value").to_pylist()) == ["a1", "u1"]
