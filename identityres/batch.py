@@ -1386,8 +1386,8 @@ class BatchResult:
         events = self._events
         fast = self._fast_record
         anchor = events.anchor
-        rank = np.empty(len(self._order), dtype=np.int64)
-        rank[self._order] = np.arange(len(self._order), dtype=np.int64)
+        # (each event's rank in key order: the traits' and the companies' event order)
+        rank = self._rank = _inverse(self._order)
         traits: dict[int, dict[Any, tuple[float, str, Any]]] = {}
         link_p: list[int] = []  # (the record lane's company links: profile, company, rank)
         link_c: list[str] = []
@@ -1420,9 +1420,10 @@ class BatchResult:
             nonempty[:-1] = np.fromiter(map(bool, data.traits), dtype=bool, count=len(data.traits))
             ti = np.flatnonzero(held & (etype == IDENTIFY) & nonempty[data.traits_code])
             tp = comp_pos[comp[anchor[ti]]]
-            count = np.bincount(tp, minlength=ncomp)
-            if traits:
-                count[np.fromiter(traits, dtype=np.int64, count=len(traits))] += 1
+            # (the profiles holding traits of the record lane too)
+            with_records = np.zeros(ncomp, dtype=bool)
+            with_records[np.fromiter(traits, dtype=np.int64, count=len(traits))] = True
+            count = np.bincount(tp, minlength=ncomp) + with_records
             single = count[tp] == 1
             # (one text per distinct traits)
             s_pos = tp[single]
@@ -1437,9 +1438,6 @@ class BatchResult:
             # the record lane too is merged by keep(), with those
             multi = ti[~single]
             m_pos = tp[~single]
-            with_records = np.zeros(ncomp, dtype=bool)
-            if traits:
-                with_records[np.fromiter(traits, dtype=np.int64, count=len(traits))] = True
             kept = multi[with_records[m_pos]]
             for p, ts, eid, code in zip(
                 m_pos[with_records[m_pos]].tolist(),
@@ -1497,8 +1495,7 @@ class BatchResult:
             newest[link_pos[by][last]] = link_code[by][last]
         company_id = company_text.take(pa.array(newest, mask=newest < 0))
         text_order = pc.sort_indices(company_text).to_numpy(zero_copy_only=False).astype(np.int64)
-        text_pos = np.empty(len(company_text), dtype=np.int64)
-        text_pos[text_order] = np.arange(len(company_text), dtype=np.int64)
+        text_pos = _inverse(text_order)
         pairs = np.unique(link_pos * max(1, len(company_text)) + text_pos[link_code])
         lengths = np.bincount(pairs // max(1, len(company_text)), minlength=ncomp)
         offsets = np.zeros(ncomp + 1, dtype=np.int32)
@@ -1530,12 +1527,12 @@ class BatchResult:
         self._build_stats()
 
     @staticmethod
-    def _engine_profiles(engine: Engine, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _engine_profiles(engine: Engine, keys: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """The engine's profiles, from its arrays in bulk: per node the position of its
         profile (-1: an erased node), the profiles in the order ``IdentityGraph.profiles()``
         gives them (their roots ascending, as ``MemoryStore.iter_profiles`` walks them);
         and per profile its canonical node (R5: ``canonical_row``'s smallest ``(kind,
-        first_ts, first_eid, value)``). ``values``: the nodes' values, in Arrow."""
+        first_ts, first_eid, value)``). ``keys``: the nodes' key columns (:func:`_engine_keys`)."""
         nn = len(engine.value)
         root = _roots(engine.parent)  # (find() of every node)
         dead = np.zeros(nn, dtype=bool)
@@ -1547,10 +1544,8 @@ class BatchResult:
         at[roots] = np.arange(len(roots), dtype=np.int64)
         pos: np.ndarray = np.where(live, at[root], -1)
         nodes = np.flatnonzero(live)
-        by = nodes[_key_order(engine, pos, nodes, values, with_kind=True)]
-        head = np.ones(len(by), dtype=bool)
-        head[1:] = pos[by][1:] != pos[by][:-1]
-        canon: np.ndarray = by[head]
+        by = nodes[_key_order(keys, pos, nodes, with_kind=True)]
+        canon: np.ndarray = by[_starts(pos[by])]
         return pos, canon
 
     def _conflicted_tables(self) -> tuple[pa.Table, pa.Table, np.ndarray, Any]:
@@ -1563,10 +1558,11 @@ class BatchResult:
         engine = self._conflicted_engine
         rules = engine.rules
         names = rules.kind_names
-        values: Any = pa.array(engine.value, pa.string())
-        pos, canon = self._engine_profiles(engine, values)
+        keys = _engine_keys(engine)
+        values: Any = keys["value"]
+        kind: np.ndarray = keys["kind"]
+        pos, canon = self._engine_profiles(engine, keys)
         np_ = len(canon)
-        kind = np.array(engine.kind, dtype=np.int64)
         kind_names = pa.array(list(names), pa.string())
         nodes = np.flatnonzero(pos >= 0)
         # canonical id (R5) and identified user: the smallest (first_ts, first_eid, value)
@@ -1577,15 +1573,13 @@ class BatchResult:
         users = nodes[kind[nodes] == rules.user]
         ident_at = np.full(np_, -1, dtype=np.int64)
         if len(users):
-            u_order = _key_order(engine, pos, users, values, with_kind=False)
-            u_by = users[u_order]
-            u_head = np.ones(len(u_by), dtype=bool)
-            u_head[1:] = pos[u_by][1:] != pos[u_by][:-1]
+            u_by = users[_key_order(keys, pos, users, with_kind=False)]
+            u_head = _starts(pos[u_by])
             ident_at[pos[u_by][u_head]] = u_by[u_head]
         ident_arr: Any = values.take(pa.array(ident_at, mask=ident_at < 0))
         # first/last seen, sizes
         first_seen = np.full(np_, np.inf)
-        np.minimum.at(first_seen, pos[nodes], np.array(engine.first_ts, dtype=np.float64)[nodes])
+        np.minimum.at(first_seen, pos[nodes], keys["first_ts"][nodes])
         last_seen = np.full(np_, -np.inf)
         np.maximum.at(last_seen, pos[nodes], np.array(engine.last_ts, dtype=np.float64)[nodes])
         size = np.bincount(pos[nodes], minlength=np_)
@@ -1766,10 +1760,8 @@ class BatchResult:
             held_p.append(pids.take(pa.array(pairs % max(1, len(comp_pos)))))
             tcode = data.traits_code[ci]
             ci, code, tcode = ci[tcode >= 0], code[tcode >= 0], tcode[tcode >= 0]
-            rank = np.empty(len(self._order), dtype=np.int64)
-            rank[self._order] = np.arange(len(self._order), dtype=np.int64)
             pair = code * (len(data.traits) + 1) + tcode
-            by = np.lexsort((rank[ci], pair))
+            by = np.lexsort((self._rank[ci], pair))
             last = np.ones(len(by), dtype=bool)
             last[:-1] = pair[by][1:] != pair[by][:-1]
             newest = by[last]
@@ -1806,8 +1798,7 @@ class BatchResult:
         p_enc: Any = pc.dictionary_encode(pa.concat_arrays(held_p))
         p_text = p_enc.dictionary
         p_order = pc.sort_indices(p_text).to_numpy(zero_copy_only=False).astype(np.int64)
-        p_rank = np.empty(len(p_text), dtype=np.int64)
-        p_rank[p_order] = np.arange(len(p_text), dtype=np.int64)
+        p_rank = _inverse(p_order)
         at = pc.index_in(all_c, value_set=id_arr).to_numpy(zero_copy_only=False)
         width = max(1, len(p_text))
         key = np.unique(
@@ -2134,30 +2125,57 @@ def _smallest(group: np.ndarray, key: np.ndarray, values: Any) -> np.ndarray:
             sort_keys=[("group", "ascending"), ("value", "ascending")],
         ).to_numpy(zero_copy_only=False)
         rows, gs = rows[o], gs[o]
-        head = np.ones(len(gs), dtype=bool)
-        head[1:] = gs[1:] != gs[:-1]
+        head = _starts(gs)
         win[gs[head]] = rows[head]
     out: np.ndarray = win[win >= 0]
     return out
 
 
+def _engine_keys(engine: Engine) -> dict[str, Any]:
+    """An engine's nodes' canonical-id key columns (R5, ``canonical_row``), converted from
+    its lists once for every order :func:`_key_order` makes: kind, first_ts, first_eid,
+    value."""
+    return {
+        "kind": np.array(engine.kind, dtype=np.int64),
+        # (+ 0.0: -0.0 and 0.0 are one key, as Python compares them)
+        "first_ts": np.array(engine.first_ts, dtype=np.float64) + 0.0,
+        "first_eid": pa.array(engine.first_eid, pa.string()),
+        "value": pa.array(engine.value, pa.string()),
+    }
+
+
 def _key_order(
-    engine: Engine, pos: np.ndarray, nodes: np.ndarray, values: Any, *, with_kind: bool
+    keys: dict[str, Any], pos: np.ndarray, nodes: np.ndarray, *, with_kind: bool
 ) -> np.ndarray:
     """The order of an engine's ``nodes`` by ``(profile, kind, first_ts, first_eid, value)``
     (R5, ``canonical_row``), or without the kind (an identified user, ``build_profile``),
-    sorted by Arrow (its string order is Python's). ``pos``: each node's profile."""
+    sorted by Arrow (its string order is Python's). ``pos``: each node's profile; ``keys``:
+    :func:`_engine_keys`."""
+    at = pa.array(nodes)
     columns: dict[str, Any] = {"profile": pa.array(pos[nodes])}
     if with_kind:
-        columns["kind"] = pa.array(np.array(engine.kind, dtype=np.int64)[nodes])
-    # (+ 0.0: -0.0 and 0.0 are one key, as Python compares them)
-    columns["first_ts"] = pa.array(np.array(engine.first_ts, dtype=np.float64)[nodes] + 0.0)
-    columns["first_eid"] = pa.array(engine.first_eid, pa.string()).take(pa.array(nodes))
-    columns["value"] = values.take(pa.array(nodes))
+        columns["kind"] = pa.array(keys["kind"][nodes])
+    columns["first_ts"] = pa.array(keys["first_ts"][nodes])
+    columns["first_eid"] = keys["first_eid"].take(at)
+    columns["value"] = keys["value"].take(at)
     order: np.ndarray = pc.sort_indices(
         pa.table(columns), sort_keys=[(c, "ascending") for c in columns]
     ).to_numpy(zero_copy_only=False)
     return order
+
+
+def _starts(keys: np.ndarray) -> np.ndarray:
+    """Per row of sorted ``keys``: whether it starts a run of equal keys (a group's first)."""
+    head = np.ones(len(keys), dtype=bool)
+    head[1:] = keys[1:] != keys[:-1]
+    return head
+
+
+def _inverse(order: np.ndarray) -> np.ndarray:
+    """The inverse of a permutation: per item, its position in ``order``."""
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(len(order), dtype=np.int64)
+    return out
 
 
 def _flat(table: pa.Table) -> pa.Table:
@@ -2328,8 +2346,8 @@ def _reloader(source: Any, fmt: Format | None, rules: Any) -> Callable[[], pa.Ta
     """How to read a file source's table again (``None``: keep the table, the caller's or
     an iterable's). Made before the source is read, so that a file rewritten while it is
     read is refused too. The files must be unchanged then: the same files (a file added to
-    a directory would shift or add rows), their sizes and modification times the same; a
-    change raises ``ConfigurationError`` rather than give rows the result was not computed
+    a directory would shift or add rows), each file's :func:`_stamp` the same; a change
+    raises ``ConfigurationError`` rather than give rows the result was not computed
     from."""
     if not isinstance(source, (str, os.PathLike)):
         return None
